@@ -1,0 +1,1 @@
+"""blurvid-rig: hw/sim."""

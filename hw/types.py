@@ -1,0 +1,279 @@
+"""Frozen, validated value types shared by every device driver.
+
+Names carry units (``exposure_us``, ``chip_us``, ``timestamp_ns``). Every setting is recorded in every capture
+file, so these types are plain data that converts to and from ``dict`` without loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hw.errors import CodeError
+
+#: Limits of a code accepted anywhere in the rig. A given controller may accept a narrower range
+#: (see its ``chip_us_range``); the firmware's own limits live in firmware/PROTOCOL.md.
+MAX_CHIPS = 1024
+CHIP_US_MIN = 1.0
+CHIP_US_MAX = 1_000_000.0
+
+
+def _bits_from(bits: str | Iterable[int]) -> tuple[int, ...]:
+    if isinstance(bits, str):
+        text = bits.strip().replace(" ", "").replace("_", "")
+        bad = sorted(set(text) - {"0", "1"})
+        if bad:
+            raise CodeError(
+                f"Exposure code {bits!r} contains {bad!r}; a code is written with the characters 0 and 1 only, "
+                "e.g. '11100101'."
+            )
+        return tuple(int(c) for c in text)
+    out = []
+    for b in bits:
+        v = int(b)
+        if v not in (0, 1) or v != b:
+            raise CodeError(f"Exposure code chips must be 0 or 1, got {b!r}.")
+        out.append(v)
+    return tuple(out)
+
+
+def code_sha256(bits: Iterable[int]) -> str:
+    """SHA-256 (hex) of a binary code, computed over its ASCII '0'/'1' string.
+
+    The same definition is used by ``recon.codes``, by the capture files and by the firmware echo.
+
+    >>> code_sha256([1, 1, 1, 0, 0, 1, 0, 1])[:12]
+    'e6df3e0d4150'
+    """
+    return hashlib.sha256("".join(str(int(b)) for b in bits).encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ShutterCode:
+    """A binary exposure code played chip by chip by a shutter controller.
+
+    Args:
+        bits: chip states, 1 = open, 0 = closed (a '0'/'1' string or a sequence of ints).
+        chip_us: duration of one chip in microseconds.
+        name: optional human name (e.g. ``"raskar52"``).
+
+    Raises:
+        CodeError: empty or too long code, no open chip, characters other than 0/1, chip duration out of range.
+    """
+
+    bits: tuple[int, ...]
+    chip_us: float
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        bits = _bits_from(self.bits)
+        if not 1 <= len(bits) <= MAX_CHIPS:
+            raise CodeError(
+                f"An exposure code needs 1 to {MAX_CHIPS} chips; this one has {len(bits)}."
+            )
+        if not any(bits):
+            raise CodeError(
+                "This exposure code has no open chip, so the camera would record only darkness; "
+                "open at least one chip (a '1')."
+            )
+        chip_us = float(self.chip_us)
+        if not np.isfinite(chip_us) or not CHIP_US_MIN <= chip_us <= CHIP_US_MAX:
+            raise CodeError(
+                f"Chip duration {self.chip_us!r} us is outside {CHIP_US_MIN:g}..{CHIP_US_MAX:g} us."
+            )
+        object.__setattr__(self, "bits", bits)
+        object.__setattr__(self, "chip_us", chip_us)
+
+    @classmethod
+    def parse(cls, text: str, chip_us: float, name: str = "") -> ShutterCode:
+        """Build a code from a '0'/'1' string."""
+        return cls(_bits_from(text), chip_us, name)
+
+    @property
+    def n_chips(self) -> int:
+        return len(self.bits)
+
+    @property
+    def n_open(self) -> int:
+        return sum(self.bits)
+
+    @property
+    def light_fraction(self) -> float:
+        return self.n_open / self.n_chips
+
+    @property
+    def period_us(self) -> float:
+        """Duration of the whole code (all chips)."""
+        return self.n_chips * self.chip_us
+
+    @property
+    def sha256(self) -> str:
+        return code_sha256(self.bits)
+
+    def as_string(self) -> str:
+        return "".join(str(b) for b in self.bits)
+
+    def as_array(self) -> np.ndarray:
+        return np.asarray(self.bits, dtype=np.uint8)
+
+    def __str__(self) -> str:
+        label = f"{self.name} " if self.name else ""
+        return f"{label}{self.as_string()} @ {self.chip_us:g} us/chip"
+
+
+PIXEL_FORMAT_BITS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono16": 16}
+TRIGGER_MODES = ("Off", "On")
+TRIGGER_SOURCES = ("Software", "Line1")
+EXPOSURE_MODES = ("Timed", "TriggerWidth")
+
+
+@dataclass(frozen=True)
+class Roi:
+    """Region of interest on the sensor, in pixels."""
+
+    offset_x: int = 0
+    offset_y: int = 0
+    width: int = 0
+    height: int = 0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if int(v) != v or v < 0:
+                raise ValueError(f"ROI {f.name} must be a non-negative integer, got {v!r}.")
+            object.__setattr__(self, f.name, int(v))
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """Settings of a camera, validated here and by the device (which may narrow them).
+
+    ``roi`` with zero width/height means "the full sensor". ``trigger_mode='On'`` with ``trigger_source='Line1'``
+    is how a coded capture runs: the shutter controller triggers the camera.
+    """
+
+    exposure_us: float = 10_000.0
+    gain_db: float = 0.0
+    pixel_format: str = "Mono12"
+    roi: Roi = field(default_factory=Roi)
+    trigger_mode: str = "Off"
+    trigger_source: str = "Software"
+    exposure_mode: str = "Timed"
+    frame_rate_hz: float = 30.0
+    black_level_dn: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.exposure_us) or self.exposure_us <= 0:
+            raise ValueError(f"exposure_us must be a positive number of microseconds, got {self.exposure_us!r}.")
+        if not np.isfinite(self.gain_db) or self.gain_db < 0:
+            raise ValueError(f"gain_db must be >= 0 dB, got {self.gain_db!r}.")
+        if self.pixel_format not in PIXEL_FORMAT_BITS:
+            raise ValueError(
+                f"pixel_format {self.pixel_format!r} is not one of {sorted(PIXEL_FORMAT_BITS)}."
+            )
+        if self.trigger_mode not in TRIGGER_MODES:
+            raise ValueError(f"trigger_mode {self.trigger_mode!r} is not one of {TRIGGER_MODES}.")
+        if self.trigger_source not in TRIGGER_SOURCES:
+            raise ValueError(f"trigger_source {self.trigger_source!r} is not one of {TRIGGER_SOURCES}.")
+        if self.exposure_mode not in EXPOSURE_MODES:
+            raise ValueError(f"exposure_mode {self.exposure_mode!r} is not one of {EXPOSURE_MODES}.")
+        if not np.isfinite(self.frame_rate_hz) or self.frame_rate_hz <= 0:
+            raise ValueError(f"frame_rate_hz must be positive, got {self.frame_rate_hz!r}.")
+        if isinstance(self.roi, Mapping):
+            object.__setattr__(self, "roi", Roi(**self.roi))
+
+    @property
+    def bit_depth(self) -> int:
+        return PIXEL_FORMAT_BITS[self.pixel_format]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.bit_depth == 8 else np.uint16)
+
+    @property
+    def saturation_dn(self) -> int:
+        return 2**self.bit_depth - 1
+
+    def replace(self, **changes: Any) -> CameraSettings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CameraSettings:
+        d = dict(d)
+        if "roi" in d and isinstance(d["roi"], Mapping):
+            d["roi"] = Roi(**d["roi"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """Identity and sensor geometry of a camera."""
+
+    vendor: str
+    model: str
+    serial_number: str
+    sensor_width: int
+    sensor_height: int
+    pixel_size_um: float
+    driver: str  # "genicam" | "simulated"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ShutterInfo:
+    """Identity of a shutter controller."""
+
+    controller: str  # "arduino" | "dmd" | "simulated"
+    port: str
+    firmware_version: str
+    chip_us_min: float
+    chip_us_max: float
+    max_chips: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ShutterStatus:
+    """What the shutter controller reports about itself.
+
+    ``code_sha256`` and ``chip_us`` are the controller's own echo of what it holds; the driver compares them to
+    what it sent (round-trip verification).
+    """
+
+    state: str  # "idle" | "loaded" | "armed" | "playing"
+    code_sha256: str
+    n_chips: int
+    chip_us: float
+    trigger_count: int
+    echo_verified: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One image from a camera, with its provenance.
+
+    The image is an owned array (never a view into a driver buffer).
+    """
+
+    image: np.ndarray
+    frame_id: int
+    camera_timestamp_ns: int
+    host_time_ns: int
+    trigger_index: int = -1  # controller trigger counter, -1 when free-running
+    code_sha256: str = ""  # code played for this frame, "" when none
+    exposure_us: float = 0.0
