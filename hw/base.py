@@ -214,6 +214,9 @@ class Shutter(Device):
                 raise UnsupportedFeatureError(
                     f"{info.controller} shutter holds at most {info.max_chips} chips; the code has {code.n_chips}."
                 )
+            # Forget the previous code first: if this load fails (e.g. the echo does not match), the
+            # controller's content is unknown, so arm() must refuse until a load succeeds.
+            self._code = None
             status = self._do_load_code(code)
             self._code = code
             return status

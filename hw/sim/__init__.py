@@ -1,1 +1,23 @@
-"""blurvid-rig: hw/sim."""
+"""Simulated twins of the rig's devices: a moving scene, a camera rendering coded blur, a shutter.
+
+>>> from hw.sim import make_sim_rig
+>>> cam, sh = make_sim_rig(width=64, height=48)
+>>> cam.scene.shape
+(48, 64)
+"""
+
+from hw.sim.camera import SimCamera, SimGroundTruth, make_sim_rig
+from hw.sim.scene import Motion, SimScene, Sprite
+from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
+
+__all__ = [
+    "Motion",
+    "SimCamera",
+    "SimClock",
+    "SimGroundTruth",
+    "SimScene",
+    "SimShutter",
+    "Sprite",
+    "TriggerEvent",
+    "make_sim_rig",
+]

@@ -1,0 +1,763 @@
+"""Simulated camera rendering (coded) exposures of a :class:`~hw.sim.scene.SimScene`, with noise.
+
+:class:`SimCamera` is the twin of the GenICam camera: same settings, same states, same errors, plus
+ground truth and fault knobs. Three ways to get frames (as on a real camera):
+
+* ``trigger_mode='Off'``: free run at ``frame_rate_hz`` (paced by the wall clock), box exposure of
+  ``exposure_us``.
+* ``trigger_mode='On'``, ``trigger_source='Software'``: a box exposure per
+  :meth:`~hw.base.Camera.software_trigger`.
+* ``trigger_mode='On'``, ``trigger_source='Line1'``: an exposure per
+  :class:`~hw.sim.shutter.TriggerEvent` from the connected :class:`~hw.sim.shutter.SimShutter`; the
+  frame integrates the scene over the open chips of the code. With ``exposure_mode='TriggerWidth'``
+  the exposure lasts the whole code; with ``'Timed'`` it lasts ``exposure_us`` from the trigger
+  (chips after that are lost, a partly covered chip counts partly).
+
+Brightness convention (other modules rely on it). Let ``v_k`` (float32, DN) be the scene averaged
+over chip ``k`` times ``full_scale_dn`` (the DN that a static full-scale radiance 1.0 gives:
+``signal_dn`` at 0 dB, times the linear gain). The noise-free frame is
+``dark_dn + sum_k c_k v_k / sum_k c_k`` (``c`` = code bits), so a static scene gives the same
+brightness whatever the code or exposure time (as if the lighting were adjusted to keep the frame
+well exposed). A box exposure is an all-open code (chips of about 1 ms). Then the sensor: PRNU
+(fixed multiplicative pattern), shot noise (Poisson on electrons, ``gain_e_per_dn`` e-/DN), dark
+current and DSNU (fixed additive pattern), read noise, black level, clipping to saturation and
+rounding to the pixel format. ``noise=False`` keeps only the deterministic part:
+``rint(clip(dark_dn + signal))``.
+
+Frames are rendered in the thread that calls :meth:`~hw.base.Camera.fetch`, from a recipe fixed
+when the frame was triggered, with noise seeded by ``(seed, frame_id)``: the result does not depend
+on thread timing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hw.base import Camera
+from hw.errors import (
+    AcquisitionTimeout,
+    DeviceDisconnected,
+    IncompatibleStateError,
+    UnsupportedFeatureError,
+)
+from hw.sim.scene import SimScene
+from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
+from hw.types import CameraInfo, CameraSettings, Frame, Roi, ShutterCode
+
+#: Limits of the simulated camera (UnsupportedFeatureError outside them).
+SIM_EXPOSURE_US_MIN = 1.0
+SIM_EXPOSURE_US_MAX = 60_000_000.0
+SIM_GAIN_DB_MAX = 36.0
+SIM_FRAME_RATE_HZ_MIN = 0.1
+SIM_FRAME_RATE_HZ_MAX = 10_000.0
+
+#: A box exposure is rendered as an all-open code with chips of about this length.
+BOX_CHIP_US = 1000.0
+MAX_BOX_CHIPS = 64
+
+#: Below this many electrons, shot noise is drawn from a true Poisson law (Gaussian above).
+_POISSON_BELOW_E = 20.0
+
+
+@dataclass(frozen=True, eq=False)
+class SimGroundTruth:
+    """What the scene looked like during one frame, chip by chip, in the frame's DN scale.
+
+    Attributes:
+        frame_id: the frame this belongs to.
+        chip_frames: ``(K, H, W)`` float32: ``v_k``, the scene averaged over chip ``k``, in DN
+            (cropped to the ROI).
+        chip_t_s: ``(K,)`` centre time of each chip (simulated seconds).
+        code: the code played (an all-open code for box exposures).
+        dark_dn: the dark offset of the frame (black level + mean dark current), DN.
+        chip_weights: ``(K,)``: code bit times the fraction of the chip inside the exposure window
+            (equal to the code bits when the exposure covers the whole code, as with
+            ``exposure_mode='TriggerWidth'``).
+    """
+
+    frame_id: int
+    chip_frames: np.ndarray
+    chip_t_s: np.ndarray
+    code: ShutterCode
+    dark_dn: float
+    chip_weights: np.ndarray
+
+    def expected_frame(self) -> np.ndarray:
+        """Noise-free frame before clipping and rounding: ``dark_dn + sum_k w_k v_k / sum_k c_k``.
+
+        Exact when the exposure covers whole chips; for a partly covered chip (``Timed`` exposure
+        ending mid-chip) it uses the whole chip's average.
+
+        Returns:
+            float32 ``(H, W)``.
+        """
+        w = self.chip_weights.astype(np.float64) / float(self.code.n_open)
+        out = np.tensordot(w, self.chip_frames, axes=(0, 0)).astype(np.float32)
+        return out + np.float32(self.dark_dn)
+
+
+@dataclass(frozen=True, eq=False)
+class _Exposure:
+    """Everything needed to render one frame, fixed when it was triggered."""
+
+    frame_id: int
+    t_start_s: float
+    code: ShutterCode
+    weights: tuple[float, ...]  # per chip: bit x fraction of the chip inside the exposure window
+    trigger_index: int
+    code_sha256: str
+    exposure_us: float
+    settings: CameraSettings
+
+
+def _box_code(exposure_us: float) -> ShutterCode:
+    n = int(min(MAX_BOX_CHIPS, max(1, round(exposure_us / BOX_CHIP_US))))
+    return ShutterCode((1,) * n, exposure_us / n, name="box")
+
+
+class SimCamera(Camera):
+    """Simulated camera with sensor noise, ground truth and fault knobs.
+
+    Args:
+        scene: what the camera sees; a ``SimScene.default`` of the sensor size when None.
+        shutter: a :class:`SimShutter` whose triggers this camera receives on Line1 (the camera
+            connects itself and shares the shutter's simulated clock).
+        sensor_width: sensor width in pixels (default: the scene's width, else 1024).
+        sensor_height: sensor height in pixels (default: the scene's height, else 1024).
+        seed: seeds the default scene, the fixed patterns, the noise and the drop decisions.
+        pixel_size_um: reported pixel pitch.
+        signal_dn: DN of a static full-scale (1.0) scene at 0 dB gain; None = 60 % of the pixel
+            format's saturation (so it follows the pixel format).
+        full_well_e: electrons at saturation at 0 dB; sets ``gain_e_per_dn``.
+        read_noise_e: read noise, electrons rms.
+        prnu: photo-response non-uniformity, relative rms of the fixed gain pattern.
+        dsnu_e: dark-signal non-uniformity, electrons rms of the fixed offset pattern.
+        dark_current_e_per_s: mean dark current.
+        noise: False = no noise and no fixed patterns (deterministic frames).
+        render_sub_steps: time samples per chip when rendering.
+        buffer_frames: capacity of the output queue; frames that arrive while it is full are lost
+            (the frame id still advances).
+        history_frames: how many recent frames keep their ground-truth recipe.
+        drop_rate: fault knob: probability that a frame is lost (frame id still advances).
+        stall_after_n: fault knob: stop delivering after that many frames since open (fetch
+            times out).
+        disconnect_after_n: fault knob: after that many frames since open, fetch raises
+            DeviceDisconnected.
+        fetch_latency_s: fault knob: extra delay of every fetch.
+        clock: simulated clock (default: the shutter's, else a new one).
+
+    Raises:
+        ValueError: bad sizes, a scene whose size differs from the sensor, bad noise parameters.
+    """
+
+    def __init__(
+        self,
+        scene: SimScene | None = None,
+        shutter: SimShutter | None = None,
+        *,
+        sensor_width: int | None = None,
+        sensor_height: int | None = None,
+        seed: int = 0,
+        pixel_size_um: float = 3.45,
+        signal_dn: float | None = None,
+        full_well_e: float = 10_500.0,
+        read_noise_e: float = 2.5,
+        prnu: float = 0.01,
+        dsnu_e: float = 1.0,
+        dark_current_e_per_s: float = 5.0,
+        noise: bool = True,
+        render_sub_steps: int = 2,
+        buffer_frames: int = 16,
+        history_frames: int = 64,
+        drop_rate: float = 0.0,
+        stall_after_n: int | None = None,
+        disconnect_after_n: int | None = None,
+        fetch_latency_s: float = 0.0,
+        clock: SimClock | None = None,
+    ) -> None:
+        super().__init__()
+        if scene is not None:
+            sw = scene.width if sensor_width is None else int(sensor_width)
+            sh = scene.height if sensor_height is None else int(sensor_height)
+            if (sw, sh) != (scene.width, scene.height):
+                raise ValueError(
+                    f"The scene is {scene.width}x{scene.height} but the sensor is {sw}x{sh}; "
+                    "make the scene the size of the sensor."
+                )
+        else:
+            sw = 1024 if sensor_width is None else int(sensor_width)
+            sh = 1024 if sensor_height is None else int(sensor_height)
+            if sw < 8 or sh < 8:
+                raise ValueError(f"The sensor must be at least 8x8 pixels, got {sw}x{sh}.")
+            scene = SimScene.default(sw, sh, seed=seed)
+        for name, v in (("full_well_e", full_well_e), ("pixel_size_um", pixel_size_um)):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0, got {v!r}.")
+        for name, v in (
+            ("read_noise_e", read_noise_e),
+            ("prnu", prnu),
+            ("dsnu_e", dsnu_e),
+            ("dark_current_e_per_s", dark_current_e_per_s),
+            ("fetch_latency_s", fetch_latency_s),
+        ):
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be >= 0, got {v!r}.")
+        if signal_dn is not None and not (math.isfinite(signal_dn) and signal_dn > 0):
+            raise ValueError(f"signal_dn must be > 0 (or None), got {signal_dn!r}.")
+        if int(render_sub_steps) < 1 or int(buffer_frames) < 1 or int(history_frames) < 1:
+            raise ValueError("render_sub_steps, buffer_frames and history_frames must be >= 1.")
+        if not 0.0 <= drop_rate <= 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate!r}.")
+
+        self._scene = scene
+        self._sensor = (sw, sh)
+        self._seed = int(seed)
+        self._pixel_size_um = float(pixel_size_um)
+        self._signal_dn = None if signal_dn is None else float(signal_dn)
+        self.full_well_e = float(full_well_e)
+        self.read_noise_e = float(read_noise_e)
+        self.prnu = float(prnu)
+        self.dsnu_e = float(dsnu_e)
+        self.dark_current_e_per_s = float(dark_current_e_per_s)
+        self.noise = bool(noise)
+        self.render_sub_steps = int(render_sub_steps)
+        self._buffer_frames = int(buffer_frames)
+        self._history_frames = int(history_frames)
+        # Fault knobs: plain attributes, may change at any time.
+        self.drop_rate = float(drop_rate)
+        self.stall_after_n = stall_after_n
+        self.disconnect_after_n = disconnect_after_n
+        self.fetch_latency_s = float(fetch_latency_s)
+
+        self._shutter = shutter
+        if clock is None:
+            clock = shutter.clock if shutter is not None else SimClock()
+        self._clock = clock
+        self._settings = CameraSettings(roi=Roi(0, 0, sw, sh))
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: deque[_Exposure] = deque()
+        self._history: OrderedDict[int, _Exposure] = OrderedDict()
+        self._next_frame_id = 0
+        self._running = False
+        self._acq: CameraSettings = self._settings
+        self._fr_period_s = 0.0
+        self._fr_next_due = 0.0
+        self._delivered_since_open = 0
+        self._disconnected = False
+        self._drop_rng = np.random.default_rng([self._seed, 0xD209])
+        self._patterns: tuple[np.ndarray, np.ndarray] | None = None
+        self._patterns_lock = threading.Lock()
+        #: Frames lost (drop_rate or a full output queue); their ids are skipped.
+        self.dropped_frames = 0
+        #: Line1 triggers that came while the camera was not acquiring with trigger_source='Line1'.
+        self.missed_triggers = 0
+        #: Frames handed out by fetch() since construction.
+        self.delivered_frames = 0
+        if shutter is not None:
+            shutter.connect_trigger(self._on_trigger)
+
+    # -- sim API ---------------------------------------------------------------------------------
+    @property
+    def scene(self) -> SimScene:
+        return self._scene
+
+    @property
+    def shutter(self) -> SimShutter | None:
+        return self._shutter
+
+    @property
+    def clock(self) -> SimClock:
+        return self._clock
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    def signal_dn(self, settings: CameraSettings | None = None) -> float:
+        """DN of a static full-scale scene at 0 dB for ``settings`` (default: the current ones)."""
+        s = self._settings if settings is None else settings
+        return self._signal_dn if self._signal_dn is not None else 0.6 * s.saturation_dn
+
+    def full_scale_dn(self, settings: CameraSettings | None = None) -> float:
+        """DN of a static full-scale scene at the gain of ``settings``.
+
+        ``signal_dn * 10^(gain_db / 20)``.
+        """
+        s = self._settings if settings is None else settings
+        return self.signal_dn(s) * 10.0 ** (s.gain_db / 20.0)
+
+    def gain_e_per_dn(self, settings: CameraSettings | None = None) -> float:
+        """Conversion gain, e-/DN: ``full_well_e / saturation_dn / 10^(gain_db / 20)``."""
+        s = self._settings if settings is None else settings
+        return self.full_well_e / s.saturation_dn / 10.0 ** (s.gain_db / 20.0)
+
+    def dark_dn(self, exposure_us: float, settings: CameraSettings | None = None) -> float:
+        """Mean dark offset for an exposure: black level + dark current, DN."""
+        s = self._settings if settings is None else settings
+        return (
+            s.black_level_dn
+            + self.dark_current_e_per_s * exposure_us * 1e-6 / self.gain_e_per_dn(s)
+        )
+
+    def ground_truth(self, frame_id: int) -> SimGroundTruth:
+        """Chip-by-chip ground truth of a recent frame (delivered or dropped), cropped to its ROI.
+
+        Raises:
+            KeyError: the frame is unknown or older than the last ``history_frames`` frames.
+        """
+        with self._cond:
+            exp = self._history.get(int(frame_id))
+        if exp is None:
+            raise KeyError(
+                f"No ground truth for frame {frame_id}: only the last {self._history_frames} "
+                "frames are kept; ask right after fetching it."
+            )
+        s = exp.settings
+        region = (s.roi.offset_x, s.roi.offset_y, s.roi.width, s.roi.height)
+        scale = np.float32(self.full_scale_dn(s))
+        chip_s = exp.code.chip_us * 1e-6
+        k = exp.code.n_chips
+        t0 = exp.t_start_s + np.arange(k) * chip_s
+        frames = self._scene.render_means(t0, t0 + chip_s, self.render_sub_steps, region)
+        frames *= scale
+        return SimGroundTruth(
+            frame_id=exp.frame_id,
+            chip_frames=frames,
+            chip_t_s=exp.t_start_s + (np.arange(k) + 0.5) * chip_s,
+            code=exp.code,
+            dark_dn=self.dark_dn(exp.exposure_us, s),
+            chip_weights=np.asarray(exp.weights, dtype=np.float64),
+        )
+
+    # -- Camera hooks ----------------------------------------------------------------------------
+    def _check_connected(self) -> None:
+        if self._disconnected:
+            raise DeviceDisconnected(
+                f"The simulated camera {self._serial} is disconnected (fault knob "
+                f"disconnect_after_n={self.disconnect_after_n}). Close it and open it again to "
+                "reconnect."
+            )
+
+    @property
+    def _serial(self) -> str:
+        return f"SIM-{self._seed}"
+
+    def _do_open(self) -> None:
+        with self._cond:
+            self._disconnected = False
+            self._delivered_since_open = 0
+            self._drop_rng = np.random.default_rng([self._seed, 0xD209])
+
+    def _do_close(self) -> None:
+        with self._cond:
+            self._running = False
+            self._pending.clear()
+            self._cond.notify_all()
+
+    def _do_info(self) -> CameraInfo:
+        return CameraInfo(
+            vendor="blurvid-rig",
+            model="SimCamera",
+            serial_number=self._serial,
+            sensor_width=self._sensor[0],
+            sensor_height=self._sensor[1],
+            pixel_size_um=self._pixel_size_um,
+            driver="simulated",
+        )
+
+    def _do_get_settings(self) -> CameraSettings:
+        return self._settings
+
+    def _do_apply_settings(self, settings: CameraSettings) -> CameraSettings:
+        self._check_connected()
+        resolved = self._resolve(settings)
+        self._settings = resolved
+        return resolved
+
+    def _resolve(self, s: CameraSettings) -> CameraSettings:
+        if not isinstance(s, CameraSettings):
+            raise TypeError(f"apply_settings needs a CameraSettings, got {type(s).__name__}.")
+        sw, sh = self._sensor
+        r = s.roi
+        if r.offset_x >= sw or r.offset_y >= sh:
+            raise UnsupportedFeatureError(
+                f"ROI offset ({r.offset_x}, {r.offset_y}) is outside the {sw}x{sh} sensor; "
+                "use a smaller offset."
+            )
+        w = r.width or sw - r.offset_x
+        h = r.height or sh - r.offset_y
+        if r.offset_x + w > sw or r.offset_y + h > sh:
+            raise UnsupportedFeatureError(
+                f"An ROI of {w}x{h} at ({r.offset_x}, {r.offset_y}) does not fit on the "
+                f"{sw}x{sh} sensor (it would end at x={r.offset_x + w}, y={r.offset_y + h}); "
+                "reduce its size or offset, or use width/height 0 for 'up to the sensor edge'."
+            )
+        if not SIM_EXPOSURE_US_MIN <= s.exposure_us <= SIM_EXPOSURE_US_MAX:
+            raise UnsupportedFeatureError(
+                f"The camera exposes {SIM_EXPOSURE_US_MIN:g}..{SIM_EXPOSURE_US_MAX:g} us; "
+                f"{s.exposure_us:g} us was asked."
+            )
+        if s.gain_db > SIM_GAIN_DB_MAX:
+            raise UnsupportedFeatureError(
+                f"The camera's gain goes up to {SIM_GAIN_DB_MAX:g} dB; {s.gain_db:g} dB was asked."
+            )
+        if not SIM_FRAME_RATE_HZ_MIN <= s.frame_rate_hz <= SIM_FRAME_RATE_HZ_MAX:
+            raise UnsupportedFeatureError(
+                "The camera's frame rate is "
+                f"{SIM_FRAME_RATE_HZ_MIN:g}..{SIM_FRAME_RATE_HZ_MAX:g} Hz; "
+                f"{s.frame_rate_hz:g} Hz was asked."
+            )
+        max_black = s.saturation_dn / 4.0
+        if not 0.0 <= s.black_level_dn <= max_black:
+            raise UnsupportedFeatureError(
+                f"black_level_dn must be within 0..{max_black:g} DN for {s.pixel_format}; "
+                f"{s.black_level_dn:g} was asked."
+            )
+        return s.replace(roi=Roi(r.offset_x, r.offset_y, w, h))
+
+    def _do_node_map_snapshot(self) -> dict[str, Any]:
+        s = self._settings
+        sw, sh = self._sensor
+        return {
+            "DeviceVendorName": "blurvid-rig",
+            "DeviceModelName": "SimCamera",
+            "DeviceSerialNumber": self._serial,
+            "DeviceVersion": "sim-1",
+            "DeviceFirmwareVersion": "sim-1",
+            "SensorWidth": sw,
+            "SensorHeight": sh,
+            "WidthMax": sw,
+            "HeightMax": sh,
+            "Width": s.roi.width,
+            "Height": s.roi.height,
+            "OffsetX": s.roi.offset_x,
+            "OffsetY": s.roi.offset_y,
+            "PixelFormat": s.pixel_format,
+            "PixelSize": f"Bpp{s.bit_depth}",
+            "ExposureAuto": "Off",
+            "ExposureMode": s.exposure_mode,
+            "ExposureTime": float(s.exposure_us),
+            "GainAuto": "Off",
+            "GainSelector": "All",
+            "Gain": float(s.gain_db),
+            "BlackLevelSelector": "All",
+            "BlackLevel": float(s.black_level_dn),
+            "AcquisitionMode": "Continuous",
+            "AcquisitionFrameRateEnable": True,
+            "AcquisitionFrameRate": float(s.frame_rate_hz),
+            "ResultingFrameRate": float(self._free_run_period_fps(s)),
+            "TriggerSelector": "FrameStart",
+            "TriggerMode": s.trigger_mode,
+            "TriggerSource": s.trigger_source,
+            "TriggerActivation": "RisingEdge",
+            "SimSeed": self._seed,
+            "SimNoise": self.noise,
+            "SimSignalDN": float(self.signal_dn(s)),
+            "SimFullWellE": self.full_well_e,
+            "SimReadNoiseE": self.read_noise_e,
+            "SimPRNU": self.prnu,
+            "SimDSNUE": self.dsnu_e,
+            "SimDarkCurrentEPerS": self.dark_current_e_per_s,
+            "SimRenderSubSteps": self.render_sub_steps,
+        }
+
+    @staticmethod
+    def _free_run_period_fps(s: CameraSettings) -> float:
+        return 1.0 / max(1.0 / s.frame_rate_hz, s.exposure_us * 1e-6)
+
+    def _do_start(self) -> None:
+        self._check_connected()
+        with self._cond:
+            self._acq = self._settings
+            self._pending.clear()
+            self._running = True
+            if self._acq.trigger_mode == "Off":
+                self._fr_period_s = 1.0 / self._free_run_period_fps(self._acq)
+                self._fr_next_due = time.monotonic() + self._fr_period_s
+            self._cond.notify_all()
+
+    def _do_stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._pending.clear()
+            self._cond.notify_all()
+
+    def _do_software_trigger(self) -> None:
+        self._check_connected()
+        with self._cond:
+            s = self._acq
+            code = _box_code(s.exposure_us)
+            t0 = self._clock.reserve(s.exposure_us * 1e-6 + 0.001)
+            self._enqueue(t0, code, code.bits, -1, "", s.exposure_us)
+
+    def _on_trigger(self, event: TriggerEvent) -> None:
+        """Line1: the shutter raised the exposure line (called from the shutter's ``fire()``)."""
+        with self._cond:
+            s = self._acq
+            if not self._running or s.trigger_mode != "On" or s.trigger_source != "Line1":
+                self.missed_triggers += 1
+                return
+            code = event.code
+            window_us = code.period_us if s.exposure_mode == "TriggerWidth" else s.exposure_us
+            weights = tuple(
+                float(b) * min(1.0, max(0.0, (window_us - k * code.chip_us) / code.chip_us))
+                for k, b in enumerate(code.bits)
+            )
+            self._enqueue(
+                event.t_start_s, code, weights, event.trigger_index, code.sha256, window_us
+            )
+
+    def _enqueue(
+        self,
+        t_start_s: float,
+        code: ShutterCode,
+        weights: tuple[float, ...],
+        trigger_index: int,
+        sha: str,
+        exposure_us: float,
+    ) -> None:
+        """Create the next frame (caller holds ``_cond``): queued, or lost if the queue is full."""
+        exp = _Exposure(
+            frame_id=self._next_frame_id,
+            t_start_s=t_start_s,
+            code=code,
+            weights=tuple(float(w) for w in weights),
+            trigger_index=trigger_index,
+            code_sha256=sha,
+            exposure_us=float(exposure_us),
+            settings=self._acq,
+        )
+        self._next_frame_id += 1
+        self._history[exp.frame_id] = exp
+        while len(self._history) > self._history_frames:
+            self._history.popitem(last=False)
+        if len(self._pending) >= self._buffer_frames:
+            self.dropped_frames += 1
+        elif self.drop_rate > 0 and self._drop_rng.random() < self.drop_rate:
+            self.dropped_frames += 1
+        else:
+            self._pending.append(exp)
+            self._cond.notify_all()
+
+    def _advance_free_run(self, now: float) -> None:
+        """Create the free-run frames due by ``now`` (caller holds ``_cond``)."""
+        if now < self._fr_next_due:
+            return
+        period = self._fr_period_s
+        n_due = int((now - self._fr_next_due) // period) + 1
+        s = self._acq
+        made = 0
+        while (
+            made < n_due
+            and len(self._pending) < self._buffer_frames
+            and made < 4 * self._buffer_frames
+        ):
+            code = _box_code(s.exposure_us)
+            self._enqueue(self._clock.reserve(period), code, code.bits, -1, "", s.exposure_us)
+            made += 1
+        lost = n_due - made  # arrived while the output queue was full
+        if lost:
+            self._next_frame_id += lost
+            self.dropped_frames += lost
+            self._clock.reserve(lost * period)
+        self._fr_next_due += n_due * period
+
+    def _timeout_message(self, timeout_s: float, stalled: bool) -> str:
+        s = self._acq
+        if s.trigger_mode == "Off":
+            what = (
+                f"while free-running at {self._free_run_period_fps(s):g} fps; use a longer timeout "
+                "or a higher frame rate"
+            )
+        elif s.trigger_source == "Line1":
+            what = (
+                "waiting for a trigger on Line1 from the shutter: is the shutter armed and firing?"
+            )
+        else:
+            what = "waiting for a software trigger: call software_trigger() first"
+        msg = f"No frame arrived in {timeout_s:g} s {what}"
+        msg += "" if msg.endswith("?") else "."
+        if self.fetch_latency_s >= timeout_s:
+            msg += f" (Fault knob fetch_latency_s={self.fetch_latency_s:g} s exceeds the timeout.)"
+        if stalled:
+            msg += (
+                " (The simulated camera is stalled: fault knob "
+                f"stall_after_n={self.stall_after_n}.)"
+            )
+        return msg
+
+    def _do_fetch(self, timeout_s: float) -> Frame:
+        deadline = time.monotonic() + timeout_s
+        if self.fetch_latency_s > 0:
+            time.sleep(min(self.fetch_latency_s, timeout_s))
+        with self._cond:
+            while True:
+                self._check_connected()
+                if not self._running:
+                    raise IncompatibleStateError(
+                        "Acquisition was stopped while waiting for a frame; "
+                        "call start() to acquire again."
+                    )
+                n = self._delivered_since_open
+                if self.disconnect_after_n is not None and n >= self.disconnect_after_n:
+                    self._disconnected = True
+                    self._check_connected()
+                now = time.monotonic()
+                free_run = self._acq.trigger_mode == "Off"
+                if free_run:
+                    self._advance_free_run(now)
+                stalled = self.stall_after_n is not None and n >= self.stall_after_n
+                late = self.fetch_latency_s >= timeout_s
+                if self._pending and not stalled and not late:
+                    exp = self._pending.popleft()
+                    break
+                remaining = deadline - now
+                if remaining <= 0:
+                    raise AcquisitionTimeout(self._timeout_message(timeout_s, stalled))
+                wait = remaining
+                if free_run:
+                    wait = min(wait, max(0.0, self._fr_next_due - now) + 1e-4)
+                self._cond.wait(wait)
+            self._delivered_since_open += 1
+            self.delivered_frames += 1
+        image = self._render(exp)
+        return Frame(
+            image=image,
+            frame_id=exp.frame_id,
+            camera_timestamp_ns=int(round(exp.t_start_s * 1e9)),
+            host_time_ns=time.time_ns(),
+            trigger_index=exp.trigger_index,
+            code_sha256=exp.code_sha256,
+            exposure_us=exp.exposure_us,
+        )
+
+    # -- rendering -------------------------------------------------------------------------------
+    def _fixed_patterns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Full-sensor unit-variance patterns for PRNU (gain) and DSNU (offset), made once.
+
+        They are scaled by the ``prnu`` and ``dsnu_e`` knobs at use, so the knobs may change.
+        """
+        with self._patterns_lock:
+            if self._patterns is None:
+                sw, sh = self._sensor
+                rng = np.random.default_rng([self._seed, 0xF1C5])
+                gain_z = rng.standard_normal((sh, sw), dtype=np.float32)
+                offset_z = rng.standard_normal((sh, sw), dtype=np.float32)
+                self._patterns = (gain_z, offset_z)
+            return self._patterns
+
+    def _render(self, exp: _Exposure) -> np.ndarray:
+        s = exp.settings
+        roi = s.roi
+        region = (roi.offset_x, roi.offset_y, roi.width, roi.height)
+        n_sub = self.render_sub_steps
+        chip_s = exp.code.chip_us * 1e-6
+        norm = self.full_scale_dn(s) / (n_sub * exp.code.n_open)
+        times: list[float] = []
+        wts: list[float] = []
+        for k, wk in enumerate(exp.weights):
+            if wk <= 0.0:
+                continue
+            t0 = exp.t_start_s + k * chip_s
+            dt = wk * chip_s / n_sub
+            times.extend(t0 + (i + 0.5) * dt for i in range(n_sub))
+            wts.extend([norm * wk] * n_sub)
+        signal = self._scene.render_weighted(times, wts, region)
+        return self._expose(signal, exp)
+
+    def _expose(self, signal_dn: np.ndarray, exp: _Exposure) -> np.ndarray:
+        """Sensor model: ``signal_dn`` (noise-free DN above dark) -> image in the pixel format."""
+        s = exp.settings
+        if not self.noise:
+            dn = signal_dn + np.float32(self.dark_dn(exp.exposure_us, s))
+        else:
+            e_per_dn = self.gain_e_per_dn(s)
+            roi = s.roi
+            crop = np.s_[
+                roi.offset_y : roi.offset_y + roi.height, roi.offset_x : roi.offset_x + roi.width
+            ]
+            gain_z, offset_z = self._fixed_patterns()
+            rng = np.random.default_rng([self._seed, exp.frame_id, 0x5107])
+            mean_e = signal_dn * np.float32(e_per_dn)
+            if self.prnu > 0:
+                tmp = gain_z[crop] * np.float32(self.prnu)
+                tmp += np.float32(1.0)
+                mean_e *= tmp
+            mean_e += np.float32(self.dark_current_e_per_s * exp.exposure_us * 1e-6)
+            np.maximum(mean_e, 0.0, out=mean_e)
+            read = np.float32(self.read_noise_e)
+            # Shot + read noise, Gaussian approximation. cv2.randn is ~5x faster than numpy; its
+            # generator is per thread and seeded here from (seed, frame_id): frames are repeatable.
+            electrons = np.empty_like(mean_e)
+            cv2.setRNGSeed(int(rng.integers(1, 2**31 - 1)))
+            cv2.randn(electrons, 0.0, 1.0)
+            sd = mean_e + read * read
+            np.sqrt(sd, out=sd)
+            electrons *= sd
+            electrons += mean_e
+            low = mean_e < _POISSON_BELOW_E  # few electrons: a true Poisson law
+            n_low = int(np.count_nonzero(low))
+            if n_low:
+                shot = rng.poisson(mean_e[low]).astype(np.float32)
+                electrons[low] = shot + read * rng.standard_normal(n_low, dtype=np.float32)
+            if self.dsnu_e > 0:
+                tmp = offset_z[crop] * np.float32(self.dsnu_e)
+                electrons += tmp
+            dn = electrons
+            dn *= np.float32(1.0 / e_per_dn)
+            dn += np.float32(s.black_level_dn)
+        np.clip(dn, 0.0, float(s.saturation_dn), out=dn)
+        np.rint(dn, out=dn)
+        return dn.astype(s.dtype)
+
+
+def make_sim_rig(
+    width: int | None = None,
+    height: int | None = None,
+    seed: int = 0,
+    scene: SimScene | None = None,
+    *,
+    shutter_kw: Mapping[str, Any] | None = None,
+    **camera_kw: Any,
+) -> tuple[SimCamera, SimShutter]:
+    """A simulated camera wired to a simulated shutter (neither opened yet).
+
+    Args:
+        width: sensor width (default: the scene's, else 1024).
+        height: sensor height (default: the scene's, else 1024).
+        seed: seeds the default scene and the camera.
+        scene: what the camera sees; ``SimScene.default(width, height, seed)`` when None.
+        shutter_kw: keyword arguments of :class:`SimShutter` (fault knobs, ``gap_s``...).
+        **camera_kw: keyword arguments of :class:`SimCamera`.
+
+    Returns:
+        ``(camera, shutter)``; the camera renders a coded frame on each ``shutter.fire()`` once it
+        acquires with ``trigger_mode='On'``, ``trigger_source='Line1'``.
+
+    Example::
+
+        cam, sh = make_sim_rig(width=256, height=256)
+        with cam, sh:
+            cam.apply_settings(cam.settings.replace(
+                trigger_mode="On", trigger_source="Line1", exposure_mode="TriggerWidth"))
+            sh.load_code(ShutterCode.parse("11100101", 1000)); sh.arm(); cam.start()
+            index = sh.fire(); frame = cam.fetch(timeout_s=2.0)
+    """
+    shutter = SimShutter(**dict(shutter_kw or {}))
+    if scene is None:
+        w = 1024 if width is None else int(width)
+        h = 1024 if height is None else int(height)
+        scene = SimScene.default(w, h, seed=seed)
+    camera = SimCamera(
+        scene, shutter, sensor_width=width, sensor_height=height, seed=seed, **camera_kw
+    )
+    return camera, shutter
