@@ -1,0 +1,55 @@
+# blurvid-rig: the two set-up commands of the README.
+#   make run   - create .venv, install, run the main job on the simulated rig
+#   make test  - install what the tests need (apt when root), create .venv, run every check and test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Debian packages the tests use (h5ls/h5clear check that captures are readable by standard HDF5 tools).
+APT_PACKAGES := hdf5-tools
+OUT ?= out/demo
+
+.PHONY: run test venv apt lint bench clean
+
+run: venv
+	$(BIN)/blurvid-rig demo --out $(OUT)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || { \
+	  echo "blurvid-rig needs Python >= 3.11 as '$(PYTHON)'; on Debian 12: apt-get install python3 python3-venv"; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "Python's venv module is missing. Install it with:  sudo apt-get install -y python3-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
+	@touch $@
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages the tests need:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "The tests need Debian packages that are not installed. Run:"; \
+	    echo "    sudo apt-get install -y$$missing"; \
+	    echo "then 'make test' again."; exit 1; \
+	  fi; \
+	fi
+
+lint: venv
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+
+test: apt venv lint
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python bench/bench_capture.py
+	$(BIN)/python bench/bench_recon.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,205 @@
+"""The ``blurvid-rig`` command line: capture, recon, info, code, demo.
+
+Every subcommand works on a machine without hardware: the simulated rig is the default device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hw.errors import RigError
+
+log = logging.getLogger("blurvid_rig")
+
+
+def _code_from_args(text: str, chip_us: float):
+    from hw.types import ShutterCode
+    from recon.codes import KNOWN_CODES, known_code
+
+    if set(text) <= {"0", "1"}:
+        return ShutterCode.parse(text, chip_us)
+    bits = known_code(text)
+    return ShutterCode(tuple(int(b) for b in bits), chip_us, name=text if text in KNOWN_CODES else text)
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from blurvid_rig.capture import run_coded_capture
+    from hw.sim import make_sim_rig
+
+    code = _code_from_args(args.code, args.chip_us)
+    if not args.sim:
+        raise RigError(
+            "Only the simulated rig is available in this version (real camera and shutter drivers come "
+            "later); run with --sim."
+        )
+    camera, shutter = make_sim_rig(width=args.width, height=args.height, seed=args.seed)
+    with camera, shutter:
+        if args.exposure_us:
+            camera.apply_settings(camera.settings.replace(exposure_us=args.exposure_us))
+        bar = tqdm(total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet)
+
+        def progress(stats) -> None:
+            bar.n = stats.written
+            bar.set_postfix(acquired=stats.acquired, gaps=stats.frame_id_gaps, refresh=False)
+            bar.refresh()
+
+        try:
+            result = run_coded_capture(
+                camera,
+                shutter,
+                code,
+                args.count,
+                Path(args.out),
+                name=args.name,
+                compression=None if args.compression == "none" else args.compression,
+                progress=progress,
+                settings={"cli_args": " ".join(sys.argv[1:]), "sim_seed": args.seed},
+            )
+        finally:
+            bar.close()
+    print(
+        f"{result.status}: {result.stats.written} frames in {result.elapsed_s:.2f} s "
+        f"({result.stats.written / max(result.elapsed_s, 1e-9):.1f} frames/s), "
+        f"{result.stats.frame_id_gaps} dropped -> {result.path}"
+    )
+    return 0 if result.status == "complete" else 1
+
+
+def cmd_recon(args: argparse.Namespace) -> int:
+    from blurvid_rig.batch import reconstruct_files
+
+    outcomes = reconstruct_files(
+        [Path(p) for p in args.files],
+        method=args.method,
+        n_out=args.frames,
+        out_dir=Path(args.out) if args.out else None,
+        exports=tuple(args.export or ()),
+        device=args.device,
+        show_progress=not args.quiet,
+    )
+    failed = [o for o in outcomes if o.error]
+    for o in outcomes:
+        if not o.error:
+            extra = "".join(f"\n    {p}" for p in o.exports)
+            print(f"ok    {o.source} -> {o.output} ({o.n_frames} frames, {o.seconds:.1f} s){extra}")
+    for o in failed:
+        print(f"FAILED {o.source}: {o.error}", file=sys.stderr)
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} files reconstructed.")
+    return 1 if failed else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from blurvid_rig.capture_file import CaptureFormatError, describe_file
+
+    rc = 0
+    for p in args.files:
+        try:
+            print(describe_file(Path(p)))
+        except (CaptureFormatError, OSError) as e:
+            print(f"{p}: {e}", file=sys.stderr)
+            rc = 1
+        print()
+    return rc
+
+
+def cmd_code(args: argparse.Namespace) -> int:
+    from recon.codes import describe_code, search_codes
+
+    if args.search:
+        for bits, m in search_codes(args.search, objective=args.objective, top=args.top):
+            print(f"{''.join(map(str, bits))}  min|DFT|={m.min_dft:.4f}  "
+                  f"noise x{m.noise_amplification:.2f}  asym={m.reversal_asymmetry:.2f}")
+        return 0
+    code = _code_from_args(args.code, 1000.0)
+    print(describe_code(code.bits))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from blurvid_rig.demo import run_demo
+
+    run_demo(Path(args.out), n_frames=args.count, size=args.size, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blurvid-rig",
+        description="Coded-exposure (flutter shutter) rig: capture, reconstruct, inspect.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("capture", help="record coded frames into an HDF5 capture file")
+    c.add_argument("--sim", action="store_true", default=True,
+                   help="use the simulated camera and shutter (the default until real devices are set up)")
+    c.add_argument("--code", default="bdinr8",
+                   help="code bits like 11100101, or a known name (bdinr8, raskar52, box8); default bdinr8")
+    c.add_argument("--chip-us", type=float, default=1000.0, help="chip duration in microseconds")
+    c.add_argument("--exposure-us", type=float, default=0.0,
+                   help="camera exposure (default: the code period; TriggerWidth covers the code)")
+    c.add_argument("--count", type=int, default=10, help="number of frames")
+    c.add_argument("--out", default="captures", help="output folder")
+    c.add_argument("--name", default="capture", help="name part of the file name")
+    c.add_argument("--width", type=int, default=512)
+    c.add_argument("--height", type=int, default=512)
+    c.add_argument("--seed", type=int, default=0, help="seed of the simulated scene and noise")
+    c.add_argument("--compression", choices=["lz4", "gzip", "none"], default="lz4")
+    c.set_defaults(func=cmd_capture)
+
+    r = sub.add_parser("recon", help="reconstruct videos from capture files (batch)")
+    r.add_argument("files", nargs="+", help="capture files (.h5)")
+    r.add_argument("--method", choices=["classical"], default="classical")
+    r.add_argument("--frames", type=int, default=None,
+                   help="frames to recover per capture (default: one per chip)")
+    r.add_argument("--out", default=None, help="output folder (default: beside each capture)")
+    r.add_argument("--export", nargs="*", choices=["mp4", "gif", "png"], default=None,
+                   help="also write movies / contact sheets")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    r.set_defaults(func=cmd_recon)
+
+    i = sub.add_parser("info", help="human summary of capture or reconstruction files")
+    i.add_argument("files", nargs="+")
+    i.set_defaults(func=cmd_info)
+
+    k = sub.add_parser("code", help="describe an exposure code, or search for good codes")
+    k.add_argument("code", nargs="?", default="bdinr8")
+    k.add_argument("--search", type=int, metavar="N_CHIPS", help="search codes of this length")
+    k.add_argument("--objective", default="min_dft",
+                   choices=["min_dft", "noise_amplification", "flatness"])
+    k.add_argument("--top", type=int, default=5)
+    k.set_defaults(func=cmd_code)
+
+    d = sub.add_parser("demo", help="end to end on the simulated rig: capture, reconstruct, export")
+    d.add_argument("--out", default="out/demo", help="output folder")
+    d.add_argument("--count", type=int, default=3, help="coded frames to capture")
+    d.add_argument("--size", type=int, default=256, help="frame width and height in pixels")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except RigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; files written so far are kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
