@@ -1,8 +1,9 @@
 """Capture-to-HDF5 throughput of the simulated rig at 1024x1024 uint16.
 
-Prints frames/s, MB/s and dropped frames for: rendering only (the simulated camera without a file), and the full
-capture path (acquisition thread -> bounded queue -> writer thread -> HDF5) with and without compression, measured
-side by side in one run so the ratios are meaningful on a shared machine.
+Prints frames/s, MB/s and dropped frames for: rendering only (the simulated camera without a
+file), and the full capture path (acquisition thread -> bounded queue -> writer thread -> HDF5)
+with and without compression, measured side by side in one run so the ratios are meaningful on a
+shared machine.
 
     .venv/bin/python bench/bench_capture.py [--frames 40] [--size 1024]
 """
@@ -22,7 +23,9 @@ from hw.types import ShutterCode
 def render_only(size: int, n: int, code: ShutterCode) -> float:
     cam, sh = make_sim_rig(width=size, height=size, seed=1)
     with cam, sh:
-        cam.apply_settings(coded_capture_settings(cam.settings, code).replace(pixel_format="Mono16"))
+        cam.apply_settings(
+            coded_capture_settings(cam.settings, code).replace(pixel_format="Mono16")
+        )
         sh.load_code(code)
         sh.arm()
         cam.start()
@@ -37,8 +40,9 @@ def full_capture(size: int, n: int, code: ShutterCode, compression: str | None, 
     cam, sh = make_sim_rig(width=size, height=size, seed=1)
     with cam, sh:
         cam.apply_settings(cam.settings.replace(pixel_format="Mono16"))
-        res = run_coded_capture(cam, sh, code, n, out, name=f"bench_{compression}",
-                                compression=compression)
+        res = run_coded_capture(
+            cam, sh, code, n, out, name=f"bench_{compression}", compression=compression
+        )
     return res
 
 
@@ -50,8 +54,10 @@ def main() -> None:
     args = ap.parse_args()
     code = ShutterCode.parse(args.code, 1000.0)
     mb = args.size * args.size * 2 / 1e6
-    print(f"simulated rig, {args.size}x{args.size} uint16 ({mb:.2f} MB/frame), code {code}, "
-          f"{args.frames} frames")
+    print(
+        f"simulated rig, {args.size}x{args.size} uint16 ({mb:.2f} MB/frame), code {code}, "
+        f"{args.frames} frames"
+    )
     t = render_only(args.size, args.frames, code)
     base = args.frames / t
     print(f"{'render only (no file)':32s} {base:7.1f} frames/s {base * mb:7.1f} MB/s")
@@ -64,7 +70,8 @@ def main() -> None:
                 f"{'capture -> HDF5, ' + str(comp):32s} {fps:7.1f} frames/s {fps * mb:7.1f} MB/s  "
                 f"x{fps / base:.2f} of render-only  dropped={r.stats.frame_id_gaps}  "
                 f"written={r.stats.written}/{args.frames}  file={size_mb:.1f} MB "
-                f"(ratio {args.frames * mb / size_mb:.2f})  queue high-water={r.stats.queue_high_water}"
+                f"(ratio {args.frames * mb / size_mb:.2f})  "
+                f"queue high-water={r.stats.queue_high_water}"
             )
 
 

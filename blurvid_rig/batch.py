@@ -92,8 +92,12 @@ def reconstruct_capture(
             dst.unlink()
         dark = dark_level(cap)
         full_scale = float(cap.camera_settings.saturation_dn) - float(np.mean(dark))
-        params = {"solver": "wiener", "velocity": "estimated", "n_out": k,
-                  "dark": "calibration" if isinstance(dark, np.ndarray) else "black_level"}
+        params = {
+            "solver": "wiener",
+            "velocity": "estimated",
+            "n_out": k,
+            "dark": "calibration" if isinstance(dark, np.ndarray) else "black_level",
+        }
         times = output_times_s(code.chip_us, code.n_chips, k)
         inputs, videos = [], []
         with ReconWriter(
@@ -179,8 +183,13 @@ def reconstruct_files(
 
     outcomes = []
     for path in paths:
-        bar = tqdm(desc=Path(path).name, unit="frame", file=sys.stderr, disable=not show_progress,
-                   leave=True)
+        bar = tqdm(
+            desc=Path(path).name,
+            unit="frame",
+            file=sys.stderr,
+            disable=not show_progress,
+            leave=True,
+        )
 
         def progress(done: int, total: int, bar=bar) -> None:
             bar.total = total
@@ -190,8 +199,14 @@ def reconstruct_files(
         try:
             outcomes.append(
                 reconstruct_capture(
-                    Path(path), method=method, n_out=n_out, out_dir=out_dir, exports=exports,
-                    device=device, overwrite=overwrite, progress=progress,
+                    Path(path),
+                    method=method,
+                    n_out=n_out,
+                    out_dir=out_dir,
+                    exports=exports,
+                    device=device,
+                    overwrite=overwrite,
+                    progress=progress,
                 )
             )
         except Exception as e:  # reported in the outcome and at the end; the batch goes on

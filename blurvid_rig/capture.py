@@ -1,10 +1,11 @@
 """Coded capture: the acquisition thread, the writer thread and the function that runs them.
 
-Threading (ARCHITECTURE.md): exactly one thread calls ``camera.fetch`` (always with a timeout) and exactly one
-thread owns the open HDF5 file. Frames to disk pass through a bounded queue; if the writer cannot keep up the
-capture stops with a "writer overrun" error instead of dropping frames. A newest-frame-only slot feeds displays.
-Stop order: disarm shutter -> stop camera -> join acquisition -> drain and close writer. Whatever happens, the
-file on disk keeps every frame that reached the writer and says in its ``status`` how the capture ended.
+Threading (ARCHITECTURE.md): exactly one thread calls ``camera.fetch`` (always with a timeout)
+and exactly one thread owns the open HDF5 file. Frames to disk pass through a bounded queue; if
+the writer cannot keep up the capture stops with a "writer overrun" error instead of dropping
+frames. A newest-frame-only slot feeds displays. Stop order: disarm shutter -> stop camera ->
+join acquisition -> drain and close writer. Whatever happens, the file on disk keeps every frame
+that reached the writer and says in its ``status`` how the capture ended.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class WriterOverrun(RigError):
 def exposure_window_problems(settings: CameraSettings, code: ShutterCode) -> list[str]:
     """Say what in the camera settings would spoil a coded capture (empty list: all good).
 
-    The camera must be triggered by the shutter controller (trigger On, source Line1) and its exposure window
-    must cover the whole code: TriggerWidth exposure, or a timed exposure at least as long as the code period.
+    The camera must be triggered by the shutter controller (trigger On, source Line1) and its
+    exposure window must cover the whole code: TriggerWidth exposure, or a timed exposure at least
+    as long as the code period.
     """
     problems = []
     if settings.trigger_mode != "On" or settings.trigger_source != "Line1":
@@ -49,14 +51,16 @@ def exposure_window_problems(settings: CameraSettings, code: ShutterCode) -> lis
     if settings.exposure_mode == "Timed" and settings.exposure_us < code.period_us:
         problems.append(
             f"the timed exposure ({settings.exposure_us:g} us) is shorter than the code "
-            f"({code.n_chips} chips x {code.chip_us:g} us = {code.period_us:g} us); use exposure_mode="
+            f"({code.n_chips} chips x {code.chip_us:g} us = {code.period_us:g} us); "
+            "use exposure_mode="
             "'TriggerWidth' or an exposure of at least the code period"
         )
     return problems
 
 
 def coded_capture_settings(settings: CameraSettings, code: ShutterCode) -> CameraSettings:
-    """The camera settings for a coded capture: triggered by the shutter, exposing for the whole code."""
+    """The camera settings for a coded capture: triggered by the shutter, exposing for the whole
+    code."""
     return settings.replace(
         trigger_mode="On",
         trigger_source="Line1",
@@ -66,7 +70,8 @@ def coded_capture_settings(settings: CameraSettings, code: ShutterCode) -> Camer
 
 
 class LatestFrame:
-    """A one-slot, newest-frame-only mailbox for displays and live preview (never blocks the producer)."""
+    """A one-slot, newest-frame-only mailbox for displays and live preview (never blocks the
+    producer)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -145,7 +150,8 @@ class _AcquisitionLoop(threading.Thread):
                 try:
                     frame = self.camera.fetch(timeout_s=self.fetch_timeout_s)
                 except AcquisitionTimeout:
-                    # one trigger without a frame: counted (never silent); several in a row: the rig is broken
+                    # one trigger without a frame: counted (never silent); several in a row:
+                    # the rig is broken
                     self.stats.trigger_gaps += 1
                     timeouts += 1
                     if timeouts >= self.max_consecutive_timeouts:
@@ -154,8 +160,10 @@ class _AcquisitionLoop(threading.Thread):
                 timeouts = 0
                 if frame.trigger_index >= 0 and frame.trigger_index != trigger:
                     raise ProtocolError(
-                        f"Frame {frame.frame_id} answers trigger {frame.trigger_index} but trigger {trigger} "
-                        "was just fired: camera and shutter are out of step. Check the trigger cable and "
+                        f"Frame {frame.frame_id} answers trigger {frame.trigger_index} "
+                        f"but trigger {trigger} "
+                        "was just fired: camera and shutter are out of step. "
+                        "Check the trigger cable and "
                         "that nothing else triggers the camera."
                     )
                 if last_id is not None and frame.frame_id > last_id + 1:
@@ -167,11 +175,15 @@ class _AcquisitionLoop(threading.Thread):
                     self.frames_out.put(frame, timeout=self.overrun_timeout_s)
                 except queue.Full as e:
                     raise WriterOverrun(
-                        f"The writer fell behind: {self.frames_out.maxsize} frames waited for more than "
-                        f"{self.overrun_timeout_s:g} s. Capture stopped so that no frame is lost silently; "
+                        f"The writer fell behind: {self.frames_out.maxsize} frames "
+                        "waited for more than "
+                        f"{self.overrun_timeout_s:g} s. "
+                        "Capture stopped so that no frame is lost silently; "
                         "use a faster disk, less compression, or a lower frame rate."
                     ) from e
-                self.stats.queue_high_water = max(self.stats.queue_high_water, self.frames_out.qsize())
+                self.stats.queue_high_water = max(
+                    self.stats.queue_high_water, self.frames_out.qsize()
+                )
         except BaseException as e:  # handed to the main thread, which re-raises it
             self.error = e
 
@@ -223,16 +235,18 @@ def run_coded_capture(
 ) -> CaptureResult:
     """Capture ``n_frames`` coded frames into a new HDF5 file and return how it went.
 
-    The camera and shutter must be open. The code is loaded (and its echo verified by the shutter driver),
-    the camera is switched to shutter-triggered exposure covering the whole code, and each frame is fired,
-    fetched and written. A trigger whose frame never arrives is counted in ``stats.trigger_gaps`` and the
-    capture goes on; ``max_consecutive_timeouts`` in a row end it. Camera frame-id gaps are counted in
-    ``stats.frame_id_gaps`` and remain visible in the file's frame log. On any error the file is kept with
-    ``status='aborted'`` and the error is raised after the devices are stopped; ``stop`` (an Event) or Ctrl-C
-    end the capture early, also as 'aborted', and then the result is returned instead of raising.
+    The camera and shutter must be open. The code is loaded (and its echo verified by the shutter
+    driver), the camera is switched to shutter-triggered exposure covering the whole code, and each
+    frame is fired, fetched and written. A trigger whose frame never arrives is counted in
+    ``stats.trigger_gaps`` and the capture goes on; ``max_consecutive_timeouts`` in a row end it.
+    Camera frame-id gaps are counted in ``stats.frame_id_gaps`` and remain visible in the file's
+    frame log. On any error the file is kept with ``status='aborted'`` and the error is raised after
+    the devices are stopped; ``stop`` (an Event) or Ctrl-C end the capture early, also as
+    'aborted', and then the result is returned instead of raising.
 
     Raises:
-        RigError: device failure, timeout, writer overrun; the partial file is on disk and named in the error.
+        RigError: device failure, timeout, writer overrun; the partial file is on disk and named in
+            the error.
     """
     if n_frames < 1:
         raise ValueError(f"n_frames must be at least 1, got {n_frames}.")
@@ -251,7 +265,8 @@ def run_coded_capture(
     shutter_status = shutter.load_code(code)
     if not shutter_status.echo_verified:
         raise IncompatibleStateError(
-            "The shutter controller did not confirm the code it holds; recording is blocked so that the "
+            "The shutter controller did not confirm the code it holds; "
+            "recording is blocked so that the "
             "file cannot claim a code that was not played. Reload the code or check the controller."
         )
     roi = cam_settings.roi
@@ -277,7 +292,15 @@ def run_coded_capture(
     )
     frames_q: queue.Queue = queue.Queue(maxsize=queue_size)
     acq = _AcquisitionLoop(
-        camera, shutter, n_frames, frames_q, latest, stats, stop, fetch_timeout_s, overrun_timeout_s,
+        camera,
+        shutter,
+        n_frames,
+        frames_q,
+        latest,
+        stats,
+        stop,
+        fetch_timeout_s,
+        overrun_timeout_s,
         max_consecutive_timeouts,
     )
     wr = _FrameWriter(writer, frames_q, stats)

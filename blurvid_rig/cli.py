@@ -22,7 +22,9 @@ def _code_from_args(text: str, chip_us: float):
     if set(text) <= {"0", "1"}:
         return ShutterCode.parse(text, chip_us)
     bits = known_code(text)
-    return ShutterCode(tuple(int(b) for b in bits), chip_us, name=text if text in KNOWN_CODES else text)
+    return ShutterCode(
+        tuple(int(b) for b in bits), chip_us, name=text if text in KNOWN_CODES else text
+    )
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -41,7 +43,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
     with camera, shutter:
         if args.exposure_us:
             camera.apply_settings(camera.settings.replace(exposure_us=args.exposure_us))
-        bar = tqdm(total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet)
+        bar = tqdm(
+            total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet
+        )
 
         def progress(stats) -> None:
             bar.n = stats.written
@@ -112,8 +116,10 @@ def cmd_code(args: argparse.Namespace) -> int:
 
     if args.search:
         for bits, m in search_codes(args.search, objective=args.objective, top=args.top):
-            print(f"{''.join(map(str, bits))}  min|DFT|={m.min_dft:.4f}  "
-                  f"noise x{m.noise_amplification:.2f}  asym={m.reversal_asymmetry:.2f}")
+            print(
+                f"{''.join(map(str, bits))}  min|DFT|={m.min_dft:.4f}  "
+                f"noise x{m.noise_amplification:.2f}  asym={m.reversal_asymmetry:.2f}"
+            )
         return 0
     code = _code_from_args(args.code, 1000.0)
     print(describe_code(code.bits))
@@ -137,13 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("capture", help="record coded frames into an HDF5 capture file")
-    c.add_argument("--sim", action="store_true", default=True,
-                   help="use the simulated camera and shutter (the default until real devices are set up)")
-    c.add_argument("--code", default="bdinr8",
-                   help="code bits like 11100101, or a known name (bdinr8, raskar52, box8); default bdinr8")
+    c.add_argument(
+        "--sim",
+        action="store_true",
+        default=True,
+        help="use the simulated camera and shutter (the default until real devices are set up)",
+    )
+    c.add_argument(
+        "--code",
+        default="bdinr8",
+        help="code bits like 11100101, or a known name (bdinr8, raskar52, box8); default bdinr8",
+    )
     c.add_argument("--chip-us", type=float, default=1000.0, help="chip duration in microseconds")
-    c.add_argument("--exposure-us", type=float, default=0.0,
-                   help="camera exposure (default: the code period; TriggerWidth covers the code)")
+    c.add_argument(
+        "--exposure-us",
+        type=float,
+        default=0.0,
+        help="camera exposure (default: the code period; TriggerWidth covers the code)",
+    )
     c.add_argument("--count", type=int, default=10, help="number of frames")
     c.add_argument("--out", default="captures", help="output folder")
     c.add_argument("--name", default="capture", help="name part of the file name")
@@ -156,11 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recon", help="reconstruct videos from capture files (batch)")
     r.add_argument("files", nargs="+", help="capture files (.h5)")
     r.add_argument("--method", choices=["classical"], default="classical")
-    r.add_argument("--frames", type=int, default=None,
-                   help="frames to recover per capture (default: one per chip)")
+    r.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames to recover per capture (default: one per chip)",
+    )
     r.add_argument("--out", default=None, help="output folder (default: beside each capture)")
-    r.add_argument("--export", nargs="*", choices=["mp4", "gif", "png"], default=None,
-                   help="also write movies / contact sheets")
+    r.add_argument(
+        "--export",
+        nargs="*",
+        choices=["mp4", "gif", "png"],
+        default=None,
+        help="also write movies / contact sheets",
+    )
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.set_defaults(func=cmd_recon)
 
@@ -171,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("code", help="describe an exposure code, or search for good codes")
     k.add_argument("code", nargs="?", default="bdinr8")
     k.add_argument("--search", type=int, metavar="N_CHIPS", help="search codes of this length")
-    k.add_argument("--objective", default="min_dft",
-                   choices=["min_dft", "noise_amplification", "flatness"])
+    k.add_argument(
+        "--objective", default="min_dft", choices=["min_dft", "noise_amplification", "flatness"]
+    )
     k.add_argument("--top", type=int, default=5)
     k.set_defaults(func=cmd_code)
 

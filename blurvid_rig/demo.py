@@ -43,8 +43,9 @@ def _psnr(x: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
 
 
-def run_demo(out: Path, *, n_frames: int = 3, size: int = 256, seed: int = 0,
-             quiet: bool = False) -> DemoReport:
+def run_demo(
+    out: Path, *, n_frames: int = 3, size: int = 256, seed: int = 0, quiet: bool = False
+) -> DemoReport:
     """Run the demo into ``out`` and print where the files are and how well it did."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,11 +58,19 @@ def run_demo(out: Path, *, n_frames: int = 3, size: int = 256, seed: int = 0,
     camera, shutter = make_sim_rig(width=size, height=size, seed=seed, scene=scene)
     period_s = DEMO_CODE.period_us * 1e-6
     true_v = (DEMO_VELOCITY_PX_PER_S[0] * period_s, DEMO_VELOCITY_PX_PER_S[1] * period_s)
-    say(f"simulated rig: {size}x{size} Mono12 camera, code {DEMO_CODE}, scene panning "
-        f"({true_v[0]:+.1f}, {true_v[1]:+.1f}) px per exposure")
+    say(
+        f"simulated rig: {size}x{size} Mono12 camera, code {DEMO_CODE}, scene panning "
+        f"({true_v[0]:+.1f}, {true_v[1]:+.1f}) px per exposure"
+    )
     with camera, shutter:
         result = run_coded_capture(
-            camera, shutter, DEMO_CODE, n_frames, out, name="demo", title="blurvid-rig demo",
+            camera,
+            shutter,
+            DEMO_CODE,
+            n_frames,
+            out,
+            name="demo",
+            title="blurvid-rig demo",
             settings={"demo_velocity_px_per_s": list(DEMO_VELOCITY_PX_PER_S), "seed": seed},
         )
         truths = [camera.ground_truth(fid) for fid in result.frame_ids]
@@ -88,20 +97,42 @@ def run_demo(out: Path, *, n_frames: int = 3, size: int = 256, seed: int = 0,
             raw = cap.read_frame(i).astype(np.float32)
             y = raw - float(cap.camera_settings.black_level_dn)
             inputs.append(y)
-            psnrs += [_psnr(video[i, k], t.chip_frames[k], full_scale) for k in range(len(t.chip_frames))]
-            base += [_psnr(raw - t.dark_dn, t.chip_frames[k], full_scale)
-                     for k in range(len(t.chip_frames))]
-    exports = export_reconstruction(outcome.output, inputs, list(video), ("png", "mp4", "gif"),
-                                    ground_truth=gt)
-    est = list(zip(np.asarray(per_frame["velocity_x"]).tolist(),
-                   np.asarray(per_frame["velocity_y"]).tolist(), strict=True))
-    report = DemoReport(result.path, outcome.output, exports, float(np.mean(psnrs)), float(np.mean(base)),
-                        true_v, est)
+            psnrs += [
+                _psnr(video[i, k], t.chip_frames[k], full_scale) for k in range(len(t.chip_frames))
+            ]
+            base += [
+                _psnr(raw - t.dark_dn, t.chip_frames[k], full_scale)
+                for k in range(len(t.chip_frames))
+            ]
+    exports = export_reconstruction(
+        outcome.output, inputs, list(video), ("png", "mp4", "gif"), ground_truth=gt
+    )
+    est = list(
+        zip(
+            np.asarray(per_frame["velocity_x"]).tolist(),
+            np.asarray(per_frame["velocity_y"]).tolist(),
+            strict=True,
+        )
+    )
+    report = DemoReport(
+        result.path,
+        outcome.output,
+        exports,
+        float(np.mean(psnrs)),
+        float(np.mean(base)),
+        true_v,
+        est,
+    )
     say(f"reconstructed {len(video)} x {video.shape[1]} frames -> {outcome.output}")
-    say("estimated velocity (px per exposure): " +
-        ", ".join(f"({vx:+.1f}, {vy:+.1f})" for vx, vy in est) + f"   true: ({true_v[0]:+.1f}, {true_v[1]:+.1f})")
-    say(f"PSNR against the simulator's ground truth: {report.psnr_db:.1f} dB "
-        f"(repeating the blurry frame: {report.baseline_psnr_db:.1f} dB)")
+    say(
+        "estimated velocity (px per exposure): "
+        + ", ".join(f"({vx:+.1f}, {vy:+.1f})" for vx, vy in est)
+        + f"   true: ({true_v[0]:+.1f}, {true_v[1]:+.1f})"
+    )
+    say(
+        f"PSNR against the simulator's ground truth: {report.psnr_db:.1f} dB "
+        f"(repeating the blurry frame: {report.baseline_psnr_db:.1f} dB)"
+    )
     for p in exports:
         say(f"wrote {p}")
     return report

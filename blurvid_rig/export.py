@@ -1,7 +1,7 @@
 """Pictures and movies of reconstructions: contact sheets (PNG), MP4 and GIF.
 
-All exports share one display mapping per file (fixed black/white levels from percentiles of the whole
-reconstruction), so brightness does not flicker from frame to frame.
+All exports share one display mapping per file (fixed black/white levels from percentiles of the
+whole reconstruction), so brightness does not flicker from frame to frame.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from PIL import Image
 EXPORT_FORMATS = ("png", "mp4", "gif")
 
 
-def display_levels(*arrays: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> tuple[float, float]:
+def display_levels(
+    *arrays: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5
+) -> tuple[float, float]:
     """Black and white levels covering the given arrays (robust percentiles)."""
     sample = np.concatenate([np.asarray(a, dtype=np.float32).ravel()[::7] for a in arrays])
     sample = sample[np.isfinite(sample)]
@@ -30,7 +32,9 @@ def display_levels(*arrays: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.
 
 def to_uint8(img: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
     lo, hi = levels
-    return (np.clip((np.asarray(img, np.float32) - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return (np.clip((np.asarray(img, np.float32) - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(
+        np.uint8
+    )
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -62,9 +66,7 @@ def contact_sheet(
     s = min(1.0, max_tile_px / max(h, w))
     th, tw = max(1, round(h * s)), max(1, round(w * s))
     n_cols = max(len(r) for r in rows)
-    sheet = np.full(
-        (len(rows) * (th + gap) + gap, n_cols * (tw + gap) + gap), 40, dtype=np.uint8
-    )
+    sheet = np.full((len(rows) * (th + gap) + gap, n_cols * (tw + gap) + gap), 40, dtype=np.uint8)
     for i, (row, row_labels) in enumerate(zip(rows, labels, strict=True)):
         for j, (img, text) in enumerate(zip(row, row_labels, strict=True)):
             tile = to_uint8(img, levels)
@@ -82,7 +84,9 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-def save_video(path: Path, frames: np.ndarray, levels: tuple[float, float], fps: float = 8.0) -> Path:
+def save_video(
+    path: Path, frames: np.ndarray, levels: tuple[float, float], fps: float = 8.0
+) -> Path:
     """Write a (T, H, W) video as MP4 (mp4v) or GIF, chosen by the file suffix.
 
     Small frames are upscaled (nearest) to at least 256 px so players show them at a useful size.

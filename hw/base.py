@@ -1,7 +1,8 @@
 """Abstract devices: :class:`Camera` and :class:`Shutter`.
 
-Public methods check the device state, then call a ``_do_*`` hook; implementations override only the hooks.
-Every device is a context manager (``with SimCamera() as cam: ...``). Every wait takes a timeout.
+Public methods check the device state, then call a ``_do_*`` hook; implementations override only
+the hooks. Every device is a context manager (``with SimCamera() as cam: ...``). Every wait takes
+a timeout.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class Device(abc.ABC):
     def _require_open(self, what: str) -> None:
         if not self._open:
             raise IncompatibleStateError(
-                f"Cannot {what}: {type(self).__name__} is not open. Open it first (use it in a `with` block)."
+                f"Cannot {what}: {type(self).__name__} is not open. "
+                "Open it first (use it in a `with` block)."
             )
 
     @abc.abstractmethod
@@ -127,19 +129,26 @@ class Camera(Device):
             DeviceDisconnected: the camera went away.
         """
         if not self._acquiring:
-            raise IncompatibleStateError("Cannot fetch a frame: the camera is not acquiring; call start().")
+            raise IncompatibleStateError(
+                "Cannot fetch a frame: the camera is not acquiring; call start()."
+            )
         if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}; waits without a timeout can hang.")
+            raise ValueError(
+                f"timeout_s must be > 0, got {timeout_s!r}; waits without a timeout can hang."
+            )
         return self._do_fetch(timeout_s)
 
     def software_trigger(self) -> None:
         if not self._acquiring:
-            raise IncompatibleStateError("Cannot trigger: the camera is not acquiring; call start().")
+            raise IncompatibleStateError(
+                "Cannot trigger: the camera is not acquiring; call start()."
+            )
         s = self.settings
         if s.trigger_mode != "On" or s.trigger_source != "Software":
             raise IncompatibleStateError(
                 "A software trigger needs trigger_mode='On' and trigger_source='Software'; "
-                f"the camera has trigger_mode={s.trigger_mode!r}, trigger_source={s.trigger_source!r}."
+                f"the camera has trigger_mode={s.trigger_mode!r}, "
+                f"trigger_source={s.trigger_source!r}."
             )
         self._do_software_trigger()
 
@@ -176,9 +185,9 @@ class Camera(Device):
 class Shutter(Device):
     """A shutter controller that plays a :class:`ShutterCode` chip by chip and triggers the camera.
 
-    States: idle (no code) -> loaded (code verified by echo) -> armed (waits for ``fire()`` or an external
-    trigger). ``load_code`` verifies the controller's echo of hash and timing and raises ``ProtocolError`` on a
-    mismatch, so a wrong code never records.
+    States: idle (no code) -> loaded (code verified by echo) -> armed (waits for ``fire()`` or an
+    external trigger). ``load_code`` verifies the controller's echo of hash and timing and raises
+    ``ProtocolError`` on a mismatch, so a wrong code never records.
     """
 
     def __init__(self) -> None:
@@ -203,16 +212,20 @@ class Shutter(Device):
         with self._lock:
             self._require_open("load a code")
             if self._armed:
-                raise IncompatibleStateError("Cannot load a code while armed; disarm the shutter first.")
+                raise IncompatibleStateError(
+                    "Cannot load a code while armed; disarm the shutter first."
+                )
             info = self._do_info()
             if not info.chip_us_min <= code.chip_us <= info.chip_us_max:
                 raise UnsupportedFeatureError(
-                    f"{info.controller} shutter supports chips of {info.chip_us_min:g}..{info.chip_us_max:g} us; "
+                    f"{info.controller} shutter supports chips of "
+                    f"{info.chip_us_min:g}..{info.chip_us_max:g} us; "
                     f"the code asks for {code.chip_us:g} us."
                 )
             if code.n_chips > info.max_chips:
                 raise UnsupportedFeatureError(
-                    f"{info.controller} shutter holds at most {info.max_chips} chips; the code has {code.n_chips}."
+                    f"{info.controller} shutter holds at most {info.max_chips} chips; "
+                    f"the code has {code.n_chips}."
                 )
             # Forget the previous code first: if this load fails (e.g. the echo does not match), the
             # controller's content is unknown, so arm() must refuse until a load succeeds.
@@ -225,7 +238,9 @@ class Shutter(Device):
         with self._lock:
             self._require_open("arm")
             if self._code is None:
-                raise IncompatibleStateError("Cannot arm: no code is loaded; call load_code() first.")
+                raise IncompatibleStateError(
+                    "Cannot arm: no code is loaded; call load_code() first."
+                )
             self._do_arm()
             self._armed = True
 
@@ -242,7 +257,9 @@ class Shutter(Device):
         """Play the loaded code once and raise the camera trigger; returns the trigger index."""
         with self._lock:
             if not self._armed:
-                raise IncompatibleStateError("Cannot fire: the shutter is not armed; call arm() first.")
+                raise IncompatibleStateError(
+                    "Cannot fire: the shutter is not armed; call arm() first."
+                )
             return self._do_fire()
 
     def status(self) -> ShutterStatus:

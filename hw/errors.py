@@ -1,7 +1,8 @@
 """The one error tree of blurvid-rig.
 
-Every error a user can see is a :class:`RigError` whose message is a sentence that says what failed and
-what to do about it. Errors from libraries are chained (``raise X from e``), never swallowed.
+Every error a user can see is a :class:`RigError` whose message is a sentence that says what
+failed and what to do about it. Errors from libraries are chained (``raise X from e``), never
+swallowed.
 
 ::
 
@@ -28,7 +29,8 @@ class DeviceError(RigError):
 
 
 class IncompatibleStateError(DeviceError):
-    """A method was called in a device state that does not allow it (e.g. ``fire()`` while disarmed)."""
+    """A method was called in a device state that does not allow it (e.g. ``fire()`` while
+    disarmed)."""
 
 
 class InitialiseError(DeviceError):

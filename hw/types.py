@@ -1,7 +1,8 @@
 """Frozen, validated value types shared by every device driver.
 
-Names carry units (``exposure_us``, ``chip_us``, ``timestamp_ns``). Every setting is recorded in every capture
-file, so these types are plain data that converts to and from ``dict`` without loss.
+Names carry units (``exposure_us``, ``chip_us``, ``timestamp_ns``). Every setting is recorded in
+every capture file, so these types are plain data that converts to and from ``dict`` without
+loss.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _bits_from(bits: str | Iterable[int]) -> tuple[int, ...]:
         bad = sorted(set(text) - {"0", "1"})
         if bad:
             raise CodeError(
-                f"Exposure code {bits!r} contains {bad!r}; a code is written with the characters 0 and 1 only, "
+                f"Exposure code {bits!r} contains {bad!r}; "
+                "a code is written with the characters 0 and 1 only, "
                 "e.g. '11100101'."
             )
         return tuple(int(c) for c in text)
@@ -63,7 +65,8 @@ class ShutterCode:
         name: optional human name (e.g. ``"raskar52"``).
 
     Raises:
-        CodeError: empty or too long code, no open chip, characters other than 0/1, chip duration out of range.
+        CodeError: empty or too long code, no open chip, characters other than 0/1, chip duration
+            out of range.
     """
 
     bits: tuple[int, ...]
@@ -153,8 +156,9 @@ class Roi:
 class CameraSettings:
     """Settings of a camera, validated here and by the device (which may narrow them).
 
-    ``roi`` with zero width/height means "the full sensor". ``trigger_mode='On'`` with ``trigger_source='Line1'``
-    is how a coded capture runs: the shutter controller triggers the camera.
+    ``roi`` with zero width/height means "the full sensor". ``trigger_mode='On'`` with
+    ``trigger_source='Line1'`` is how a coded capture runs: the shutter controller triggers the
+    camera.
     """
 
     exposure_us: float = 10_000.0
@@ -169,7 +173,9 @@ class CameraSettings:
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.exposure_us) or self.exposure_us <= 0:
-            raise ValueError(f"exposure_us must be a positive number of microseconds, got {self.exposure_us!r}.")
+            raise ValueError(
+                f"exposure_us must be a positive number of microseconds, got {self.exposure_us!r}."
+            )
         if not np.isfinite(self.gain_db) or self.gain_db < 0:
             raise ValueError(f"gain_db must be >= 0 dB, got {self.gain_db!r}.")
         if self.pixel_format not in PIXEL_FORMAT_BITS:
@@ -179,9 +185,13 @@ class CameraSettings:
         if self.trigger_mode not in TRIGGER_MODES:
             raise ValueError(f"trigger_mode {self.trigger_mode!r} is not one of {TRIGGER_MODES}.")
         if self.trigger_source not in TRIGGER_SOURCES:
-            raise ValueError(f"trigger_source {self.trigger_source!r} is not one of {TRIGGER_SOURCES}.")
+            raise ValueError(
+                f"trigger_source {self.trigger_source!r} is not one of {TRIGGER_SOURCES}."
+            )
         if self.exposure_mode not in EXPOSURE_MODES:
-            raise ValueError(f"exposure_mode {self.exposure_mode!r} is not one of {EXPOSURE_MODES}.")
+            raise ValueError(
+                f"exposure_mode {self.exposure_mode!r} is not one of {EXPOSURE_MODES}."
+            )
         if not np.isfinite(self.frame_rate_hz) or self.frame_rate_hz <= 0:
             raise ValueError(f"frame_rate_hz must be positive, got {self.frame_rate_hz!r}.")
         if isinstance(self.roi, Mapping):
@@ -248,8 +258,8 @@ class ShutterInfo:
 class ShutterStatus:
     """What the shutter controller reports about itself.
 
-    ``code_sha256`` and ``chip_us`` are the controller's own echo of what it holds; the driver compares them to
-    what it sent (round-trip verification).
+    ``code_sha256`` and ``chip_us`` are the controller's own echo of what it holds; the driver
+    compares them to what it sent (round-trip verification).
     """
 
     state: str  # "idle" | "loaded" | "armed" | "playing"

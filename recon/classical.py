@@ -1,19 +1,17 @@
 """Classical (non-learned) reconstruction of coded exposures.
 
-Global codes (every pixel sees the same shutter): the measurement of a scene translating at
-constant velocity is the mid-exposure image convolved with a coded motion PSF (:func:`motion_psf`).
-Reconstruction is coded deconvolution (:func:`wiener_deconvolve`, :func:`tv_deconvolve`) followed
-by re-rendering the sharp image at each latent time along the motion (:func:`render_frames`). The
-velocity is either known (oracle) or estimated from the coded frame itself
-(:func:`estimate_velocity`). :func:`reconstruct_global` chains the steps.
-
-Per-pixel masks (DMD coding): every pixel sees its own code, a static video no longer explains the
-measurement, and a video prior can be used directly: :func:`gap_tv`.
+Global codes (every pixel sees the same shutter): a scene translating at constant velocity is
+recorded as its mid-exposure image convolved with a coded motion PSF (:func:`motion_psf`). The
+reconstruction deconvolves (:func:`tv_deconvolve`, :func:`wiener_deconvolve`) and moves the sharp
+image along the motion to each latent time (:func:`render_frames`); the velocity is given (oracle)
+or estimated from the coded frame itself (:func:`estimate_velocity`). :func:`reconstruct_global`
+chains the steps. Per-pixel masks (DMD coding): a static video no longer explains the measurement,
+and a video prior works directly (:func:`gap_tv`).
 
 Conventions (shared with :mod:`recon.data`): the exposure spans ``t in [0, 1]``; a velocity
 ``(dx, dy)`` is the displacement in pixels over the whole exposure; at time ``t`` the camera sees
 the mid-exposure image shifted by ``(t - 1/2) * (dx, dy)``. The coded frame is
-``y = sum_k c_k v_k / sum_k c_k``, so the PSF sums to one. Images are ``(H, W)`` or ``(B, H, W)``;
+``y = sum_k c_k v_k / sum_k c_k``, so PSFs sum to one. Images are ``(H, W)`` or ``(B, H, W)``;
 results follow the input's device and floating dtype.
 """
 
@@ -33,8 +31,6 @@ from recon.functional import CodeLike, code_bits, code_weights, coded_sum, coded
 __all__ = [
     "ClassicalResult",
     "VelocityEstimate",
-    "coded_motion_psf",
-    "estimate_noise_sigma",
     "estimate_velocity",
     "gap_tv",
     "motion_psf",
@@ -45,11 +41,7 @@ __all__ = [
 ]
 
 Velocity = tuple[float, float]
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------------------------
+Pads = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -59,14 +51,14 @@ class VelocityEstimate:
     Attributes:
         dx: horizontal displacement over the exposure, pixels.
         dy: vertical displacement over the exposure, pixels.
-        score: negative log-likelihood of the chosen blur per frequency (lower is better; only
-            comparable between candidates of the same image).
+        score: negative log-likelihood per frequency of the chosen blur (lower is better).
         direction_margin: how much sparser (relative gradient L1 / L2) the deconvolution with the
-            chosen direction is than with the reversed one; near 0 means the direction is
-            ambiguous (a palindromic code, or too little structure along the motion).
-        noise_sigma: the noise standard deviation fitted with the chosen blur (or the given one).
-        candidates: every candidate of the search as rows ``(dx, dy, score)``, best first; the
-            candidates' signs are not resolved (only ``dx, dy`` above are).
+            chosen direction is than with the reverse; near 0 the direction is ambiguous (a
+            palindromic code, or too little structure along the motion).
+        noise_sigma: noise standard deviation fitted with the chosen blur (or the given one).
+        candidates: rows ``(dx, dy, score, level)`` of every candidate searched, finest level
+            first, best first within a level (scores compare within a level only; the signs of
+            candidates are not resolved, only ``dx, dy`` are).
     """
 
     dx: float
@@ -87,12 +79,12 @@ class ClassicalResult:
     """Result of :func:`reconstruct_global`.
 
     Attributes:
-        frames: the reconstructed video, one frame per output time, ``(T, H, W)``.
+        frames: the reconstructed video, ``(T, H, W)``.
         sharp: the deconvolved mid-exposure image, ``(H, W)``.
         velocity: the velocity used, ``(dx, dy)`` pixels over the exposure.
-        velocity_estimated: ``True`` if the velocity was estimated, ``False`` if given.
-        score: the velocity estimate's direction margin (see :class:`VelocityEstimate`), or
-            ``None`` when the velocity was given.
+        velocity_estimated: whether the velocity was estimated (else given).
+        score: the estimate's direction margin (:class:`VelocityEstimate`), ``None`` if given.
+        noise_sigma: the noise standard deviation used (given or fitted).
     """
 
     frames: Tensor
@@ -100,10 +92,11 @@ class ClassicalResult:
     velocity: Velocity
     velocity_estimated: bool
     score: float | None
+    noise_sigma: float
 
 
 # ---------------------------------------------------------------------------------------------
-# Small helpers
+# Helpers
 # ---------------------------------------------------------------------------------------------
 
 
@@ -136,7 +129,7 @@ def _positive(name: str, value: float) -> float:
 
 
 def _time_weights(bits: CodeLike, sub_steps: int, weights: Tensor | None) -> Tensor:
-    """Per-sub-step weights of the code (float64, CPU), from ``code_weights`` unless given."""
+    """Per-sub-step weights of the code (float64, CPU): ``weights`` if given, else ideal."""
     if weights is None:
         return code_weights(bits, sub_steps=sub_steps, dtype=torch.float64)
     k = code_bits(bits).numel()
@@ -212,60 +205,59 @@ def _check_psf(psf: Tensor, b: int) -> Tensor:
 
 
 def motion_psf(
-    weights: Tensor,
+    code: CodeLike,
     velocity_px: Sequence[float],
     *,
     t_range: tuple[float, float] = (0.0, 1.0),
     samples_per_px: int = 8,
     radius: int | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """2-D PSF of linear motion seen through a time-varying global transmittance.
+    """2-D PSF of linear motion seen through a global code (sub-pixel, anti-aliased).
 
-    The transmittance is piecewise constant over ``N = len(weights)`` equal bins of the exposure
-    (bin ``j`` covers ``[j/N, (j+1)/N]``). The motion path is sampled densely in time (at least
-    ``samples_per_px`` points per pixel of path, aligned with the bins), each point at
-    ``(t - 1/2) * velocity_px`` carries the weight of its bin and is splatted bilinearly onto the
-    grid (sub-pixel and anti-aliased). The code is laid along the path in time order, so negating
-    the velocity reverses the code along the path. ``t_range`` restricts the integration to part
-    of the exposure (used to render the blur inside one output frame).
+    ``code`` is the transmittance over ``N`` equal time bins of the exposure: a binary code (one
+    bin per chip) or per-sub-step weights, e.g. ``code_weights(bits, sub_steps=S, ...)`` with a
+    measured transmittance (scale does not matter). The path is sampled densely in time; the point
+    at time ``t`` sits at ``(t - 1/2) * velocity_px``, carries its bin's weight and is splatted
+    bilinearly. The code is laid along the path in time order, so negating the velocity reverses
+    it along the path. ``t_range`` integrates part of the exposure (the blur within one frame).
 
     Args:
-        weights: non-negative time-bin weights over the exposure, e.g. ``code_weights(bits)``.
+        code: binary code or non-negative time-bin weights.
         velocity_px: ``(dx, dy)`` displacement in pixels over the whole exposure.
-        t_range: ``(t0, t1)`` with ``0 <= t0 <= t1 <= 1``; ``t0 == t1`` gives the instantaneous
-            (shift-only) kernel at that time.
+        t_range: ``(t0, t1)``, ``0 <= t0 <= t1 <= 1``; ``t0 == t1`` is a pure shift.
         samples_per_px: sampling density of the path (>= 1).
-        radius: half-size R of the kernel grid (default: the smallest that holds the path);
-            a larger value gives zero-padded kernels of a common size.
-        dtype: dtype of the result (default ``weights.dtype``).
-        device: device of the result (default ``weights.device``).
+        radius: half-size R of the grid (default: the smallest that holds the path).
+        dtype: dtype of the result.
+        device: device of the result (default CPU).
 
     Returns:
-        The PSF, odd-sized square, centred on the mid-exposure position, summing to one.
+        The PSF, centred on the mid-exposure position, summing to one.
 
     Raises:
-        ValueError: malformed ``weights``, velocity or ``t_range``, no weight inside
-            ``t_range``, or a ``radius`` too small for the path.
+        ValueError: a malformed code, velocity or ``t_range``, no weight inside ``t_range``, or a
+            ``radius`` too small for the path.
 
     Shape:
-        - weights: ``(N,)``
         - output: ``(2R + 1, 2R + 1)``, ``R = ceil(max(|dx|, |dy|) * max|t - 1/2|) + 1``
 
-    >>> psf = motion_psf(torch.tensor([1.0, 0.0, 1.0]), (6.0, 0.0))
+    >>> psf = motion_psf("101", (6.0, 0.0))
     >>> tuple(psf.shape), round(psf.sum().item(), 6), psf[4].tolist()
     ((9, 9), 1.0, [0.0, 0.125, 0.25, 0.125, 0.0, 0.125, 0.25, 0.125, 0.0])
     """
-    if weights.dim() != 1 or weights.numel() == 0:
-        raise ValueError(f"weights must be a non-empty 1-D tensor; got {tuple(weights.shape)}.")
+    if isinstance(code, str):
+        weights = code_bits(code).to(torch.float64)
+    else:
+        weights = torch.as_tensor(code).detach().to(device="cpu", dtype=torch.float64)
+    if weights.dim() != 1 or weights.numel() == 0 or bool((weights < 0).any()):
+        raise ValueError(f"code must be a non-empty 1-D sequence of non-negative weights; got "
+                         f"shape {tuple(weights.shape)}.")
     dx, dy = _velocity(velocity_px)
     t0, t1 = float(t_range[0]), float(t_range[1])
     if not (0.0 <= t0 <= t1 <= 1.0):
         raise ValueError(f"t_range must satisfy 0 <= t0 <= t1 <= 1; got {t_range!r}.")
-    dtype = dtype or weights.dtype
-    device = device if device is not None else weights.device
-    w = weights.detach().to(device="cpu", dtype=torch.float64)
+    w = weights
     n_bins = w.numel()
     r = _psf_radius((dx, dy), (t0, t1))
     if radius is not None:
@@ -294,60 +286,15 @@ def motion_psf(
     return (k / k.sum()).to(dtype=dtype, device=device)
 
 
-def coded_motion_psf(
-    bits: CodeLike,
-    velocity_px: Sequence[float],
-    *,
-    sub_steps: int = 1,
-    weights: Tensor | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Motion PSF of a global binary code (see :func:`motion_psf`).
-
-    Args:
-        bits: binary code of K chips, played in time order.
-        velocity_px: ``(dx, dy)`` displacement in pixels over the whole exposure.
-        sub_steps: S, sub-steps per chip of the time weights (only matters with ``weights``).
-        weights: measured per-sub-step weights ``(K * S,)`` (e.g. ``code_weights`` with a
-            transmittance profile); default: the ideal code.
-        dtype: dtype of the result.
-        device: device of the result (default CPU).
-
-    Returns:
-        The PSF, summing to one.
-
-    Raises:
-        ValueError: malformed code, weights or velocity.
-
-    Shape:
-        - output: ``(2R + 1, 2R + 1)`` (see :func:`motion_psf`)
-    """
-    w = _time_weights(bits, sub_steps, weights)
-    return motion_psf(w, velocity_px, dtype=dtype, device=device)
-
-
 # ---------------------------------------------------------------------------------------------
 # Deconvolution
 # ---------------------------------------------------------------------------------------------
 
-Pads = tuple[int, int, int, int]
-
 
 def _fast_len(n: int) -> int:
     """Smallest integer >= n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p = p35
-            while p < n:
-                p *= 2
-            best = min(best, p)
-            p35 *= 3
-        p5 *= 5
-    return best
+    return min(p for p in (2**i * 3**j * 5**k for i in range(16) for j in range(10)
+                           for k in range(7)) if p >= n)
 
 
 def _pads(h: int, w: int, psf: Tensor, margin: int | None) -> Pads:
@@ -393,17 +340,14 @@ def _window_mask(y: Tensor, pads: Pads) -> tuple[Tensor, Tensor]:
     return mask, F.pad(y, (pads[2], pads[3], pads[0], pads[1]))
 
 
-def _wiener_ext(y: Tensor, psf: Tensor, nsr: float, prior: str, boundary: str, iters: int,
+def _wiener_ext(y: Tensor, psf: Tensor, nsr: float, boundary: str, iters: int,
                 pads: Pads) -> Tensor:
     """Wiener deconvolution of ``(B, H, W)`` on the padded grid (see :func:`wiener_deconvolve`)."""
-    if prior not in ("gradient", "flat"):
-        raise ValueError(f"prior must be 'gradient' or 'flat'; got {prior!r}.")
     if boundary not in ("solve", "taper"):
         raise ValueError(f"boundary must be 'solve' or 'taper'; got {boundary!r}.")
     hw = _padded_hw(y, pads)
     otf = _otf(psf.to(y.dtype), hw)
-    reg = _grad_power(hw, y.device, y.dtype) if prior == "gradient" else torch.ones(
-        hw[0], hw[1] // 2 + 1, device=y.device, dtype=y.dtype)
+    reg = _grad_power(hw, y.device, y.dtype)
     den = otf.abs().square() + nsr * reg
     den[..., 0, 0] = den[..., 0, 0].clamp(min=1e-12)
 
@@ -444,30 +388,26 @@ def wiener_deconvolve(
     psf: Tensor,
     nsr: float,
     *,
-    prior: Literal["gradient", "flat"] = "gradient",
     boundary: Literal["solve", "taper"] = "solve",
-    iters: int = 50,
+    iters: int = 100,
     margin: int | None = None,
 ) -> Tensor:
     """Wiener (regularised least-squares) deconvolution, computed with FFTs.
 
-    Minimises ``||k * x - y||^2 + nsr * ||D x||^2`` with ``D`` the discrete gradient
-    (``prior="gradient"``: the Wiener filter of a ``1/f^2`` natural-image spectrum) or the identity
-    (``prior="flat"``). The image is first mirrored outwards by ``margin`` pixels and the mirrored
-    band faded to the mean (edge taper), so the periodic FFT sees no jump at the borders; with
-    ``boundary="taper"`` that closed-form Fourier solution is the result. A long coded blur
-    carries content across the frame edge, though, and its inverse filter has long tails, so the
-    taper alone still rings far into the image (measured: 21.7 vs 24.4 dB on a 32 px blur, and a box
-    blur fails outright). ``boundary="solve"`` (default) treats the pixels outside the frame as
-    unknowns seen only through the blur and solves the exact normal equations by conjugate
-    gradients, preconditioned by the same Fourier filter and started from the tapered solution.
+    Minimises ``||k * x - y||^2 + nsr * ||grad x||^2`` (the Wiener filter of a ``1/f^2`` image
+    spectrum). The image is mirrored outwards by ``margin`` pixels and the band faded to the mean
+    (edge taper), so the periodic FFT sees no jump at the borders; ``boundary="taper"`` returns
+    that closed-form solution. A long coded blur carries content across the frame edge and its
+    inverse has long tails, so the taper alone still rings far inside (256 px frame, 32 px blur of
+    ``11100101``: 21.7 dB tapered vs 24.4 dB solved; a box code falls below its blurry input).
+    ``boundary="solve"`` treats the pixels outside the frame as unknowns seen only through the
+    blur and solves the exact normal equations by conjugate gradients, preconditioned by the
+    Fourier filter and started from the tapered solution.
 
     Args:
         y: blurred image(s).
         psf: blur kernel(s), centred, summing to one (e.g. from :func:`motion_psf`).
-        nsr: noise-to-signal ratio (> 0), about ``noise_sigma**2 / mean|grad x|^2`` for the
-            gradient prior.
-        prior: ``"gradient"`` or ``"flat"``.
+        nsr: noise-to-signal ratio (> 0), about ``noise_sigma**2 / mean|grad x|^2``.
         boundary: ``"solve"`` or ``"taper"``.
         iters: conjugate-gradient iterations for ``boundary="solve"``.
         margin: padding in pixels (default: the PSF size).
@@ -476,27 +416,27 @@ def wiener_deconvolve(
         The deconvolved image(s), same shape as ``y``.
 
     Raises:
-        ValueError: bad shapes, ``nsr <= 0``, an unknown ``prior`` or ``boundary``.
+        ValueError: bad shapes, ``nsr <= 0`` or an unknown ``boundary``.
 
     Shape:
-        - y: ``(H, W)`` or ``(B, H, W)``
-        - psf: ``(kh, kw)`` or ``(B, kh, kw)``
+        - y: ``(H, W)`` or ``(B, H, W)``; psf: ``(kh, kw)`` or ``(B, kh, kw)``
         - output: same as ``y``
     """
     yb, squeeze = _as_batch(y)
     psf_b = _check_psf(psf, yb.shape[0])
     pads = _pads(yb.shape[-2], yb.shape[-1], psf_b, margin)
-    x = _wiener_ext(yb, psf_b, _positive("nsr", nsr), prior, boundary, int(iters), pads)
+    x = _wiener_ext(yb, psf_b, _positive("nsr", nsr), boundary, int(iters), pads)
     x = _crop(x, pads)
     return x[0] if squeeze else x
 
 
-def _robust_range(y: Tensor) -> float:
-    flat = y.detach().flatten()
-    if flat.numel() > 65536:
-        flat = flat[:: flat.numel() // 65536 + 1]
-    q = torch.quantile(flat.float(), torch.tensor([0.01, 0.99], device=flat.device))
-    return max(float(q[1] - q[0]), 1e-6 * max(1.0, float(flat.abs().max())), 1e-12)
+def _robust_range(y: Tensor) -> Tensor:
+    """Spread (1st to 99th percentile) of each image of ``(B, H, W)``, as ``(B, 1, 1)``."""
+    flat = y.detach().flatten(1).float()
+    flat = flat[:, :: flat.shape[1] // 65536 + 1]
+    q = torch.quantile(flat, torch.tensor([0.01, 0.99], device=flat.device), dim=1)
+    floor = 1e-6 * flat.abs().amax(dim=1).clamp(min=1.0)
+    return torch.maximum(q[1] - q[0], floor).clamp(min=1e-12).to(y.dtype).view(-1, 1, 1)
 
 
 def _tv_ext(y: Tensor, psf: Tensor, lam: float, iters: int, pads: Pads,
@@ -518,10 +458,10 @@ def _tv_ext(y: Tensor, psf: Tensor, lam: float, iters: int, pads: Pads,
     def conv(a: Tensor) -> Tensor:
         return torch.fft.irfft2(torch.fft.rfft2(a) * otf, s=hw)
 
-    x = _wiener_ext(y, psf, 1e-2, "gradient", "taper", 0, pads)
+    x = _wiener_ext(y, psf, 1e-2, "taper", 0, pads)
     u, z = conv(x), _grad(x)
     du, dz = torch.zeros_like(u), torch.zeros_like(z)
-    thr = lam / rho_z
+    thr = (lam / rho_z).unsqueeze(1)
     for _ in range(iters):
         rhs = rho_u * torch.fft.rfft2(u - du) * otf.conj() + rho_z * torch.fft.rfft2(
             _grad_adjoint(z - dz))
@@ -547,20 +487,19 @@ def tv_deconvolve(
 ) -> Tensor:
     """Deconvolution with an isotropic total-variation prior and unknown boundaries (ADMM).
 
-    Minimises ``1/2 ||M (k * x) - y||^2 + lam * sum |grad x|``, where ``x`` covers the frame plus a
-    margin and ``M`` keeps the observed frame: no boundary condition is assumed, and content the
-    motion carried in from outside the frame is estimated rather than mirrored. The splitting
-    ``u = k * x``, ``z = grad x`` makes every ADMM step closed-form (the x step is diagonal in
-    Fourier). Starts from a tapered Wiener estimate.
+    Minimises ``1/2 ||M (k * x) - y||^2 + lam * sum |grad x|``: ``x`` covers the frame plus a
+    margin and ``M`` keeps the observed frame, so no boundary condition is assumed and content the
+    motion carried in from outside is estimated, not mirrored. Splitting ``u = k * x`` and
+    ``z = grad x`` makes every step closed-form (the x step is diagonal in Fourier). Starts from a
+    tapered Wiener estimate.
 
     Args:
         y: blurred image(s).
         psf: blur kernel(s), centred, summing to one.
-        lam: TV weight (> 0) in the units of ``y``; ``noise_sigma / 10`` works well for motion
-            blur of natural images.
+        lam: TV weight (> 0) in the units of ``y``; ``noise_sigma / 10`` suits natural images.
         iters: ADMM iterations (>= 1).
-        rho: penalty of the data splitting (> 0); the gradient splitting's penalty follows from
-            ``lam`` and the range of ``y``, so the defaults do not depend on the units.
+        rho: penalty of the data splitting (> 0); that of the gradient splitting follows from
+            ``lam`` and the range of each image, so the defaults do not depend on the units.
         margin: extension of the domain in pixels (default: the PSF size).
 
     Returns:
@@ -570,8 +509,7 @@ def tv_deconvolve(
         ValueError: bad shapes, ``lam <= 0``, ``rho <= 0`` or ``iters < 1``.
 
     Shape:
-        - y: ``(H, W)`` or ``(B, H, W)``
-        - psf: ``(kh, kw)`` or ``(B, kh, kw)``
+        - y: ``(H, W)`` or ``(B, H, W)``; psf: ``(kh, kw)`` or ``(B, kh, kw)``
         - output: same as ``y``
     """
     yb, squeeze = _as_batch(y)
@@ -613,11 +551,11 @@ class _Spectrum:
     """Gaussian model of one image's power spectrum: ``a |H(f)|^2 / |2 pi f|^(2 g) + sigma^2``.
 
     The latent image has a power-law spectrum of unknown scale ``a`` and exponent ``g`` (fitted:
-    dead leaves and photographs fall faster than ``1/f^2`` near Nyquist, and a fixed exponent makes
-    a static image look slightly blurred), the blur ``H`` is a candidate and the noise is white.
-    The negative log-likelihood, with ``a``, ``g`` and ``sigma^2`` fitted by Fisher scoring, scores a
-    candidate blur without deconvolving: unlike the fit of a sharp image, the marginal likelihood
-    does not favour "no blur". It sees only ``|H|``, so it cannot tell a velocity from its reverse.
+    dead leaves and photographs fall faster than ``1/f^2`` near Nyquist, and with ``g = 1`` fixed
+    a static image looks slightly blurred), ``H`` is a candidate blur, the noise is white. The
+    negative log-likelihood, with ``a``, ``g``, ``sigma^2`` fitted by Fisher scoring, scores a blur
+    without deconvolving: unlike the fit of a sharp image, the marginal likelihood does not favour
+    "no blur". It sees only ``|H|``, so it cannot tell a velocity from its reverse.
     """
 
     def __init__(self, y: Tensor, noise_sigma: float | None) -> None:
@@ -639,8 +577,8 @@ class _Spectrum:
         self.s2_fixed = None if noise_sigma is None else float(noise_sigma) ** 2
         self.s2_0 = float(torch.quantile(self.power[self.wts > 0].float(), 0.01))
 
-    def fit(self, h2: Tensor, iters: int = 8) -> tuple[Tensor, Tensor, Tensor]:
-        """Negative log-likelihood per frequency, ``a`` and ``sigma^2`` for ``(C, h, w')``."""
+    def fit(self, h2: Tensor, iters: int = 8) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """NLL per frequency and fitted ``a, sigma^2, g`` for each ``|H|^2`` of ``(C, h, w')``."""
         c = h2.shape[0]
         a = torch.full((c,), self.a0, device=h2.device, dtype=h2.dtype)
         s2 = torch.full_like(a, self.s2_0 if self.s2_fixed is None else self.s2_fixed)
@@ -669,18 +607,24 @@ class _Spectrum:
             g = (g + step[:, 2]).clamp(0.5, 2.5)
         _, s = model(a, s2, g)
         nll = ((self.power / s + s.log()) * self.wts).sum((-2, -1))
-        return nll, a, s2
+        return nll, a, s2, g
 
-    def score(self, w: Tensor, cands: list[Velocity]) -> tuple[Tensor, Tensor, Tensor]:
+    def grad_energy(self, a: float, g: float) -> float:
+        """Mean squared gradient ``mean|grad x|^2`` of a latent image with the fitted spectrum."""
+        g2 = _grad_power(self.hw, self.log_f2.device, self.log_f2.dtype)
+        return float((a * torch.exp(-g * self.log_f2) * g2 * self.wts).sum())
+
+    def score(self, w: Tensor, cands: list[Velocity]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`fit` for the PSFs of candidate velocities, in chunks of 32."""
         out = []
         for i in range(0, len(cands), 32):
             chunk = cands[i: i + 32]
             r = max(_psf_radius(v) for v in chunk)
-            r = min(r, (min(self.hw) - 1) // 2)
-            psfs = torch.stack([motion_psf(w, v, radius=max(r, _psf_radius(v)),
-                                           dtype=self.power.dtype) for v in chunk])
-            out.append(self.fit(_otf(psfs.to(self.power.device), self.hw).abs().square()))
-        return tuple(torch.cat(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
+            psfs = torch.stack([motion_psf(w, v, radius=r, dtype=self.power.dtype,
+                                           device=self.power.device) for v in chunk])
+            out.append(self.fit(_otf(psfs, self.hw).abs().square()))
+        nll, a, s2, g = (torch.cat(parts) for parts in zip(*out, strict=True))
+        return nll, a, s2, g
 
 
 def _sparsity(y: Tensor, w: Tensor, v: Velocity, nsr: float) -> float:
@@ -701,38 +645,33 @@ def estimate_velocity(
     sub_steps: int = 1,
     weights: Tensor | None = None,
     noise_sigma: float | None = None,
-    angle_step_deg: float = 6.0,
+    angle_step_deg: float | None = None,
     max_size: int = 256,
 ) -> VelocityEstimate:
-    """Estimate a global linear velocity, with its direction, from one coded frame.
+    """Estimate a global linear velocity, sign included, from one coded frame.
 
-    Two criteria, each used where it is reliable:
-
-    1. Axis and length: the Gaussian marginal likelihood of the image spectrum under
-       "``1/f^2`` image, blurred by the candidate PSF, plus white noise" (see ``_Spectrum``), with
-       the image scale and the noise variance fitted per candidate. It needs no deconvolution and
-       does not favour short blurs. It is searched coarse to fine: angles in ``[0, 180)`` deg every
-       ``angle_step_deg`` and lengths in ``[0, max_px]``, then two refinements at 1/4 and 1/16 of
-       the steps.
-    2. Sign: a velocity and its reverse have PSFs with the same ``|H|``, so their Wiener
-       deconvolutions have the same Fourier magnitude and energy and differ only in phase. With the
-       true direction edges come out compact; with the reverse, a non-palindromic code smears them
-       into ripples. The sign with the lower gradient L1 / L2 (sparser gradients) wins.
+    1. Axis and length: the Gaussian marginal likelihood of the spectrum under "power-law image,
+       blurred by the candidate PSF, plus white noise", scale, exponent and noise fitted per
+       candidate (``_Spectrum``): no deconvolution, no bias to short blurs. Coarse grid (angles in
+       ``[0, 180)``, lengths up to ``max_px``, on a ``max(128, 3 max_px)`` px crop), then two
+       refinements at 1/4 and 1/16 of the steps.
+    2. Sign: a velocity and its reverse give PSFs of equal ``|H|``, so their Wiener deconvolutions
+       differ only in phase: the true direction gives compact edges, the reverse smears them into
+       ripples (for a non-palindromic code). The sparser gradients (lower L1 / L2) win.
 
     Args:
-        y: the coded frame (one image); a centred crop of at most ``max_size`` pixels a side is
-            used.
+        y: the coded frame; a centred crop of at most ``max_size`` pixels a side is used.
         code: binary code of K chips, in time order.
-        max_px: largest displacement over the exposure to consider, pixels (> 0).
+        max_px: largest displacement over the exposure to consider, pixels (> 0, at most half the
+            crop side).
         sub_steps: S of ``weights``.
         weights: measured per-sub-step weights ``(K * S,)``; default the ideal code.
         noise_sigma: noise standard deviation in the units of ``y``; default: fitted.
-        angle_step_deg: coarse angular step in degrees.
-        max_size: side of the centred crop used for the estimate.
+        angle_step_deg: coarse angular step in degrees (default ``min(6, 1.5 rad / max_px)``).
+        max_size: side of the centred crop used.
 
     Returns:
-        The estimate (see :class:`VelocityEstimate`); ``noise_sigma`` is the fitted (or given)
-        value.
+        The estimate.
 
     Raises:
         ValueError: ``y`` not 2-D, a malformed code, or bad search parameters.
@@ -742,51 +681,52 @@ def estimate_velocity(
     """
     if y.dim() != 2 or not y.is_floating_point():
         raise ValueError(f"y must be one floating-point (H, W) image; got {tuple(y.shape)}.")
-    max_px = _positive("max_px", max_px)
-    step = _positive("angle_step_deg", angle_step_deg)
     w = _time_weights(code, sub_steps, weights)
-    h0, w0 = y.shape
-    ch, cw = min(h0, int(max_size)), min(w0, int(max_size))
-    crop = y[(h0 - ch) // 2: (h0 - ch) // 2 + ch, (w0 - cw) // 2: (w0 - cw) // 2 + cw]
-    c2h, c2w = min(ch, 128), min(cw, 128)
-    coarse = crop[(ch - c2h) // 2: (ch - c2h) // 2 + c2h, (cw - c2w) // 2: (cw - c2w) // 2 + c2w]
-    specs = (_Spectrum(coarse, noise_sigma), _Spectrum(crop, noise_sigma))
+
+    def centre(img: Tensor, side: int) -> Tensor:
+        h, wd = img.shape
+        ch, cw = min(h, side), min(wd, side)
+        return img[(h - ch) // 2: (h - ch) // 2 + ch, (wd - cw) // 2: (wd - cw) // 2 + cw]
+
+    crop = centre(y, int(max_size))
+    max_px = _positive("max_px", max_px)
+    if max_px > min(crop.shape) / 2:
+        raise ValueError(f"max_px={max_px:g} is more than half the {tuple(crop.shape)} crop; "
+                         "use a larger image or max_size, or a smaller max_px.")
+    # Coded blurs have fine spectral ripples: a blur of L px rotated by more than ~1/L rad already
+    # fits worse than a short spurious blur, so the coarse angles must be that fine.
+    step = (_positive("angle_step_deg", angle_step_deg) if angle_step_deg is not None
+            else min(6.0, math.degrees(1.5 / max_px)))
+    specs = (_Spectrum(centre(crop, max(128, math.ceil(3 * max_px))), noise_sigma),
+             _Spectrum(crop, noise_sigma))
     l_step = max(1.0, max_px / 20)
-    cands: list[Velocity] = [(0.0, 0.0)]
-    rows: list[Tensor] = []
-    th_best, l_best, d_th, d_l = 0.0, 0.0, step, l_step
-    grids = [(torch.arange(0.0, 180.0, step).tolist(),
-              torch.arange(l_step, max_px + 1e-9, l_step).tolist())]
+    thetas = torch.arange(0.0, 180.0, step).tolist()
+    lengths = [0.0] + torch.arange(l_step, max_px + 1e-9, l_step).tolist()
+    rows = []
     for level in range(3):
-        if level > 0:
-            d_th, d_l = d_th / 4, d_l / 4
-            grids = [([th_best + i * d_th for i in range(-4, 5)],
-                      [l_best + i * d_l for i in range(-4, 5)
-                       if 0 < l_best + i * d_l <= max_px * 1.05])]
-        for ths, ls in grids:
-            cands += [(ln * math.cos(math.radians(t)), ln * math.sin(math.radians(t)))
-                      for t in ths for ln in ls]
-        nll, a, s2 = specs[min(level, 1)].score(w, cands)
+        cands = [(ln * math.cos(math.radians(t)), ln * math.sin(math.radians(t)))
+                 for t in thetas for ln in lengths if ln > 0 or t == thetas[0]]
+        nll, a, s2, g = specs[min(level, 1)].score(w, cands)
         rows.append(torch.cat([torch.tensor(cands, dtype=nll.dtype, device=nll.device),
-                               nll.unsqueeze(1)], dim=1))
+                               nll.unsqueeze(1), torch.full_like(nll, level).unsqueeze(1)], 1))
+        rows[-1] = rows[-1][nll.argsort()]
         i = int(nll.argmin())
         dx, dy = cands[i]
-        th_best, l_best = math.degrees(math.atan2(dy, dx)), math.hypot(dx, dy)
-        best = (dx, dy, float(nll[i]), float(a[i]), float(s2[i]))
-        cands = []
-    dx, dy, score, a_fit, s2_fit = best
-    table = torch.cat(rows)
-    table = table[table[:, 2].argsort()].cpu()
+        th0, l0 = math.degrees(math.atan2(dy, dx)), math.hypot(dx, dy)
+        step, l_step = step / 4, l_step / 4
+        thetas = [th0 + j * step for j in range(-4, 5)]
+        lengths = [l0 + j * l_step for j in range(-4, 5) if 0 <= l0 + j * l_step <= max_px * 1.05]
     margin = 0.0
-    if math.hypot(dx, dy) > 0:
+    if l0 > 0:
         p = _periodic_component(crop)
-        nsr = max(s2_fit, 1e-12) / max(a_fit, 1e-12)
+        nsr = float(s2[i]) / max(specs[1].grad_energy(float(a[i]), float(g[i])), 1e-30)
         fwd, rev = _sparsity(p, w, (dx, dy), nsr), _sparsity(p, w, (-dx, -dy), nsr)
         if rev < fwd:
             dx, dy, fwd, rev = -dx, -dy, rev, fwd
         margin = (rev - fwd) / fwd
-    return VelocityEstimate(dx=dx + 0.0, dy=dy + 0.0, score=score, direction_margin=margin,
-                            noise_sigma=math.sqrt(s2_fit), candidates=table)
+    return VelocityEstimate(dx=dx + 0.0, dy=dy + 0.0, score=float(nll[i]), direction_margin=margin,
+                            noise_sigma=math.sqrt(float(s2[i])),
+                            candidates=torch.cat(rows[::-1]).cpu())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -833,14 +773,11 @@ def render_frames(
 ) -> Tensor:
     """Move a mid-exposure image along a linear motion to each output time.
 
-    Frame ``i`` is the image shifted by ``(t_i - 1/2) * velocity_px`` and averaged over its own
-    exposure window ``[t_i - e/2, t_i + e/2]`` (clipped to the exposure), i.e. convolved with a
-    uniform motion PSF of that window, so the frames match ground truth defined as the scene
-    averaged over each chip. With ``n_frames`` the times are the centres of ``n_frames`` equal
-    slots and ``e = 1 / n_frames`` (one chip each when ``n_frames`` = K); with ``times`` the
-    frames are instantaneous unless ``frame_exposure`` is given. The image is mirrored outwards
-    before shifting, so content entering the frame is a reflection (:func:`reconstruct_global`
-    renders from its extended deconvolution instead).
+    Frame ``i`` is the image shifted by ``(t_i - 1/2) * velocity_px`` and averaged over its window
+    ``[t_i - e/2, t_i + e/2]`` (a uniform motion PSF), matching ground truth defined as the scene
+    averaged over each chip. ``n_frames`` gives equal slots with ``e = 1 / n_frames``; ``times``
+    gives instantaneous frames unless ``frame_exposure`` is set. Content entering the frame is
+    mirrored (:func:`reconstruct_global` renders from its extended deconvolution instead).
 
     Args:
         sharp: mid-exposure image(s).
@@ -888,13 +825,11 @@ def reconstruct_global(
 ) -> ClassicalResult:
     """Reconstruct a short video from one globally coded frame of a linearly moving scene.
 
-    Steps: velocity (given, or :func:`estimate_velocity`), noise level (given, or fitted from the
-    spectrum with the chosen blur), coded deconvolution of the mid-exposure image on an extended
-    domain with unknown boundaries (:func:`tv_deconvolve` with ``lam = sigma / 10``, or
-    :func:`wiener_deconvolve` with ``nsr = 3 *``
-    ``sigma^2 / mean|grad x|^2``, measured across the motion, where the blur leaves gradients
-    intact), then :func:`render_frames` from the extended image, so content that enters the frame during
-    the exposure comes from the deconvolution, not from a mirror.
+    Velocity (given, or :func:`estimate_velocity`); noise level (given, or fitted to the spectrum
+    with that blur); deconvolution on a domain extended beyond the frame with unknown boundaries
+    (:func:`tv_deconvolve`, ``lam = sigma / 10``, or :func:`wiener_deconvolve`,
+    ``nsr = 3 sigma^2 / mean|grad x|^2`` of the fitted spectrum); :func:`render_frames` from the
+    extended image, so content entering the frame comes from the data, not a mirror.
 
     Args:
         y: the coded frame, ``y = sum_k c_k v_k / sum_k c_k`` (dark-subtracted).
@@ -903,13 +838,13 @@ def reconstruct_global(
         sub_steps: S of ``weights``.
         weights: measured per-sub-step code weights ``(K * S,)``; default the ideal code.
         velocity: ``(dx, dy)`` in pixels over the exposure, or ``None`` to estimate it.
-        max_px: search bound of the estimate (default: half the smaller image side).
+        max_px: search bound of the estimate (default: half the smaller side, at most 127).
         method: ``"tv"`` (default, sharper) or ``"wiener"`` (faster).
         noise_sigma: noise standard deviation in the units of ``y``; ``None`` to fit it.
-        iters: solver iterations (default 150 ADMM for TV, 50 CG for Wiener).
+        iters: solver iterations (default 150 ADMM for TV, 100 CG for Wiener).
 
     Returns:
-        Frames, sharp image, velocity, whether it was estimated, and the direction margin.
+        Frames, sharp image, velocity, whether it was estimated, direction margin, noise level.
 
     Raises:
         ValueError: bad shapes, code, velocity or method.
@@ -926,30 +861,125 @@ def reconstruct_global(
     w = _time_weights(bits, sub_steps, weights)
     score = None
     if velocity is None:
-        est = estimate_velocity(y, bits, max_px=max_px or min(y.shape) / 2, sub_steps=sub_steps,
-                                weights=weights, noise_sigma=noise_sigma)
+        bound = max_px if max_px is not None else min(min(y.shape), 256) / 2 - 1
+        est = estimate_velocity(y, bits, max_px=bound, sub_steps=sub_steps, weights=weights,
+                                noise_sigma=noise_sigma)
         v, score = est.velocity, est.direction_margin
     else:
         v = _velocity(velocity)
     psf = motion_psf(w, v, dtype=y.dtype, device=y.device).unsqueeze(0)
     h, wd = y.shape
-    crop = y[max(0, h // 2 - 128): h // 2 + 128, max(0, wd // 2 - 128): wd // 2 + 128]
-    spec = _Spectrum(crop, noise_sigma)
-    _, _, s2_fit = spec.fit(_otf(psf, spec.hw).abs().square())
+    spec = _Spectrum(y[max(0, h // 2 - 128): h // 2 + 128, max(0, wd // 2 - 128): wd // 2 + 128],
+                     noise_sigma)
+    _, a_fit, s2_fit, g_fit = spec.fit(_otf(psf, spec.hw).abs().square())
     sigma = math.sqrt(float(s2_fit[0])) if noise_sigma is None else float(noise_sigma)
-    sigma = max(sigma, 1e-4 * _robust_range(y))
-    yb = y.unsqueeze(0)
-    pads = _pads(h, wd, psf, max(psf.shape[-1], _psf_radius(v) * 2 + 2))
+    sigma = max(sigma, 1e-4 * float(_robust_range(y.unsqueeze(0))))
+    pads = _pads(h, wd, psf, None)  # >= the PSF size: enough for the deconvolution and renders
     if method == "tv":
-        x = _tv_ext(yb, psf, sigma / 10, iters or 150, pads, 0.03)
+        x = _tv_ext(y.unsqueeze(0), psf, sigma / 10, iters or 150, pads, 0.03)
     else:
-        # Gradient energy of the sharp image: across the motion the blur leaves gradients alone.
-        n = math.hypot(*v) or 1.0
-        g = _grad(y)
-        across = (-v[1] * g[0] + v[0] * g[1]) / n if math.hypot(*v) > 0 else g[0]
-        g2 = max(2 * (float(across.square().mean()) - 2 * sigma**2), 1e-12)
-        nsr = 3 * sigma**2 / g2
-        x = _wiener_ext(yb, psf, nsr, "gradient", "solve", 50 if iters is None else iters, pads)
-    frames = _crop(_render_ext(x, v, windows), pads)[0]
-    return ClassicalResult(frames=frames, sharp=_crop(x, pads)[0], velocity=v,
-                           velocity_estimated=velocity is None, score=score)
+        nsr = 3 * sigma**2 / max(spec.grad_energy(float(a_fit[0]), float(g_fit[0])), 1e-30)
+        x = _wiener_ext(y.unsqueeze(0), psf, nsr, "solve", iters or 100, pads)
+    return ClassicalResult(frames=_crop(_render_ext(x, v, windows), pads)[0],
+                           sharp=_crop(x, pads)[0], velocity=v, velocity_estimated=velocity is None,
+                           score=score, noise_sigma=sigma)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pixel masks: GAP-TV
+# ---------------------------------------------------------------------------------------------
+
+
+def _grad3(x: Tensor, tw: float) -> Tensor:
+    """Forward differences over (t, y, x) with Neumann borders: ``(B, T, H, W) -> (3, ...)``."""
+    g = x.new_zeros((3, *x.shape))
+    g[0, :, :-1] = (x[:, 1:] - x[:, :-1]) * tw
+    g[1, :, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    g[2, ..., :-1] = x[..., 1:] - x[..., :-1]
+    return g
+
+
+def _div3(p: Tensor, tw: float) -> Tensor:
+    """Discrete divergence, the negative adjoint of :func:`_grad3`."""
+    out = torch.zeros_like(p[0])
+    for axis, q in zip((1, 2, 3), (p[0] * tw, p[1], p[2]), strict=True):
+        n = q.shape[axis]
+        if n < 2:
+            continue
+        d = q.clone()
+        d.narrow(axis, 1, n - 1).sub_(q.narrow(axis, 0, n - 1))
+        d.narrow(axis, n - 1, 1).copy_(-q.narrow(axis, n - 2, 1))
+        out = out + d
+    return out
+
+
+def _tv_denoise(x: Tensor, lam: float | Tensor, tw: float, iters: int) -> Tensor:
+    """Spatio-temporal isotropic TV denoising (Chambolle's dual projection algorithm)."""
+    tau = 0.99 / (8.0 + 4.0 * tw * tw)
+    p = x.new_zeros((3, *x.shape))
+    for _ in range(iters):
+        g = _grad3(_div3(p, tw) - x / lam, tw)
+        p = (p + tau * g) / (1.0 + tau * g.square().sum(dim=0).sqrt())
+    return x - lam * _div3(p, tw)
+
+
+def gap_tv(
+    y: Tensor,
+    weights: Tensor,
+    *,
+    iters: int = 60,
+    tv_weight: float | None = None,
+    temporal_weight: float = 0.25,
+    tv_iters: int = 10,
+    accelerate: bool = True,
+) -> Tensor:
+    """Generalized alternating projection with a TV prior (GAP-TV) for per-pixel coded video.
+
+    Alternates the projection ``x = v + A^T (A A^T)^-1 (y' - A v)`` onto the measurements
+    (``A A^T = sum_t weights[t]^2`` per pixel) with spatio-temporal TV denoising ``v = D(x)``;
+    ``accelerate`` adds the residual back into ``y'``. With a global code (``weights`` ``(T,)``)
+    a static video fits the data exactly and it cannot beat the blurry frame: use
+    :func:`reconstruct_global` then.
+
+    Args:
+        y: coded frame(s), ``y = sum_t weights[t] * x[t]`` (see :func:`recon.functional.coded_sum`).
+        weights: per-pixel masks with normalisation, e.g. ``mask_weights(masks)``.
+        iters: GAP iterations (>= 1).
+        tv_weight: TV denoising strength in the units of ``y`` (default 10 % of its range).
+        temporal_weight: weight of time differences relative to space in the TV.
+        tv_iters: inner iterations of the TV denoiser.
+        accelerate: use accelerated GAP.
+
+    Returns:
+        The reconstructed video.
+
+    Raises:
+        ValueError: bad shapes or parameters.
+
+    Shape:
+        - y: ``(H, W)`` or ``(B, H, W)``
+        - weights: ``(T, H, W)`` (or ``(T,)``)
+        - output: ``(T, H, W)`` or ``(B, T, H, W)``
+    """
+    yb, squeeze = _as_batch(y)
+    if weights.dim() not in (1, 3) or (weights.dim() == 3 and weights.shape[1:] != yb.shape[1:]):
+        raise ValueError(f"weights must be (T, H, W) matching y's {tuple(yb.shape[1:])}, or (T,); "
+                         f"got {tuple(weights.shape)}.")
+    if int(iters) < 1 or int(tv_iters) < 1:
+        raise ValueError("iters and tv_iters must be >= 1.")
+    if temporal_weight < 0:
+        raise ValueError(f"temporal_weight must be >= 0; got {temporal_weight}.")
+    wt = weights.to(device=yb.device, dtype=yb.dtype)
+    lam = (0.1 * _robust_range(yb).unsqueeze(1) if tv_weight is None
+           else _positive("tv_weight", tv_weight))
+    phi = (wt.square().sum(dim=0) if wt.dim() == 3 else wt.square().sum()).clamp(min=1e-12)
+    x = coded_sum_adjoint(yb / phi, wt)
+    y_acc = yb.clone()
+    v = x
+    for _ in range(int(iters)):
+        v = _tv_denoise(x, lam, float(temporal_weight), int(tv_iters))
+        av = coded_sum(v, wt)
+        if accelerate:
+            y_acc = y_acc + (yb - av)
+        x = v + coded_sum_adjoint(((y_acc if accelerate else yb) - av) / phi, wt)
+    return v[0] if squeeze else v

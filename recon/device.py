@@ -9,7 +9,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a usable ``torch.device``.
 
     Raises:
-        ValueError: a CUDA device was asked for on a machine without one (says so, and how to fall back).
+        ValueError: a CUDA device was asked for on a machine without one (says so, and how to fall
+            back).
     """
     if isinstance(name, torch.device):
         name = str(name)

@@ -41,9 +41,15 @@ def test_capture_writes_every_frame_with_provenance(tmp_path):
         log = f.frame_log
         assert np.all(np.diff(log["frame_id"]) == 1)
         assert np.all(np.diff(log["trigger_index"]) == 1)
-        assert {s.decode() if isinstance(s, bytes) else str(s) for s in log["code_sha"]} == {CODE.sha256}
+        assert {s.decode() if isinstance(s, bytes) else str(s) for s in log["code_sha"]} == {
+            CODE.sha256
+        }
         s = f.camera_settings
-        assert (s.trigger_mode, s.trigger_source, s.exposure_mode) == ("On", "Line1", "TriggerWidth")
+        assert (s.trigger_mode, s.trigger_source, s.exposure_mode) == (
+            "On",
+            "Line1",
+            "TriggerWidth",
+        )
         assert s.exposure_us >= CODE.period_us
         img = f.read_frame(5)
         assert img.shape == (48, 64) and img.dtype == np.uint16 and img.max() > 0
@@ -60,8 +66,9 @@ def test_exposure_window_checks_name_the_problem():
 def test_dropped_frames_are_counted_not_hidden(tmp_path):
     cam, sh = _rig(drop_rate=0.3)
     with cam, sh:
-        res = run_coded_capture(cam, sh, CODE, 20, tmp_path, fetch_timeout_s=0.3,
-                                max_consecutive_timeouts=20)
+        res = run_coded_capture(
+            cam, sh, CODE, 20, tmp_path, fetch_timeout_s=0.3, max_consecutive_timeouts=20
+        )
     assert res.status == "complete"
     lost = res.stats.trigger_gaps
     assert lost > 0, "a 30 % drop rate over 20 frames should lose some"
@@ -92,8 +99,9 @@ def test_stalled_camera_times_out_with_a_sentence(tmp_path):
     with cam, sh:
         t0 = time.perf_counter()
         with pytest.raises(AcquisitionTimeout):
-            run_coded_capture(cam, sh, CODE, 10, tmp_path, fetch_timeout_s=0.2,
-                              max_consecutive_timeouts=2)
+            run_coded_capture(
+                cam, sh, CODE, 10, tmp_path, fetch_timeout_s=0.2, max_consecutive_timeouts=2
+            )
         assert time.perf_counter() - t0 < 5
     (path,) = tmp_path.glob("*.h5")
     with CaptureFile.open(path) as f:
