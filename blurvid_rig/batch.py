@@ -1,7 +1,8 @@
-"""Batch reconstruction of capture files: one ``.recon.h5`` per capture, progress shown, bad files reported.
+"""Batch reconstruction of capture files: one ``.recon.h5`` per capture, with progress.
 
-A file that cannot be read or reconstructed never stops the batch: its error is collected and reported at the
-end (and the command exits non-zero). Raw captures are only ever opened for reading.
+A file that cannot be read or reconstructed never stops the batch: its error is collected and
+reported at the end (and the command exits non-zero). Raw captures are only ever opened for reading.
+
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ReconOutcome:
 
 
 def dark_level(capture: CaptureFile) -> np.ndarray | float:
-    """The dark signal to subtract: a calibration dark frame if the capture has one, else the black level."""
+    """The dark signal to subtract: the capture's calibration dark frame, else the black level."""
     cal = capture.calibration or {}
     dark = cal.get("dark")
     if isinstance(dark, np.ndarray) and dark.shape == capture.frame_shape:
@@ -64,6 +65,8 @@ def reconstruct_capture(
     exports: Sequence[str] = (),
     device: str = "auto",
     overwrite: bool = False,
+    max_blur_px: float = 64.0,
+    solver: str = "tv",
     progress: Callable[[int, int], None] | None = None,
 ) -> ReconOutcome:
     """Reconstruct every coded frame of one capture into ``<stem>.recon.h5`` (and optional exports).
@@ -92,9 +95,12 @@ def reconstruct_capture(
             dst.unlink()
         dark = dark_level(cap)
         full_scale = float(cap.camera_settings.saturation_dn) - float(np.mean(dark))
+        h, w = cap.frame_shape
+        max_px = float(min(max_blur_px, min(h, w) / 2))
         params = {
-            "solver": "wiener",
-            "velocity": "estimated",
+            "solver": solver,
+            "velocity": "estimated per frame",
+            "max_blur_px": max_px,
             "n_out": k,
             "dark": "calibration" if isinstance(dark, np.ndarray) else "black_level",
         }
@@ -113,7 +119,7 @@ def reconstruct_capture(
             for n, i in enumerate(coded):
                 raw = cap.read_frame(int(i)).astype(np.float32)
                 y = torch.from_numpy((raw - dark) / full_scale).to(dev)
-                res = reconstruct_global(y, code.bits, n_frames=k)
+                res = reconstruct_global(y, code.bits, n_frames=k, max_px=max_px, method=solver)
                 video = (res.frames.float().cpu().numpy() * full_scale).astype(np.float32)
                 writer.append(
                     video,
@@ -143,10 +149,10 @@ def export_reconstruction(
     formats: Sequence[str],
     ground_truth: Sequence[np.ndarray] | None = None,
 ) -> list[Path]:
-    """Write a contact sheet (PNG) and/or the first video (MP4, GIF) beside a reconstruction file.
+    """Write a contact sheet (PNG) and/or the first video (MP4, GIF) beside a recon file.
 
-    Each contact-sheet row is a coded input followed by its recovered frames; with ground truth (simulation),
-    a row of true frames follows each reconstruction.
+    Each contact-sheet row is a coded input followed by its recovered frames; with ground truth
+    (simulation), a row of true frames follows each reconstruction.
     """
     stem = str(recon_path).removesuffix(".h5")
     levels = display_levels(*inputs, *videos)
@@ -176,6 +182,7 @@ def reconstruct_files(
     exports: Sequence[str] = (),
     device: str = "auto",
     overwrite: bool = False,
+    max_blur_px: float = 64.0,
     show_progress: bool = True,
 ) -> list[ReconOutcome]:
     """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on."""

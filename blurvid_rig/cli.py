@@ -36,8 +36,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     code = _code_from_args(args.code, args.chip_us)
     if not args.sim:
         raise RigError(
-            "Only the simulated rig is available in this version (real camera and shutter drivers come "
-            "later); run with --sim."
+            "Only the simulated rig is available in this version (real camera and shutter "
+            "drivers come later); run with --sim."
         )
     camera, shutter = make_sim_rig(width=args.width, height=args.height, seed=args.seed)
     with camera, shutter:
@@ -84,6 +84,8 @@ def cmd_recon(args: argparse.Namespace) -> int:
         out_dir=Path(args.out) if args.out else None,
         exports=tuple(args.export or ()),
         device=args.device,
+        overwrite=args.overwrite,
+        max_blur_px=args.max_blur_px,
         show_progress=not args.quiet,
     )
     failed = [o for o in outcomes if o.error]
@@ -188,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write movies / contact sheets",
     )
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    r.add_argument(
+        "--max-blur-px",
+        type=float,
+        default=64.0,
+        help="longest motion blur (px over the exposure) the velocity search considers",
+    )
+    r.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
     r.set_defaults(func=cmd_recon)
 
     i = sub.add_parser("info", help="human summary of capture or reconstruction files")
@@ -220,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except RigError as e:
+    except (
+        RigError,
+        ValueError,
+    ) as e:  # bad input or a device failure: a sentence, not a traceback
+        if args.verbose:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,11 +1,13 @@
 """The demo: the whole path on the simulated rig, with ground truth to score the result.
 
-1. A simulated camera watches a textured scene panning at a known velocity; a simulated shutter plays the code
-   `11100101` (1 ms chips) and triggers the camera; a few coded frames are recorded into an HDF5 capture file.
-2. The capture is reconstructed (classical coded deconvolution, velocity estimated from the image alone) into a
-   `.recon.h5` file, with a contact sheet (PNG) and the recovered video (MP4, GIF).
-3. The recovered frames are scored against the simulator's ground truth (PSNR), beside the baseline of
-   repeating the blurry frame, and the estimated velocity is printed beside the true one.
+1. A simulated camera watches a textured scene panning at a known velocity; a simulated shutter
+   plays the code `11100101` (1 ms chips) and triggers the camera; a few coded frames are recorded
+   into an HDF5 capture file.
+2. The capture is reconstructed (classical coded deconvolution, velocity estimated from the image
+   alone) into a `.recon.h5` file, with a contact sheet (PNG) and the recovered video (MP4, GIF).
+3. The recovered frames are scored against the simulator's ground truth (PSNR), beside the
+   baseline of repeating the blurry frame, and the estimated velocity is printed beside the true
+   one.
 """
 
 from __future__ import annotations

@@ -17,8 +17,25 @@ from blurvid_rig.recon_file import ReconFile
 @pytest.fixture(scope="module")
 def capture_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("cap")
-    rc = main(["-q", "capture", "--sim", "--count", "3", "--out", str(out), "--width", "96",
-               "--height", "80", "--code", "11100101", "--chip-us", "500"])
+    rc = main(
+        [
+            "-q",
+            "capture",
+            "--sim",
+            "--count",
+            "3",
+            "--out",
+            str(out),
+            "--width",
+            "96",
+            "--height",
+            "80",
+            "--code",
+            "11100101",
+            "--chip-us",
+            "500",
+        ]
+    )
     assert rc == 0
     (path,) = out.glob("*.h5")
     return path
@@ -47,8 +64,19 @@ def test_recon_goes_on_past_bad_files_and_reports_them(capture_path, tmp_path, c
     good = tmp_path / capture_path.name
     shutil.copy(capture_path, good)
 
-    rc = main(["-q", "recon", str(garbage), str(good), str(truncated), str(no_code),
-               "--export", "png", "gif"])
+    rc = main(
+        [
+            "-q",
+            "recon",
+            str(garbage),
+            str(good),
+            str(truncated),
+            str(no_code),
+            "--export",
+            "png",
+            "gif",
+        ]
+    )
     assert rc == 1, "a batch with bad files must exit non-zero"
     cap = capsys.readouterr()
     assert "1 of 4 files reconstructed" in cap.out
