@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blurvid_rig.h5util import (
+    H5_LIBVER,
     STATUSES,
     UNWRITTEN,
     CaptureFormatError,
@@ -229,7 +230,7 @@ class CaptureWriter:
         self._state = "open"  # open | broken | closed
         self._closed_path: Path | None = None
 
-        self._file = h5py.File(self._partial, "w", libver="latest")
+        self._file = h5py.File(self._partial, "w", libver=H5_LIBVER)
         try:
             start = now_iso()
             root_attrs(self._file, kind="capture", uuid=self._uuid, time=start)

@@ -46,6 +46,11 @@ UNWRITTEN = int(np.iinfo(np.int64).min)
 
 STATUSES = ("complete", "partial", "aborted")
 
+#: HDF5 file-format bounds. SWMR needs at least the 1.10 format; capping it at 1.10 as well keeps
+#: captures readable by HDF5 1.10-era tools (Debian 12's h5dump/h5ls, older HDFView and MATLAB),
+#: which cannot read objects written in the newest (2.0) format.
+H5_LIBVER = ("v110", "v110")
+
 #: Units given to a setting, a metric or a calibration entry from the end of its name.
 _SUFFIX_UNITS = {
     "_ns": "ns",
@@ -387,7 +392,7 @@ def finalise(current: Path, final: Path, status: str, reason: str = "") -> Path:
     Raises:
         CaptureWriteError: the final name is taken (the file stays at ``current``).
     """
-    with h5py.File(current, "r+", libver="latest") as f:
+    with h5py.File(current, "r+", libver=H5_LIBVER) as f:
         entry = f["entry"]
         if "end_time" in entry:
             del entry["end_time"]

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from blurvid_rig.h5util import (
     CREATOR,
+    H5_LIBVER,
     STATUSES,
     CaptureFormatError,
     CaptureWriteError,
@@ -148,7 +149,7 @@ class ReconWriter:
         self._closed_path: Path | None = None
         self._per_frame: dict[str, h5py.Dataset] | None = None
 
-        self._file = h5py.File(self._partial, "w", libver="latest")
+        self._file = h5py.File(self._partial, "w", libver=H5_LIBVER)
         try:
             start = now_iso()
             root_attrs(self._file, kind="reconstruction", uuid=self._uuid, time=start)
