@@ -58,14 +58,29 @@ def exposure_window_problems(settings: CameraSettings, code: ShutterCode) -> lis
     return problems
 
 
-def coded_capture_settings(settings: CameraSettings, code: ShutterCode) -> CameraSettings:
-    """The camera settings for a coded capture: triggered by the shutter, exposing for the whole
-    code."""
+def coded_capture_settings(
+    settings: CameraSettings,
+    code: ShutterCode,
+    *,
+    exposure_mode: str = "TriggerWidth",
+    exposure_us: float | None = None,
+) -> CameraSettings:
+    """The camera settings for a coded capture: triggered by the shutter, exposing for the code.
+
+    With ``TriggerWidth`` (the default) the controller holds the exposure line for the whole code,
+    so the recorded exposure is exactly the code period. With ``Timed`` the camera exposes for
+    ``exposure_us`` (default: the code period) from the trigger; it must cover the code, which
+    :func:`exposure_window_problems` checks.
+    """
+    if exposure_mode == "TriggerWidth":
+        exposure = code.period_us
+    else:
+        exposure = code.period_us if exposure_us is None else float(exposure_us)
     return settings.replace(
         trigger_mode="On",
         trigger_source="Line1",
-        exposure_mode="TriggerWidth",
-        exposure_us=max(settings.exposure_us, code.period_us),
+        exposure_mode=exposure_mode,
+        exposure_us=exposure,
     )
 
 
@@ -227,6 +242,8 @@ def run_coded_capture(
     queue_size: int = 64,
     overrun_timeout_s: float = 10.0,
     max_consecutive_timeouts: int = 3,
+    exposure_mode: str = "TriggerWidth",
+    exposure_us: float | None = None,
     flush_every: int = 8,
     compression: str | None = "lz4",
     progress: Callable[[CaptureStats], None] | None = None,
@@ -258,7 +275,11 @@ def run_coded_capture(
 
     shutter.disarm()
     camera.stop()
-    cam_settings = camera.apply_settings(coded_capture_settings(camera.settings, code))
+    cam_settings = camera.apply_settings(
+        coded_capture_settings(
+            camera.settings, code, exposure_mode=exposure_mode, exposure_us=exposure_us
+        )
+    )
     problems = exposure_window_problems(cam_settings, code)
     if problems:
         raise IncompatibleStateError("Cannot record a coded capture: " + "; ".join(problems) + ".")

@@ -41,8 +41,6 @@ def cmd_capture(args: argparse.Namespace) -> int:
         )
     camera, shutter = make_sim_rig(width=args.width, height=args.height, seed=args.seed)
     with camera, shutter:
-        if args.exposure_us:
-            camera.apply_settings(camera.settings.replace(exposure_us=args.exposure_us))
         bar = tqdm(
             total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet
         )
@@ -60,6 +58,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 args.count,
                 Path(args.out),
                 name=args.name,
+                exposure_mode="Timed" if args.exposure_us else "TriggerWidth",
+                exposure_us=args.exposure_us or None,
                 compression=None if args.compression == "none" else args.compression,
                 progress=progress,
                 settings={"cli_args": " ".join(sys.argv[1:]), "sim_seed": args.seed},
@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--exposure-us",
         type=float,
         default=0.0,
-        help="camera exposure (default: the code period; TriggerWidth covers the code)",
+        help="use a timed camera exposure of this length (must cover the code period); "
+        "default: TriggerWidth exposure, held by the shutter controller for exactly the code",
     )
     c.add_argument("--count", type=int, default=10, help="number of frames")
     c.add_argument("--out", default="captures", help="output folder")

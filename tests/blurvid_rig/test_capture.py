@@ -15,7 +15,12 @@ from blurvid_rig.capture import (
     run_coded_capture,
 )
 from blurvid_rig.capture_file import CaptureFile
-from hw.errors import AcquisitionTimeout, DeviceDisconnected, ProtocolError
+from hw.errors import (
+    AcquisitionTimeout,
+    DeviceDisconnected,
+    IncompatibleStateError,
+    ProtocolError,
+)
 from hw.sim import make_sim_rig
 from hw.types import CameraSettings, ShutterCode
 
@@ -50,7 +55,7 @@ def test_capture_writes_every_frame_with_provenance(tmp_path):
             "Line1",
             "TriggerWidth",
         )
-        assert s.exposure_us >= CODE.period_us
+        assert s.exposure_us == CODE.period_us
         img = f.read_frame(5)
         assert img.shape == (48, 64) and img.dtype == np.uint16 and img.max() > 0
 
@@ -61,6 +66,22 @@ def test_exposure_window_checks_name_the_problem():
     assert any("Line1" in p for p in problems)
     assert any("shorter than the code" in p for p in problems)
     assert exposure_window_problems(coded_capture_settings(s, CODE), CODE) == []
+    timed = coded_capture_settings(s, CODE, exposure_mode="Timed", exposure_us=5000)
+    assert any("shorter than the code" in p for p in exposure_window_problems(timed, CODE))
+
+
+def test_timed_exposure_shorter_than_the_code_is_refused(tmp_path):
+    cam, sh = _rig()
+    with cam, sh:
+        with pytest.raises(IncompatibleStateError, match="shorter than the code"):
+            run_coded_capture(cam, sh, CODE, 2, tmp_path, exposure_mode="Timed", exposure_us=4000)
+        res = run_coded_capture(cam, sh, CODE, 2, tmp_path, exposure_mode="Timed", exposure_us=9000)
+    assert not [p for p in tmp_path.glob("*.h5") if p != res.path], (
+        "a refused capture makes no file"
+    )
+    with CaptureFile.open(res.path) as f:
+        assert f.camera_settings.exposure_mode == "Timed"
+        assert f.camera_settings.exposure_us == 9000
 
 
 def test_dropped_frames_are_counted_not_hidden(tmp_path):
