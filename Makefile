@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests use (h5ls/h5clear check that captures are readable by standard HDF5 tools).
-APT_PACKAGES := hdf5-tools
+# Debian packages the tests use: hdf5-tools (captures must be readable by the standard HDF5 tools) and the
+# system libraries Qt needs to load (pytest-qt imports QtGui/QtWidgets when pytest starts).
+APT_PACKAGES := hdf5-tools libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0
 OUT ?= out/demo
 
 .PHONY: run test venv apt lint bench clean

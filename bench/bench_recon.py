@@ -39,8 +39,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sigma", type=float, default=0.002)
-    ap.add_argument("--max-blur-px", type=float, default=64.0,
-                    help="velocity search bound (the batch recon default is 64)")
+    ap.add_argument(
+        "--max-blur-px",
+        type=float,
+        default=64.0,
+        help="velocity search bound (the batch recon default is 64)",
+    )
     args = ap.parse_args()
     velocity = (20.0, -13.0)
     image = dead_leaves(args.size + 64, args.size + 64, seed=7)

@@ -85,14 +85,23 @@ def reconstruct_capture(
         coded = np.flatnonzero(np.asarray(cap.image_key) == 0)
         if len(coded) == 0:
             raise CaptureFormatError(f"{path} holds no coded frames (only calibration frames).")
-        k = n_out or code.n_chips
+        k = code.n_chips if n_out is None else int(n_out)
         if k < 1:
             raise RigError(f"The number of output frames must be >= 1, got {k}.")
         dst = recon_path_for(path) if out_dir is None else Path(out_dir) / recon_path_for(path).name
+        stale = Path(str(dst) + ".partial")
+        if (dst.exists() or stale.exists()) and not overwrite:
+            what = (
+                "already exists" if dst.exists() else "was left half-written by an interrupted run"
+            )
+            raise RigError(f"{dst} {what}; pass --overwrite to replace it.")
+        stale.unlink(missing_ok=True)
+        # with --overwrite the old result stays until the new one is complete
+        final_dst = dst
         if dst.exists():
-            if not overwrite:
-                raise RigError(f"{dst} already exists; pass --overwrite to replace it.")
-            dst.unlink()
+            dst = dst.with_name(dst.name.removesuffix(".recon.h5") + ".new.recon.h5")
+            Path(str(dst) + ".partial").unlink(missing_ok=True)
+            dst.unlink(missing_ok=True)
         dark = dark_level(cap)
         full_scale = float(cap.camera_settings.saturation_dn) - float(np.mean(dark))
         h, w = cap.frame_shape
@@ -135,6 +144,8 @@ def reconstruct_capture(
                 if progress is not None:
                     progress(n + 1, len(coded))
             outcome.output = writer.close()
+        if dst != final_dst:
+            outcome.output = dst.replace(final_dst)
         outcome.n_frames = len(coded)
     if exports:
         outcome.exports = export_reconstruction(outcome.output, inputs, videos, exports)
@@ -213,6 +224,7 @@ def reconstruct_files(
                     exports=exports,
                     device=device,
                     overwrite=overwrite,
+                    max_blur_px=max_blur_px,
                     progress=progress,
                 )
             )

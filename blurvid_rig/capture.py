@@ -10,6 +10,7 @@ that reached the writer and says in its ``status`` how the capture ended.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -152,6 +153,8 @@ class _AcquisitionLoop(threading.Thread):
         self.frames_out, self.latest, self.stats, self.stop_event = frames_out, latest, stats, stop
         self.fetch_timeout_s, self.overrun_timeout_s = fetch_timeout_s, overrun_timeout_s
         self.max_consecutive_timeouts = max_consecutive_timeouts
+        code = shutter.code
+        self.code_sha256 = code.sha256 if code is not None else ""
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -173,6 +176,13 @@ class _AcquisitionLoop(threading.Thread):
                         raise
                     continue
                 timeouts = 0
+                if frame.trigger_index < 0 or not frame.code_sha256:
+                    # drivers that don't know the controller's counter or code: stamp what was fired
+                    frame = dataclasses.replace(
+                        frame,
+                        trigger_index=trigger if frame.trigger_index < 0 else frame.trigger_index,
+                        code_sha256=frame.code_sha256 or self.code_sha256,
+                    )
                 if frame.trigger_index >= 0 and frame.trigger_index != trigger:
                     raise ProtocolError(
                         f"Frame {frame.frame_id} answers trigger {frame.trigger_index} "
@@ -206,9 +216,15 @@ class _AcquisitionLoop(threading.Thread):
 class _FrameWriter(threading.Thread):
     """The only owner of the open capture file: drain the queue into it."""
 
-    def __init__(self, writer: CaptureWriter, frames_in: queue.Queue, stats: CaptureStats) -> None:
+    def __init__(
+        self,
+        writer: CaptureWriter,
+        frames_in: queue.Queue,
+        stats: CaptureStats,
+        stop: threading.Event,
+    ) -> None:
         super().__init__(name="writer", daemon=True)
-        self.writer, self.frames_in, self.stats = writer, frames_in, stats
+        self.writer, self.frames_in, self.stats, self.stop_event = writer, frames_in, stats, stop
         self.error: BaseException | None = None
         self.frame_ids: list[int] = []
 
@@ -223,6 +239,7 @@ class _FrameWriter(threading.Thread):
                 self.stats.written += 1
         except BaseException as e:
             self.error = e
+            self.stop_event.set()  # no point firing more frames that cannot be written
             # keep draining so the acquisition thread never blocks on a dead writer
             while self.frames_in.get() is not _STOP:
                 pass
@@ -324,7 +341,7 @@ def run_coded_capture(
         overrun_timeout_s,
         max_consecutive_timeouts,
     )
-    wr = _FrameWriter(writer, frames_q, stats)
+    wr = _FrameWriter(writer, frames_q, stats, stop)
     t0 = time.perf_counter()
     error: BaseException | None = None
     wr.start()
@@ -347,17 +364,21 @@ def run_coded_capture(
             except RigError as e:
                 log.warning("while stopping: %s", e)
                 error = error or e
-        acq.join()
+        if acq.ident is not None:  # it may never have started (start/arm failed, Ctrl-C)
+            acq.join()
         frames_q.put(_STOP)
         wr.join()
-    error = error or acq.error or wr.error
+    error = error or wr.error or acq.error
     if error is None and stop.is_set() and stats.written < n_frames:
         error = KeyboardInterrupt(f"stopped after {stats.written} of {n_frames} frames")
     if error is None:
         path = writer.close()
         status = "complete"
     else:
-        path = writer.abort(f"{type(error).__name__}: {error}")
+        reason = str(error) or (
+            "stopped by the user" if isinstance(error, KeyboardInterrupt) else ""
+        )
+        path = writer.abort(f"{type(error).__name__}: {reason}")
         status = "aborted"
     if progress is not None:
         progress(stats)

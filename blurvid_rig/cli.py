@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -69,9 +70,13 @@ def cmd_capture(args: argparse.Namespace) -> int:
     print(
         f"{result.status}: {result.stats.written} frames in {result.elapsed_s:.2f} s "
         f"({result.stats.written / max(result.elapsed_s, 1e-9):.1f} frames/s), "
-        f"{result.stats.frame_id_gaps} dropped -> {result.path}"
+        f"{result.stats.trigger_gaps} triggers without a frame, "
+        f"{result.stats.frame_id_gaps} camera frame-id gaps -> {result.path}"
     )
-    return 0 if result.status == "complete" else 1
+    lost = result.stats.trigger_gaps + result.stats.frame_id_gaps
+    if lost:
+        print(f"warning: {lost} frames were lost; the frame log shows where.", file=sys.stderr)
+    return 0 if result.status == "complete" and not lost else 1
 
 
 def cmd_recon(args: argparse.Namespace) -> int:
@@ -142,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for reconstruction (default: all cores but one; OMP_NUM_THREADS wins)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("capture", help="record coded frames into an HDF5 capture file")
@@ -222,18 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _default_threads() -> int:
+    # Leave one core free for acquisition and display; on small machines OpenMP threads that spin
+    # while another process holds the other core slow reconstruction down many times over.
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # before torch is imported (the subcommands import it lazily); an explicit environment wins
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or _default_threads()))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return int(args.func(args) or 0)
-    except (
-        RigError,
-        ValueError,
-    ) as e:  # bad input or a device failure: a sentence, not a traceback
+    except (RigError, ValueError, OSError) as e:  # bad input, device or disk: a sentence
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -21,6 +21,7 @@ import numpy as np
 from blurvid_rig.batch import export_reconstruction, reconstruct_capture
 from blurvid_rig.capture import run_coded_capture
 from blurvid_rig.recon_file import ReconFile
+from hw.errors import RigError
 from hw.sim import SimScene, make_sim_rig
 from hw.types import ShutterCode
 
@@ -57,7 +58,9 @@ def run_demo(
 
     texture = SimScene.default(size, size, seed=seed, speed_px_per_s=0.0).render(0.0)
     scene = SimScene.translating(texture, DEMO_VELOCITY_PX_PER_S, border="reflect")
-    camera, shutter = make_sim_rig(width=size, height=size, seed=seed, scene=scene)
+    camera, shutter = make_sim_rig(
+        width=size, height=size, seed=seed, scene=scene, history_frames=max(64, n_frames)
+    )
     period_s = DEMO_CODE.period_us * 1e-6
     true_v = (DEMO_VELOCITY_PX_PER_S[0] * period_s, DEMO_VELOCITY_PX_PER_S[1] * period_s)
     say(
@@ -77,6 +80,8 @@ def run_demo(
         )
         truths = [camera.ground_truth(fid) for fid in result.frame_ids]
     say(f"captured {result.stats.written} coded frames -> {result.path}")
+    if result.status != "complete":
+        raise RigError(f"The capture ended early ({result.error}); nothing was reconstructed.")
 
     def progress(done: int, total: int) -> None:
         if not quiet:

@@ -20,6 +20,7 @@ from hw.errors import (
     DeviceDisconnected,
     IncompatibleStateError,
     ProtocolError,
+    RigError,
 )
 from hw.sim import make_sim_rig
 from hw.types import CameraSettings, ShutterCode
@@ -90,17 +91,55 @@ def test_dropped_frames_are_counted_not_hidden(tmp_path):
         res = run_coded_capture(
             cam, sh, CODE, 20, tmp_path, fetch_timeout_s=0.3, max_consecutive_timeouts=20
         )
+        dropped_by_camera = cam.dropped_frames
     assert res.status == "complete"
     lost = res.stats.trigger_gaps
     assert lost > 0, "a 30 % drop rate over 20 frames should lose some"
+    assert lost == dropped_by_camera
     assert res.stats.written == 20 - lost
     with CaptureFile.open(res.path) as f:
-        ids = f.frame_log["frame_id"]
-        assert len(ids) == res.stats.written
-        # the gaps stay visible in the file's frame log: ids skip exactly where frames were lost
-        assert np.all(np.diff(ids) >= 1)
-        assert int(np.sum(np.diff(ids) - 1)) <= lost
-        assert int(np.sum(np.diff(ids) - 1)) >= 1 or ids[0] > 0
+        log = f.frame_log
+        assert len(log["frame_id"]) == res.stats.written
+        # exactly the lost triggers are missing from the file's frame log
+        assert len(set(range(20)) - set(log["trigger_index"].tolist())) == lost
+        assert np.all(np.diff(log["trigger_index"]) >= 1)
+
+
+def test_failed_camera_start_keeps_the_error_and_the_file(tmp_path, monkeypatch):
+    cam, sh = _rig()
+
+    def broken_start():
+        raise DeviceDisconnected("camera vanished at start")
+
+    with cam, sh:
+        monkeypatch.setattr(cam, "_do_start", broken_start)
+        with pytest.raises(DeviceDisconnected, match="camera vanished at start"):
+            run_coded_capture(cam, sh, CODE, 3, tmp_path)
+    (path,) = tmp_path.glob("*.h5")
+    with CaptureFile.open(path) as f:
+        assert f.status == "aborted" and len(f) == 0
+
+
+def test_writer_failure_stops_the_capture_early(tmp_path, monkeypatch):
+    real_append = capture_mod.CaptureWriter.append
+    calls = {"n": 0}
+
+    def failing_append(self, frame, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real_append(self, frame, *a, **k)
+
+    monkeypatch.setattr(capture_mod.CaptureWriter, "append", failing_append)
+    cam, sh = _rig()
+    with cam, sh:
+        with pytest.raises(RigError, match="No space left"):
+            run_coded_capture(cam, sh, CODE, 200, tmp_path, flush_every=1)
+        fired = sh.status().trigger_count
+    assert fired < 100, f"the acquisition went on firing after the writer died ({fired} triggers)"
+    (path,) = tmp_path.glob("*.h5")
+    with CaptureFile.open(path) as f:
+        assert f.status == "aborted" and len(f) == 2
 
 
 def test_disconnect_mid_capture_keeps_frames_and_says_so(tmp_path):

@@ -113,3 +113,46 @@ def test_demo_end_to_end(tmp_path, capsys):
     tvx, tvy = report.true_velocity_px
     for vx, vy in report.estimated_velocity_px:
         assert vx * tvx + vy * tvy > 0.8 * (tvx**2 + tvy**2)
+
+
+def test_recon_options_reach_the_solver_and_overwrite_replaces(capture_path, tmp_path):
+    out = tmp_path / "r"
+    args = ["-q", "recon", str(capture_path), "--out", str(out), "--frames", "4"]
+    assert main([*args, "--max-blur-px", "12"]) == 0
+    (recon,) = out.glob("*.recon.h5")
+    with ReconFile.open(recon) as rf:
+        assert rf.process["parameters"]["max_blur_px"] == 12.0
+        assert rf.video.shape[1] == 4
+        v = np.hypot(rf.per_frame["velocity_x"][:], rf.per_frame["velocity_y"][:])
+        assert np.all(v <= 12.0 + 1e-6)
+    assert main(args) == 1  # exists: refused without --overwrite
+    # an interrupted earlier run leaves a .partial: refused, then cleared by --overwrite
+    stale = recon.with_name(recon.name + ".partial")
+    stale.write_bytes(b"half")
+    assert main([*args, "--overwrite", "--max-blur-px", "16"]) == 0
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir()) == [recon.name]
+    with ReconFile.open(recon) as rf:
+        assert rf.process["parameters"]["max_blur_px"] == 16.0
+
+
+def test_cli_reports_unwritable_output_as_a_sentence(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(
+        [
+            "-q",
+            "capture",
+            "--count",
+            "1",
+            "--out",
+            str(blocker / "sub"),
+            "--width",
+            "32",
+            "--height",
+            "32",
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
