@@ -143,6 +143,15 @@ def _check_psf(psf: Tensor, b: int) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+def _path_samples(velocity: Velocity, t_range: tuple[float, float], n_bins: int,
+                  samples_per_px: int) -> int:
+    """Number of time samples :func:`motion_psf` takes along the path (a whole number per bin)."""
+    t0, t1 = t_range
+    length = math.hypot(velocity[0], velocity[1]) * (t1 - t0)
+    per_bin = max(1, math.ceil(length * samples_per_px / max(1e-12, (t1 - t0) * n_bins)))
+    return max(1, math.ceil((t1 - t0) * n_bins * per_bin))
+
+
 def motion_psf(
     code: CodeLike,
     velocity_px: Sequence[float],
@@ -204,9 +213,7 @@ def motion_psf(
             raise ValueError(f"radius={radius} cannot hold a path reaching {r - 1} px from the "
                              "centre.")
         r = int(radius)
-    length = math.hypot(dx, dy) * (t1 - t0)
-    per_bin = max(1, math.ceil(length * samples_per_px / max(1e-12, (t1 - t0) * n_bins)))
-    m = max(1, math.ceil((t1 - t0) * n_bins * per_bin))
+    m = _path_samples((dx, dy), (t0, t1), n_bins, samples_per_px)
     t = t0 + (torch.arange(m, dtype=torch.float64) + 0.5) * ((t1 - t0) / m)
     wt = w[(t * n_bins).floor().clamp(0, n_bins - 1).long()]
     if float(wt.sum()) <= 0:
@@ -223,6 +230,80 @@ def motion_psf(
         k.index_add_(0, (iy + oy) * size + (ix + ox), wt * wgt)
     k = k.view(size, size)
     return (k / k.sum()).to(dtype=dtype, device=device)
+
+
+def _motion_psf_batch(
+    weights: Tensor,
+    velocities: Sequence[Velocity],
+    *,
+    t_range: tuple[float, float] = (0.0, 1.0),
+    samples_per_px: int = 8,
+    radius: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """:func:`motion_psf` of many velocities at once, on a common grid, as tensor ops.
+
+    Same path sampling (per velocity), bin weights and bilinear splatting as :func:`motion_psf`,
+    so each slice equals ``motion_psf(weights, v, radius=R, ...)`` to float64 rounding: the paths
+    are padded to the longest with zero-weight samples and splatted into one flat buffer.
+
+    Args:
+        weights: non-negative time-bin weights, not all zero (e.g. from ``_time_weights``).
+        velocities: ``(dx, dy)`` displacements over the whole exposure, pixels (at least one).
+        t_range: ``(t0, t1)``, ``0 <= t0 <= t1 <= 1``.
+        samples_per_px: sampling density of each path (>= 1).
+        radius: half-size R of the common grid (default: the smallest that holds every path).
+        dtype: dtype of the result.
+        device: device of the result (default CPU).
+
+    Returns:
+        The PSFs, each centred on the mid-exposure position and summing to one.
+
+    Raises:
+        ValueError: no velocity, a bad ``t_range``, no weight inside it, or a ``radius`` too
+            small for some path.
+
+    Shape:
+        - weights: ``(N,)``
+        - output: ``(C, 2R + 1, 2R + 1)`` for ``C`` velocities
+    """
+    w = weights.detach().to(device="cpu", dtype=torch.float64)
+    vel = [_velocity(v) for v in velocities]
+    if not vel:
+        raise ValueError("velocities must hold at least one (dx, dy).")
+    t0, t1 = float(t_range[0]), float(t_range[1])
+    if not (0.0 <= t0 <= t1 <= 1.0):
+        raise ValueError(f"t_range must satisfy 0 <= t0 <= t1 <= 1; got {t_range!r}.")
+    n_bins = w.numel()
+    r = max(_psf_radius(v, (t0, t1)) for v in vel)
+    if radius is not None:
+        if int(radius) < r:
+            raise ValueError(f"radius={radius} cannot hold a path reaching {r - 1} px from the "
+                             "centre.")
+        r = int(radius)
+    # Sample counts in Python, exactly as motion_psf (ceil is sensitive to the last bit).
+    m = torch.tensor([_path_samples(v, (t0, t1), n_bins, samples_per_px) for v in vel],
+                     dtype=torch.float64).unsqueeze(1)
+    j = torch.arange(int(m.max()), dtype=torch.float64)
+    valid = j < m
+    t = torch.where(valid, t0 + (j + 0.5) * ((t1 - t0) / m), 0.5)
+    wt = torch.where(valid, w[(t * n_bins).floor().clamp(0, n_bins - 1).long()], 0.0)
+    if bool((wt.sum(1) <= 0).any()):
+        raise ValueError(f"The transmittance is zero everywhere in t_range={t_range!r}.")
+    v = torch.tensor(vel, dtype=torch.float64)
+    px = r + (t - 0.5) * v[:, :1]
+    py = r + (t - 0.5) * v[:, 1:]
+    ix, iy = px.floor(), py.floor()
+    ax, ay = px - ix, py - iy
+    size = 2 * r + 1
+    base = (iy.long() * size + ix.long()) + torch.arange(len(vel)).unsqueeze(1) * (size * size)
+    k = torch.zeros(len(vel) * size * size, dtype=torch.float64)
+    for off, wgt in ((0, (1 - ay) * (1 - ax)), (1, (1 - ay) * ax), (size, ay * (1 - ax)),
+                     (size + 1, ay * ax)):
+        k.index_add_(0, (base + off).flatten(), (wt * wgt).flatten())
+    k = k.view(len(vel), size, size)
+    return (k / k.sum((-2, -1), keepdim=True)).to(dtype=dtype, device=device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from recon.psf_deconv import (
     Velocity,
     _grad,
     _grad_power,
+    _motion_psf_batch,
     _otf,
     _positive,
-    _psf_radius,
     _time_weights,
     motion_psf,
 )
@@ -119,35 +119,60 @@ class _Spectrum:
         self.s2_0 = float(torch.quantile(self.power[self.wts > 0].float(), 0.01))
 
     def fit(self, h2: Tensor, iters: int = 8) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """NLL per frequency and fitted ``a, sigma^2, g`` for each ``|H|^2`` of ``(C, h, w')``."""
+        """NLL per frequency and fitted ``a, sigma^2, g`` for each ``|H|^2`` of ``(C, h, w')``.
+
+        Fisher scoring on ``(a, sigma^2, g)``. With ``u = wts / s^2``, ``L = log|2 pi f|^2`` and
+        the derivatives of the model ``s`` (``b = |H|^2 e^(-g L)``, ``1`` and ``-a b L``), the
+        Fisher information is made of sums of ``u, u b, u b^2`` times ``1, L, L^2``, and the
+        score of sums of ``r = (power - s) u = power u - a u b - sigma^2 u`` times ``1, b, b L``:
+        one matrix product of ``(u, u b, u b^2)`` with ``(1, L, L^2, power, power L)`` per
+        iteration gives them all (combined in float64).
+        """
         c = h2.shape[0]
-        a = torch.full((c,), self.a0, device=h2.device, dtype=h2.dtype)
+        h2 = h2.reshape(c, -1)
+        n = h2.shape[1]
+        log_f2, wts, power = (x.reshape(n) for x in (self.log_f2, self.wts, self.power))
+        basis = torch.stack([torch.ones_like(log_f2), log_f2, log_f2.square(), power,
+                             power * log_f2], dim=1)
+        dev = h2.device
+        # Flat indices into the (u, ub, ub^2) x (1, L, L^2, P, PL) sums, row * 5 + column.
+        i_info = torch.tensor([10, 5, 11, 5, 0, 6, 11, 6, 12], device=dev)
+        i_data, i_ab, i_s2 = (torch.tensor(i, device=dev) for i in ([8, 3, 9], [10, 5, 11],
+                                                                     [5, 0, 6]))
+        ones = torch.ones(c, device=dev, dtype=torch.float64)
+        eye = torch.eye(3, device=dev, dtype=torch.float64)
+        a = torch.full((c,), self.a0, device=dev, dtype=h2.dtype)
         s2 = torch.full_like(a, self.s2_0 if self.s2_fixed is None else self.s2_fixed)
         g = torch.ones_like(a)
+        terms = h2.new_empty(c, 3, n)  # u, u b, u b^2
 
         def model(a: Tensor, s2: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-            base = h2 * torch.exp(-g.view(-1, 1, 1) * self.log_f2)
-            return base, a.view(-1, 1, 1) * base + s2.view(-1, 1, 1)
+            base = h2 * torch.exp(-g.unsqueeze(1) * log_f2)
+            return base, torch.addcmul(s2.unsqueeze(1), a.unsqueeze(1), base)
 
         for _ in range(iters):
             base, s = model(a, s2, g)
-            r = (self.power - s) / s.square() * self.wts
-            inv = self.wts / s.square()
-            ds = [base, torch.ones_like(base), -a.view(-1, 1, 1) * base * self.log_f2]
-            score = torch.stack([(r * d).sum((-2, -1)) for d in ds], dim=-1)
-            info = torch.stack([torch.stack([(inv * di * dj).sum((-2, -1)) for dj in ds], -1)
-                                for di in ds], dim=-2)
+            u = torch.div(wts, s.square(), out=terms[:, 0])
+            torch.mul(u, base, out=terms[:, 1])
+            torch.mul(terms[:, 1], base, out=terms[:, 2])
+            m = torch.matmul(terms, basis).double().flatten(1)  # (C, 15)
+            ad, s2d = a.double().unsqueeze(1), s2.double().unsqueeze(1)
+            score = m[:, i_data] - ad * m[:, i_ab] - s2d * m[:, i_s2]  # sums of r b, r, r b L
+            na = -ad[:, 0]
+            score[:, 2] *= na
+            coef = torch.stack([ones, ones, na, ones, ones, na, na, na, na.square()], dim=1)
+            info = (m[:, i_info] * coef).view(c, 3, 3)
             if self.s2_fixed is not None:  # freeze sigma^2: identity row and column, zero score
                 info[:, 1, :], info[:, :, 1], score[:, 1] = 0.0, 0.0, 0.0
                 info[:, 1, 1] = 1.0
             info = info + 1e-12 * info.diagonal(dim1=-2, dim2=-1).abs().amax(-1).view(-1, 1, 1) \
-                * torch.eye(3, device=h2.device, dtype=h2.dtype)
-            step = torch.linalg.solve(info, score)
+                * eye
+            step = torch.linalg.solve(info, score).to(h2.dtype)
             a = torch.maximum(a + step[:, 0], a * 0.1)
             s2 = torch.maximum(s2 + step[:, 1], s2 * 0.1).clamp(min=1e-20)
             g = (g + step[:, 2]).clamp(0.5, 2.5)
         _, s = model(a, s2, g)
-        nll = ((self.power / s + s.log()) * self.wts).sum((-2, -1))
+        nll = ((power / s + s.log()) * wts).sum(-1)
         return nll, a, s2, g
 
     def grad_energy(self, a: float, g: float) -> float:
@@ -159,11 +184,11 @@ class _Spectrum:
         """:meth:`fit` for the PSFs of candidate velocities, in chunks of 32."""
         out = []
         for i in range(0, len(cands), 32):
-            chunk = cands[i: i + 32]
-            r = max(_psf_radius(v) for v in chunk)
-            psfs = torch.stack([motion_psf(w, v, radius=r, dtype=self.power.dtype,
-                                           device=self.power.device) for v in chunk])
-            out.append(self.fit(_otf(psfs, self.hw).abs().square()))
+            psfs = _motion_psf_batch(w, cands[i: i + 32], dtype=self.power.dtype,
+                                     device=self.power.device)
+            # |H|^2 ignores where the kernel sits in the periodic grid: no centring roll needed.
+            otf = torch.view_as_real(torch.fft.rfft2(psfs, s=self.hw))
+            out.append(self.fit(otf.square().sum(-1)))
         nll, a, s2, g = (torch.cat(parts) for parts in zip(*out, strict=True))
         return nll, a, s2, g
 
