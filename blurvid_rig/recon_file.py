@@ -652,6 +652,15 @@ def _describe_log(c: CaptureFile) -> list[str]:
         more = f" and {len(jumps) - 5} more" if len(jumps) > 5 else ""
         gaps = f"{len(jumps)} gap(s) detected: " + ", ".join(shown) + more
     out = [f"  frame ids {ids[0]}..{ids[-1]}: {gaps}"]
+    trig = log["trigger_index"]
+    if np.all(trig >= 0):
+        missing = int(np.sum(np.diff(trig) - 1))
+        state = (
+            "every trigger has its frame"
+            if missing == 0
+            else (f"{missing} trigger(s) without a frame")
+        )
+        out.append(f"  trigger indices {trig[0]}..{trig[-1]}: {state}")
     other = int((log["code_sha"] != c.code.sha256).sum())
     if other:
         out.append(f"  WARNING: {other} frames carry a code hash other than the file's code")

@@ -14,7 +14,7 @@ from blurvid_rig.capture import (
     exposure_window_problems,
     run_coded_capture,
 )
-from blurvid_rig.capture_file import CaptureFile
+from blurvid_rig.capture_file import CaptureFile, describe_file
 from hw.errors import (
     AcquisitionTimeout,
     DeviceDisconnected,
@@ -103,6 +103,9 @@ def test_dropped_frames_are_counted_not_hidden(tmp_path):
         # exactly the lost triggers are missing from the file's frame log
         assert len(set(range(20)) - set(log["trigger_index"].tolist())) == lost
         assert np.all(np.diff(log["trigger_index"]) >= 1)
+        inside = int(np.sum(np.diff(log["trigger_index"]) - 1))
+    if inside:
+        assert f"{inside} trigger(s) without a frame" in describe_file(res.path)
 
 
 def test_failed_camera_start_keeps_the_error_and_the_file(tmp_path, monkeypatch):
