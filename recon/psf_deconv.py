@@ -201,35 +201,11 @@ def motion_psf(
     if weights.dim() != 1 or weights.numel() == 0 or bool((weights < 0).any()):
         raise ValueError(f"code must be a non-empty 1-D sequence of non-negative weights; got "
                          f"shape {tuple(weights.shape)}.")
-    dx, dy = _velocity(velocity_px)
-    t0, t1 = float(t_range[0]), float(t_range[1])
-    if not (0.0 <= t0 <= t1 <= 1.0):
-        raise ValueError(f"t_range must satisfy 0 <= t0 <= t1 <= 1; got {t_range!r}.")
-    w = weights
-    n_bins = w.numel()
-    r = _psf_radius((dx, dy), (t0, t1))
-    if radius is not None:
-        if int(radius) < r:
-            raise ValueError(f"radius={radius} cannot hold a path reaching {r - 1} px from the "
-                             "centre.")
-        r = int(radius)
-    m = _path_samples((dx, dy), (t0, t1), n_bins, samples_per_px)
-    t = t0 + (torch.arange(m, dtype=torch.float64) + 0.5) * ((t1 - t0) / m)
-    wt = w[(t * n_bins).floor().clamp(0, n_bins - 1).long()]
-    if float(wt.sum()) <= 0:
-        raise ValueError(f"The transmittance is zero everywhere in t_range={t_range!r}.")
-    px = r + (t - 0.5) * dx
-    py = r + (t - 0.5) * dy
-    ix, iy = px.floor(), py.floor()
-    ax, ay = px - ix, py - iy
-    ix, iy = ix.long(), iy.long()
-    size = 2 * r + 1
-    k = torch.zeros(size * size, dtype=torch.float64)
-    for oy, ox, wgt in ((0, 0, (1 - ay) * (1 - ax)), (0, 1, (1 - ay) * ax),
-                        (1, 0, ay * (1 - ax)), (1, 1, ay * ax)):
-        k.index_add_(0, (iy + oy) * size + (ix + ox), wt * wgt)
-    k = k.view(size, size)
-    return (k / k.sum()).to(dtype=dtype, device=device)
+    # one path is a batch of one: the sampling and splatting live in _motion_psf_batch
+    return _motion_psf_batch(
+        weights, [velocity_px], t_range=t_range, samples_per_px=samples_per_px, radius=radius,
+        dtype=dtype, device=device,
+    )[0]
 
 
 def _motion_psf_batch(
