@@ -415,5 +415,10 @@ void bvsh_hw_init(void)
     UBRR0 = 16;
     UCSR0C = _BV(UCSZ01) | _BV(UCSZ00);
     UCSR0B = _BV(RXEN0) | _BV(TXEN0) | _BV(RXCIE0);
+    /* simavr 1.6 clears UDRE when TXEN is cleared (the Arduino core's init() does that) and sets
+     * it again only when UDRIE goes 0 -> 1. Toggle UDRIE with interrupts off: silicon, where
+     * UDRE is simply set while the buffer is empty, is unaffected. */
+    UCSR0B |= _BV(UDRIE0);
+    UCSR0B &= (uint8_t)~_BV(UDRIE0);
     sei();
 }

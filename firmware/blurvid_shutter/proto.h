@@ -35,7 +35,7 @@ extern "C" {
 #define PROTO_CHIP_NS_MAX (65535ul * PROTO_COARSE_STEP_NS)
 #define PROTO_MIN_GAP_NS 20000ul
 #define PROTO_LEAD_NS_MIN 10000ul
-#define PROTO_PULSE_NS_MIN 1000ul
+#define PROTO_PULSE_NS_MIN 10000ul
 
 /* Message types. */
 enum {
