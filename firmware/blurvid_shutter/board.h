@@ -17,15 +17,16 @@
 #define SHUTTER_PORT PORTB
 #define SHUTTER_BIT PB1
 #define SHUTTER_N_BIT PB2
-/* CAM_TRIG = D8 = PB0 */
-#define CAM_PORT PORTB
-#define CAM_DDR DDRB
-#define CAM_BIT PB0
+/* CAM_TRIG = D4 = PD4. Not on PORTB: simavr lets any PORTB write override the OC1A/OC1B pins
+ * until the next compare match (silicon does not), and the camera trigger changes mid-code. */
+#define CAM_PORT PORTD
+#define CAM_DDR DDRD
+#define CAM_BIT PD4
 /* DMD_TRIG = D7 = PD7 */
 #define DMD_PORT PORTD
 #define DMD_DDR DDRD
 #define DMD_BIT PD7
-/* LED = D13 = PB5 */
+/* LED = D13 = PB5: written only while the shutter is closed (see CAM_TRIG) */
 #define LED_PORT PORTB
 #define LED_DDR DDRB
 #define LED_BIT PB5

@@ -149,7 +149,7 @@ INLINE void dmd_pulse(void)
 {
     if (plan.dmd_pulse) {
         DMD_PORT |= _BV(DMD_BIT);
-        __builtin_avr_delay_cycles(12); /* ~1 us high */
+        __builtin_avr_delay_cycles(14); /* 1 us high */
         DMD_PORT &= (uint8_t)~_BV(DMD_BIT);
     }
 }

@@ -109,6 +109,33 @@ static void test_sha256(void)
     CHECK(strcmp(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
 }
 
+/* The byte examples of PROTOCOL.md. */
+static void test_examples(void)
+{
+    struct {
+        uint8_t type, seq;
+        const char *body, *wire;
+    } v[] = {
+        {0x01, 1, "", "05 01 01 1f 3e 00"},
+        {0x02, 2, "", "05 02 02 2f 5b 00"},
+        {0x05, 255, "", "05 05 ff 0a fc 00"},
+        {0x0a, 7, "68 69", "07 0a 07 68 69 f7 16 00"},
+        {0x0a, 3, "00", "03 0a 03 03 0e 5e 00"},
+        {0x03, 5, "08 00 40 42 0f 00 e5", "04 03 05 08 04 40 42 0f 04 e5 03 fd 00"},
+        {0x7f, 0, "01 00 00 00", "02 7f 02 01 01 01 03 3b f8 00"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        uint8_t body[64], want[64], wire[PROTO_MAX_WIRE];
+        size_t nb = 0, nw = 0;
+        for (const char *p = v[i].body; *p; p += (p[2] ? 3 : 2))
+            body[nb++] = (uint8_t)strtoul((char[]){p[0], p[1], 0}, NULL, 16);
+        for (const char *p = v[i].wire; *p; p += (p[2] ? 3 : 2))
+            want[nw++] = (uint8_t)strtoul((char[]){p[0], p[1], 0}, NULL, 16);
+        size_t n = proto_build_frame(v[i].type, v[i].seq, body, nb, wire);
+        CHECK(n == nw && memcmp(wire, want, n) == 0);
+    }
+}
+
 static void test_chip_timing(void)
 {
     uint8_t pre;
@@ -613,6 +640,7 @@ int main(int argc, char **argv)
     test_cobs();
     test_sha256();
     test_chip_timing();
+    test_examples();
     test_receiver();
     test_device_boot_and_info();
     test_device_load_code();
