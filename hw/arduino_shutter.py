@@ -19,20 +19,14 @@ For humans::
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import math
 import queue
 import random
-import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
-
-import serial
+from typing import Any
 
 from hw import shutter_protocol as sp
 from hw.base import Shutter
@@ -43,255 +37,17 @@ from hw.errors import (
     IncompatibleStateError,
     InitialiseError,
     ProtocolError,
-    RigError,
     UnsupportedFeatureError,
 )
-from hw.types import ShutterCode, ShutterInfo, ShutterStatus
+from hw.transport import PORTS_HINT as _PORTS_HINT
+from hw.transport import READ_POLL_S, SerialTransport, Transport
+from hw.types import PlaybackConfig, ShutterCode, ShutterInfo, ShutterStatus
+
+__all__ = ["ArduinoShutter", "PlaybackConfig", "SerialTransport", "Transport", "main"]
 
 log = logging.getLogger(__name__)
 
-#: How long one read of the reader thread blocks (also the granularity of the 50 ms frame timeout).
-READ_POLL_S = 0.02
 _FLASH_HINT = "flash firmware/blurvid_shutter from this checkout onto the board"
-_PORTS_HINT = "python -m hw.serial_ports lists the ports and their boards"
-
-
-# -- transport -------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Transport(Protocol):
-    """A byte pipe to the controller.
-
-    ``open`` raises :class:`~hw.errors.InitialiseError` when the link cannot be opened. ``read``
-    returns what arrived within ``timeout_s`` (``b""`` when nothing did). ``read`` and ``write``
-    raise :class:`~hw.errors.DeviceDisconnected` when the link is gone. ``close`` never raises.
-    Only the driver's reader thread calls ``read``; ``write`` is called from the requesting
-    thread, one request at a time.
-
-    Example (a scripted transport for tests, see tests/hw/test_arduino_shutter_fake.py)::
-
-        class ScriptedLink:
-            name = "fake://shutter"
-            def open(self) -> None: ...
-            def close(self) -> None: ...
-            def write(self, data: bytes) -> None: device.feed(data)
-            def read(self, max_bytes: int, timeout_s: float) -> bytes: return device.take(...)
-
-        ArduinoShutter(transport=ScriptedLink())
-    """
-
-    @property
-    def name(self) -> str:
-        """The port, for messages (e.g. ``"/dev/ttyACM0"``)."""
-        ...
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    def read(self, max_bytes: int, timeout_s: float) -> bytes: ...
-
-
-class SerialTransport:
-    """A :class:`Transport` over pyserial: a port name, a pty path or a URL such as ``loop://``.
-
-    The link is 115200 baud 8N1 without flow control; the port is opened exclusively.
-
-    Example::
-
-        t = SerialTransport("/dev/ttyACM0")
-        t.open()
-        t.write(sp.encode_frame(sp.MsgType.GET_INFO, 1))
-        reply = t.read(256, timeout_s=0.5)
-        t.close()
-    """
-
-    def __init__(
-        self, url: str, baudrate: int = sp.BAUDRATE, *, write_timeout_s: float = 1.0
-    ) -> None:
-        self._url = str(url)
-        self._baudrate = int(baudrate)
-        self._write_timeout_s = float(write_timeout_s)
-        self._ser: Any = None
-
-    @property
-    def name(self) -> str:
-        return self._url
-
-    @property
-    def is_open(self) -> bool:
-        return self._ser is not None
-
-    def open(self) -> None:
-        if self._ser is not None:
-            return
-        try:
-            self._ser = serial.serial_for_url(
-                self._url,
-                baudrate=self._baudrate,
-                bytesize=serial.EIGHTBITS,
-                parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE,
-                timeout=READ_POLL_S,
-                write_timeout=self._write_timeout_s,
-                xonxoff=False,
-                rtscts=False,
-                dsrdtr=False,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise InitialiseError(
-                f"Could not open the serial port {self._url!r} ({e}). Check that the board is "
-                f"plugged in and that this is its port ({_PORTS_HINT}), that no other program "
-                "(e.g. a serial monitor) holds it, and on Linux that you are in the dialout group."
-            ) from e
-
-    def _require(self, what: str) -> Any:
-        if self._ser is None:
-            raise DeviceDisconnected(
-                f"Cannot {what} {self._url}: the port is closed. Open the shutter first."
-            )
-        return self._ser
-
-    def write(self, data: bytes) -> None:
-        ser = self._require("write to")
-        try:
-            ser.write(bytes(data))
-        except (serial.SerialException, OSError) as e:
-            raise DeviceDisconnected(
-                f"Writing to {self._url} failed ({e}); the board was unplugged or reset. Check "
-                "the USB cable, then close and open the shutter again."
-            ) from e
-
-    def read(self, max_bytes: int, timeout_s: float) -> bytes:
-        ser = self._require("read from")
-        try:
-            if ser.timeout != timeout_s:
-                ser.timeout = timeout_s
-            data = ser.read(1)
-            if data and max_bytes > 1:
-                waiting = ser.in_waiting
-                if waiting:
-                    data += ser.read(min(waiting, max_bytes - 1))
-            return bytes(data)
-        except (serial.SerialException, OSError) as e:
-            raise DeviceDisconnected(
-                f"Reading from {self._url} failed ({e}); the board was unplugged or reset. "
-                "Check the USB cable, then close and open the shutter again."
-            ) from e
-
-    def close(self) -> None:
-        ser, self._ser = self._ser, None
-        if ser is None:
-            return
-        try:
-            ser.close()
-        except (serial.SerialException, OSError) as e:  # the port may already be gone
-            log.warning("Closing %s reported an error (ignored, the port is released): %s", ser, e)
-
-
-# -- playback configuration ------------------------------------------------------------------------
-
-_MODES = {
-    "single": sp.PlaybackMode.SINGLE,
-    "repeat": sp.PlaybackMode.REPEAT,
-    "continuous": sp.PlaybackMode.CONTINUOUS,
-}
-_STYLES = {"level": sp.TriggerStyle.LEVEL, "pulse": sp.TriggerStyle.PULSE}
-_SOURCES = {"host": sp.StartSource.HOST, "external": sp.StartSource.EXTERNAL}
-
-
-def _ns(us: float) -> int:
-    return int(round(float(us) * 1000.0))
-
-
-@dataclass(frozen=True)
-class PlaybackConfig:
-    """How the controller plays the loaded code (sent as CONFIGURE at every ``arm()``).
-
-    Args:
-        mode: ``"single"`` (one playback per trigger), ``"repeat"`` (``repeats`` playbacks per
-            trigger) or ``"continuous"`` (until disarmed).
-        repeats: playbacks per trigger in ``"repeat"`` mode, 1..65535.
-        period_us: start-to-start time of playbacks in ``"repeat"``/``"continuous"`` mode; 0 means
-            the shortest (lead + code + 20 us).
-        lead_us: from the camera trigger's rising edge to chip 0, 10..32767.5 us.
-        trigger_style: ``"level"`` (camera trigger high from the lead to the last chip, for
-            TriggerWidth exposure) or ``"pulse"`` (high for ``pulse_us``, for Timed exposure).
-        pulse_us: trigger pulse width in ``"pulse"`` style, 10 us..``lead_us``; a pulse
-            shorter than the lead must leave at least 10 us of lead after it.
-        start_source: ``"host"`` (``fire()``) or ``"external"`` (rising edge on TRIG_IN).
-        dmd_pulse: pulse the DMD trigger line at the start of every chip.
-
-    Raises:
-        ValueError: a field out of range (the sentence names it).
-
-    Example:
-        >>> cfg = PlaybackConfig(mode="repeat", repeats=3, period_us=20000)
-        >>> cfg.playbacks_per_trigger, len(cfg.to_body())
-        (3, 18)
-    """
-
-    mode: str = "single"
-    repeats: int = 1
-    period_us: float = 0.0
-    lead_us: float = 100.0
-    trigger_style: str = "level"
-    pulse_us: float = 10.0
-    start_source: str = "host"
-    dmd_pulse: bool = True
-
-    def __post_init__(self) -> None:
-        for name, table in (
-            ("mode", _MODES),
-            ("trigger_style", _STYLES),
-            ("start_source", _SOURCES),
-        ):
-            if getattr(self, name) not in table:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {sorted(table)}.")
-        for name in ("period_us", "lead_us", "pulse_us"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number of us, got {value!r}.")
-        if not sp.LEAD_NS_MIN <= _ns(self.lead_us) <= sp.LEAD_NS_MAX:
-            raise ValueError(
-                f"lead_us must be {sp.LEAD_NS_MIN / 1000:g}..{sp.LEAD_NS_MAX / 1000:g} us, "
-                f"got {self.lead_us!r}."
-            )
-        if self.trigger_style == "pulse" and not (
-            sp.PULSE_NS_MIN <= _ns(self.pulse_us) <= _ns(self.lead_us)
-        ):
-            raise ValueError(
-                f"pulse_us must be {sp.PULSE_NS_MIN / 1000:g} us..lead_us ({self.lead_us:g} us) "
-                f"in pulse style, got {self.pulse_us!r}."
-            )
-        if self.period_us < 0:
-            raise ValueError(f"period_us must be >= 0 (0 = shortest), got {self.period_us!r}.")
-        self.to_body()  # the wire ranges (repeats, period, pulse)
-
-    def to_body(self) -> bytes:
-        """The CONFIGURE body (18 bytes)."""
-        return sp.configure_body(
-            mode=_MODES[self.mode],
-            repeats=self.repeats,
-            period_ns=_ns(self.period_us),
-            lead_ns=_ns(self.lead_us),
-            trigger_style=_STYLES[self.trigger_style],
-            pulse_ns=_ns(self.pulse_us),
-            start_source=_SOURCES[self.start_source],
-            flags=sp.FLAG_DMD_PULSE if self.dmd_pulse else 0,
-        )
-
-    @property
-    def playbacks_per_trigger(self) -> int:
-        """1 (single), ``repeats`` (repeat) or 0 (continuous)."""
-        return {"single": 1, "repeat": self.repeats, "continuous": 0}[self.mode]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # -- driver ----------------------------------------------------------------------------------------
@@ -1008,78 +764,15 @@ class ArduinoShutter(Shutter):
 # -- command line ----------------------------------------------------------------------------------
 
 
-def _print_fields(obj: Any) -> None:
-    for f in dataclasses.fields(obj):
-        print(f"  {f.name:18s} {getattr(obj, f.name)}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hw.arduino_shutter --port PORT {info,status,ping,load,fire}``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hw.arduino_shutter",
-        description="Talk to the blurvid Arduino shutter controller (protocol 1) by hand.",
-    )
-    parser.add_argument("--port", required=True, help=f"serial port or URL; {_PORTS_HINT}")
-    parser.add_argument(
-        "--ready-timeout", type=float, default=4.0, help="seconds to wait for READY (4)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="identity of the controller")
-    sub.add_parser("status", help="what the controller holds")
-    p = sub.add_parser("ping", help="round-trip time")
-    p.add_argument("--count", type=int, default=4)
-    p = sub.add_parser("load", help="load a code and verify its echo")
-    p.add_argument("bits", help="the code as 0/1, e.g. 11100101")
-    p.add_argument("--chip-us", type=float, required=True, help="chip duration in us")
-    p.add_argument("--save", action="store_true", help="also save it to EEPROM")
-    p.add_argument("--fire", action="store_true", help="then arm, fire once and disarm")
-    sub.add_parser("fire", help="arm, play the code the controller holds once, disarm")
-    args = parser.parse_args(argv)
-    try:
-        with ArduinoShutter(args.port, ready_timeout_s=args.ready_timeout) as sh:
-            if args.command == "info":
-                print(f"{sh.port}: {sh.info.firmware_version}, {sh.device_info.board_name}")
-                _print_fields(sh.device_info)
-            elif args.command == "status":
-                st = sh.device_status()
-                print(f"{sh.port}: {st.state_name}")
-                _print_fields(st)
-            elif args.command == "ping":
-                for i in range(max(1, args.count)):
-                    rtt = sh.ping(f"blurvid {i}".encode())
-                    print(f"PONG from {sh.port}: {rtt * 1000:.2f} ms")
-            elif args.command == "load":
-                st = sh.load_code(ShutterCode.parse(args.bits, args.chip_us))
-                print(
-                    f"loaded and verified: {st.n_chips} chips of {st.chip_us:g} us, "
-                    f"sha256 {st.code_sha256}"
-                )
-                if args.save:
-                    sh.save_to_eeprom()
-                    print("saved to EEPROM")
-                if args.fire:
-                    sh.arm()
-                    print(f"fired: trigger {sh.fire()}")
-                    sh.disarm()
-            elif args.command == "fire":
-                st = sh.device_status()
-                if not st.has_code:
-                    print(
-                        f"error: the controller on {sh.port} holds no code; load one with "
-                        "`load BITS --chip-us N --save` (a board that resets when its port opens "
-                        "keeps only a saved code).",
-                        file=sys.stderr,
-                    )
-                    return 1
-                sh._arm_device(expect_sha=None)
-                try:
-                    print(f"fired: trigger {sh._fire_device().first_trigger_index}")
-                finally:
-                    sh.stop_playback()
-    except RigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """``python -m hw.arduino_shutter --port PORT {info,status,ping,load,fire}``.
+
+    The command line lives in :mod:`hw.arduino_shutter_cli` (imported here, when called, because
+    it imports this module).
+    """
+    from hw.arduino_shutter_cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

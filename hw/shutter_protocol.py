@@ -4,6 +4,11 @@ The specification is ``firmware/PROTOCOL.md``; this module mirrors it and uses o
 library (no I/O, no threads), so the driver (:mod:`hw.arduino_shutter`), the port scanner
 (:mod:`hw.serial_ports`) and the tests share one definition of every byte.
 
+This module holds the framing (CRC, COBS, packets, :class:`FrameReceiver`), the chip timing and
+the request bodies. The constants, message types and error codes live in
+:mod:`hw.shutter_constants` and the reply bodies in :mod:`hw.shutter_messages`; every public name
+of both is re-exported here, so ``from hw import shutter_protocol as sp`` reaches them all.
+
 Wire format::
 
     wire:    COBS(packet) 0x00
@@ -18,8 +23,6 @@ Wire format::
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import hashlib
 import math
 import struct
@@ -29,244 +32,123 @@ from dataclasses import dataclass
 
 from hw.errors import CodeError, ProtocolError
 
-# -- constants -------------------------------------------------------------------------------------
-
-PROTOCOL_VERSION = 1
-MAGIC = b"BVSH"
-BAUDRATE = 115200
-
-#: Receiver rules: more than this many bytes before a 0x00 is E_TOO_LONG.
-MAX_FRAME_BYTES = 160
-#: Receiver rules: a half frame is dropped when no byte arrives for this long.
-FRAME_TIMEOUT_S = 0.050
-#: type(1) + seq(1) + crc(2).
-MIN_PACKET_BYTES = 4
-#: LOAD_CODE with 1024 chips.
-MAX_PACKET_BYTES = 138
-MAX_CHIPS = 1024
-MAX_PING_BYTES = 32
-#: Bit of the reply type: reply = request | REPLY_FLAG.
-REPLY_FLAG = 0x80
-
-#: Chip timing (firmware/PROTOCOL.md, "Chip timing"): Timer1 at clk/8 (0.5 us ticks), then clk/64.
-CHIP_NS_MIN = 10_000
-FINE_STEP_NS = 500
-FINE_MAX_NS = 32_767_500
-COARSE_STEP_NS = 4_000
-CHIP_NS_MAX = 262_140_000
-#: CONFIGURE limits.
-LEAD_NS_MIN = 10_000
-LEAD_NS_MAX = FINE_MAX_NS
-PULSE_NS_MIN = 10_000
-#: Shortest gap between playbacks: period 0 means lead + code + this.
-MIN_GAP_NS = 20_000
-
-_U8, _U16, _U32 = 0xFF, 0xFFFF, 0xFFFF_FFFF
-
-
-class MsgType(enum.IntEnum):
-    """Message types (first byte of every packet)."""
-
-    GET_INFO = 0x01
-    GET_STATUS = 0x02
-    LOAD_CODE = 0x03
-    CONFIGURE = 0x04
-    ARM = 0x05
-    DISARM = 0x06
-    FIRE = 0x07
-    SAVE = 0x08
-    ERASE = 0x09
-    PING = 0x0A
-    ERROR = 0x7F
-    INFO = 0x81
-    STATUS_GET = 0x82
-    STATUS_LOAD_CODE = 0x83
-    STATUS_CONFIGURE = 0x84
-    STATUS_ARM = 0x85
-    STATUS_DISARM = 0x86
-    FIRED = 0x87
-    STATUS_SAVE = 0x88
-    STATUS_ERASE = 0x89
-    PONG = 0x8A
-    READY = 0xC0
-    DONE = 0xC1
-
-
-#: Requests the host may send.
-REQUEST_TYPES = frozenset(t for t in MsgType if t < MsgType.ERROR)
-#: Reply types whose body is a STATUS body.
-STATUS_REPLY_TYPES = frozenset({0x82, 0x83, 0x84, 0x85, 0x86, 0x88, 0x89})
-
-
-def reply_type(request: int) -> int:
-    """The type of the success reply to ``request``.
-
-    >>> hex(reply_type(MsgType.LOAD_CODE))
-    '0x83'
-    """
-    return int(request) | REPLY_FLAG
-
-
-def message_name(msg_type: int) -> str:
-    """Human name of a message type, e.g. ``"LOAD_CODE"``; unknown types as ``"0x42"``."""
-    try:
-        return MsgType(msg_type).name
-    except ValueError:
-        return f"0x{msg_type:02X}"
-
-
-class ErrorCode(enum.IntEnum):
-    """Error codes carried by ERROR packets."""
-
-    E_CRC = 0x01
-    E_FRAMING = 0x02
-    E_TOO_LONG = 0x03
-    E_TIMEOUT = 0x04
-    E_UNKNOWN_TYPE = 0x05
-    E_LENGTH = 0x06
-    E_CODE_LENGTH = 0x07
-    E_CHIP_TIMING = 0x08
-    E_BAD_VALUE = 0x09
-    E_BUSY = 0x0A
-    E_NO_CODE = 0x0B
-    E_NOT_ARMED = 0x0C
-    E_CONFIG = 0x0D
-    E_EEPROM = 0x0E
-    E_OVERRUN = 0x0F
-    E_RX_OVERFLOW = 0x10
-
-
-#: Errors about a damaged frame: answered with seq 0, request 0; the host resends its request.
-FRAME_LEVEL_ERRORS = frozenset(
-    {
-        ErrorCode.E_CRC,
-        ErrorCode.E_FRAMING,
-        ErrorCode.E_TOO_LONG,
-        ErrorCode.E_TIMEOUT,
-        ErrorCode.E_RX_OVERFLOW,
-    }
+# Re-exported (see __all__). Neither module imports this one: the imports form no cycle.
+from hw.shutter_constants import (
+    BAUDRATE,
+    BOARD_NAMES,
+    CHIP_NS_MAX,
+    CHIP_NS_MIN,
+    COARSE_STEP_NS,
+    ERROR_HELP,
+    FINE_MAX_NS,
+    FINE_STEP_NS,
+    FLAG_DMD_PULSE,
+    FRAME_LEVEL_ERRORS,
+    FRAME_TIMEOUT_S,
+    LEAD_NS_MAX,
+    LEAD_NS_MIN,
+    MAGIC,
+    MAX_CHIPS,
+    MAX_FRAME_BYTES,
+    MAX_PACKET_BYTES,
+    MAX_PING_BYTES,
+    MIN_GAP_NS,
+    MIN_PACKET_BYTES,
+    PROTOCOL_VERSION,
+    PULSE_NS_MIN,
+    REPLY_FLAG,
+    REQUEST_TYPES,
+    RESET_CAUSES,
+    STATUS_REPLY_TYPES,
+    DeviceState,
+    DoneResult,
+    ErrorCode,
+    MsgType,
+    PlaybackMode,
+    StartSource,
+    TriggerStyle,
+    error_help,
+    error_name,
+    message_name,
+    reply_type,
+)
+from hw.shutter_messages import (
+    DeviceInfo,
+    DeviceStatus,
+    DoneEvent,
+    ErrorReply,
+    FiredReply,
+    info_problem,
 )
 
-#: One sentence per error code: what it means and what to do.
-ERROR_HELP: dict[ErrorCode, str] = {
-    ErrorCode.E_CRC: (
-        "A frame arrived damaged (too short or with a wrong CRC); the host resends it, and if "
-        "this keeps happening check the USB cable and that both sides use 115200 baud."
-    ),
-    ErrorCode.E_FRAMING: (
-        "A frame was not valid COBS, usually line noise or a baud-rate mismatch; the host "
-        "resends it, and if this keeps happening check the cable and the baud rate (115200)."
-    ),
-    ErrorCode.E_TOO_LONG: (
-        "More than 160 bytes arrived without a frame delimiter, so another program may be "
-        "writing to the port or the baud rate is wrong; close other programs that use the port."
-    ),
-    ErrorCode.E_TIMEOUT: (
-        "A frame stopped half-way for more than 50 ms and was dropped; the host resends it, and "
-        "if this keeps happening check the USB cable and avoid overloaded USB hubs."
-    ),
-    ErrorCode.E_UNKNOWN_TYPE: (
-        "The firmware does not know this request type, so host and firmware versions differ; "
-        "flash firmware/blurvid_shutter from this checkout."
-    ),
-    ErrorCode.E_LENGTH: (
-        "The request body had the wrong length for its type (detail: the expected length), so "
-        "host and firmware disagree on the protocol; flash firmware/blurvid_shutter from this "
-        "checkout."
-    ),
-    ErrorCode.E_CODE_LENGTH: (
-        "The code has no chip or more chips than the controller holds (detail: the maximum); "
-        "use a code of 1 to 1024 chips."
-    ),
-    ErrorCode.E_CHIP_TIMING: (
-        "The chip duration is not one the timer plays exactly; use 10..32767.5 us in 0.5 us "
-        "steps, or up to 262140 us in 4 us steps."
-    ),
-    ErrorCode.E_BAD_VALUE: (
-        "A field of the request is out of range (detail: its byte offset in the body); check "
-        "the value against firmware/PROTOCOL.md."
-    ),
-    ErrorCode.E_BUSY: (
-        "The request is not allowed while the controller is armed or playing; disarm it first."
-    ),
-    ErrorCode.E_NO_CODE: "The request needs a loaded code; load a code first.",
-    ErrorCode.E_NOT_ARMED: (
-        "FIRE needs the controller armed with start_source 'host'; arm it first (a controller "
-        "armed for an external start plays on a rising edge of TRIG_IN instead)."
-    ),
-    ErrorCode.E_CONFIG: (
-        "The playback configuration does not fit the code (period shorter than lead + code + "
-        "20 us, or lead or pulse too long); lengthen the period or shorten the lead or pulse."
-    ),
-    ErrorCode.E_EEPROM: (
-        "The EEPROM write could not be verified; try again, and if it keeps failing the EEPROM "
-        "may be worn out (the loaded code still plays until the next reset)."
-    ),
-    ErrorCode.E_OVERRUN: (
-        "The timer interrupt missed a chip boundary and the playback was aborted; use longer "
-        "chips and try again."
-    ),
-    ErrorCode.E_RX_OVERFLOW: (
-        "The controller's receive buffer overflowed and bytes were lost; the host resends, and "
-        "if this keeps happening send one request at a time and wait for its reply."
-    ),
-}
+__all__ = [
+    "BAUDRATE",
+    "BOARD_NAMES",
+    "CHIP_NS_MAX",
+    "CHIP_NS_MIN",
+    "COARSE_STEP_NS",
+    "DeviceInfo",
+    "DeviceState",
+    "DeviceStatus",
+    "DoneEvent",
+    "DoneResult",
+    "ERROR_HELP",
+    "ErrorCode",
+    "ErrorReply",
+    "FINE_MAX_NS",
+    "FINE_STEP_NS",
+    "FLAG_DMD_PULSE",
+    "FRAME_LEVEL_ERRORS",
+    "FRAME_TIMEOUT_S",
+    "FiredReply",
+    "FrameError",
+    "FrameReceiver",
+    "LEAD_NS_MAX",
+    "LEAD_NS_MIN",
+    "MAGIC",
+    "MAX_CHIPS",
+    "MAX_FRAME_BYTES",
+    "MAX_PACKET_BYTES",
+    "MAX_PING_BYTES",
+    "MIN_GAP_NS",
+    "MIN_PACKET_BYTES",
+    "MsgType",
+    "PROTOCOL_VERSION",
+    "PULSE_NS_MIN",
+    "Packet",
+    "PlaybackMode",
+    "REPLY_FLAG",
+    "REQUEST_TYPES",
+    "RESET_CAUSES",
+    "STATUS_REPLY_TYPES",
+    "StartSource",
+    "TriggerStyle",
+    "chip_ns_for",
+    "chip_us_problem",
+    "cobs_decode",
+    "cobs_encode",
+    "code_sha256_bytes",
+    "configure_body",
+    "crc16_ccitt_false",
+    "decode_packet",
+    "encode_frame",
+    "encode_packet",
+    "error_help",
+    "error_name",
+    "info_problem",
+    "is_chip_ns_valid",
+    "is_chip_us_representable",
+    "load_code_body",
+    "message_name",
+    "nearest_valid_chip_us",
+    "pack_bits",
+    "ping_body",
+    "reply_type",
+    "timer_setting",
+    "unpack_bits",
+]
 
-
-def error_name(code: int) -> str:
-    """Name of an error code, e.g. ``"E_BUSY"``; unknown codes as ``"0x42"``."""
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return f"0x{code:02X}"
-
-
-def error_help(code: int) -> str:
-    """The sentence of :data:`ERROR_HELP` for ``code`` (also for unknown codes)."""
-    try:
-        return ERROR_HELP[ErrorCode(code)]
-    except ValueError:
-        return (
-            f"Error code 0x{code:02X} is not part of protocol version {PROTOCOL_VERSION}; flash "
-            "firmware/blurvid_shutter from this checkout."
-        )
-
-
-class DeviceState(enum.IntEnum):
-    """``state`` of a STATUS body."""
-
-    NO_CODE = 0
-    LOADED = 1
-    ARMED = 2
-    PLAYING = 3
-
-
-class PlaybackMode(enum.IntEnum):
-    SINGLE = 0
-    REPEAT = 1
-    CONTINUOUS = 2
-
-
-class TriggerStyle(enum.IntEnum):
-    LEVEL = 0
-    PULSE = 1
-
-
-class StartSource(enum.IntEnum):
-    HOST = 0
-    EXTERNAL = 1
-
-
-class DoneResult(enum.IntEnum):
-    COMPLETE = 0
-    ABORTED = 1
-    OVERRUN = 2
-
-
-#: CONFIGURE flags, bit 0: pulse the DMD trigger line at the start of every chip.
-FLAG_DMD_PULSE = 0x01
-BOARD_NAMES = {1: "ATmega328P (Uno, Nano)"}
-RESET_CAUSES = {1: "power-on", 2: "external", 4: "brown-out", 8: "watchdog"}
+_U8, _U16, _U32 = 0xFF, 0xFFFF, 0xFFFF_FFFF
 
 # -- CRC and COBS ----------------------------------------------------------------------------------
 
@@ -780,266 +662,7 @@ def ping_body(payload: bytes = b"") -> bytes:
     return payload
 
 
-# -- reply bodies ----------------------------------------------------------------------------------
-
-
-def _check_length(what: str, body: bytes, size: int) -> None:
-    if len(body) != size:
-        raise ProtocolError(
-            f"A {what} body must be {size} bytes, but the shutter controller sent {len(body)}: "
-            "host and firmware disagree on the protocol layout. Flash firmware/blurvid_shutter "
-            "from this checkout."
-        )
-
-
-_INFO = struct.Struct("<4sBBBBBHIIIHHIBBB")
-_STATUS = struct.Struct("<BBIHIBI32sBHIIBIBBBB")
-_FIRED = struct.Struct("<IH")
-_DONE = struct.Struct("<IIB")
-_ERROR = struct.Struct("<BBH")
-
-
-def info_problem(body: bytes) -> str | None:
-    """Why an INFO/READY body is not from protocol-1 blurvid firmware, or None when it is.
-
-    Only the magic and the protocol version are checked (they come first in every version);
-    :meth:`DeviceInfo.from_body` checks the rest.
-
-    >>> info_problem(b"ABCD\\x01") is not None, info_problem(DeviceInfo().to_body())
-    (True, None)
-    """
-    if body[:4] != MAGIC:
-        return (
-            f"it announced itself as {bytes(body[:4])!r} instead of {MAGIC!r}, so it does not "
-            "run the blurvid shutter firmware"
-        )
-    if len(body) < 5:
-        return "its INFO body ends before the protocol version"
-    if body[4] != PROTOCOL_VERSION:
-        fw = ".".join(str(b) for b in body[5:8]) if len(body) >= 8 else "?"
-        return (
-            f"it runs blurvid shutter firmware {fw} with protocol version {body[4]}, but this "
-            f"driver speaks protocol version {PROTOCOL_VERSION}"
-        )
-    return None
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """The INFO body (34 bytes), sent in reply to GET_INFO and in READY at boot.
-
-    Example:
-        >>> info = DeviceInfo.from_body(DeviceInfo(fw_major=1, fw_minor=2).to_body())
-        >>> info.firmware_version, info.max_chips, info.board_name
-        ('1.2.0', 1024, 'ATmega328P (Uno, Nano)')
-    """
-
-    magic: bytes = MAGIC
-    protocol_version: int = PROTOCOL_VERSION
-    fw_major: int = 0
-    fw_minor: int = 0
-    fw_patch: int = 0
-    board: int = 1
-    max_chips: int = MAX_CHIPS
-    chip_ns_min: int = CHIP_NS_MIN
-    chip_ns_max: int = CHIP_NS_MAX
-    fine_max_ns: int = FINE_MAX_NS
-    fine_step_ns: int = FINE_STEP_NS
-    coarse_step_ns: int = COARSE_STEP_NS
-    f_cpu_hz: int = 16_000_000
-    reset_cause: int = 0
-    eeprom_restored: bool = False
-    reserved: int = 0
-
-    SIZE = _INFO.size
-
-    @classmethod
-    def from_body(cls, body: bytes) -> DeviceInfo:
-        """Parse an INFO body; raises ProtocolError on a wrong length."""
-        _check_length("INFO", body, _INFO.size)
-        v = _INFO.unpack(body)
-        return cls(*v[:14], bool(v[14]), v[15])
-
-    def to_body(self) -> bytes:
-        return _INFO.pack(*dataclasses.astuple(self))
-
-    @property
-    def firmware_version(self) -> str:
-        """``"major.minor.patch"``."""
-        return f"{self.fw_major}.{self.fw_minor}.{self.fw_patch}"
-
-    @property
-    def board_name(self) -> str:
-        return BOARD_NAMES.get(self.board, f"unknown board {self.board}")
-
-    @property
-    def reset_causes(self) -> tuple[str, ...]:
-        """Names of the MCUSR bits set in ``reset_cause`` (e.g. ``("brown-out",)``)."""
-        return tuple(name for bit, name in RESET_CAUSES.items() if self.reset_cause & bit)
-
-
-@dataclass(frozen=True)
-class DeviceStatus:
-    """The STATUS body (69 bytes): what the controller holds and does.
-
-    ``code_sha256`` is the firmware's SHA-256 (hex) of the ASCII ``0``/``1`` string of the code
-    it stores (64 zeros without a code).
-
-    Example:
-        >>> st = DeviceStatus.from_body(DeviceStatus(state=1, n_chips=8).to_body())
-        >>> st.state_name, st.has_code, st.eeprom_valid
-        ('loaded', True, False)
-    """
-
-    state: int = DeviceState.NO_CODE
-    last_error: int = 0
-    trigger_count: int = 0
-    n_chips: int = 0
-    chip_ns: int = 0
-    prescaler: int = 0
-    chip_ticks: int = 0
-    code_sha256: str = "0" * 64
-    mode: int = PlaybackMode.SINGLE
-    repeats: int = 1
-    period_ns: int = 0
-    lead_ns: int = 100_000
-    trigger_style: int = TriggerStyle.LEVEL
-    pulse_ns: int = 0
-    start_source: int = StartSource.HOST
-    flags: int = FLAG_DMD_PULSE
-    eeprom: int = 0
-    reserved: int = 0
-
-    SIZE = _STATUS.size
-
-    @classmethod
-    def from_body(cls, body: bytes) -> DeviceStatus:
-        """Parse a STATUS body; raises ProtocolError on a wrong length."""
-        _check_length("STATUS", body, _STATUS.size)
-        v = list(_STATUS.unpack(body))
-        v[7] = v[7].hex()
-        return cls(*v)
-
-    def to_body(self) -> bytes:
-        fields = list(dataclasses.astuple(self))
-        fields[7] = bytes.fromhex(self.code_sha256)
-        return _STATUS.pack(*fields)
-
-    @property
-    def state_name(self) -> str:
-        """``"idle"`` (no code), ``"loaded"``, ``"armed"`` or ``"playing"``."""
-        names = ("idle", "loaded", "armed", "playing")
-        return names[self.state] if 0 <= self.state < len(names) else f"unknown({self.state})"
-
-    @property
-    def has_code(self) -> bool:
-        return self.n_chips > 0
-
-    @property
-    def eeprom_valid(self) -> bool:
-        return bool(self.eeprom & 1)
-
-    @property
-    def code_ns(self) -> int:
-        """Duration of the code (all chips) in ns."""
-        return self.n_chips * self.chip_ns
-
-
-@dataclass(frozen=True)
-class FiredReply:
-    """The FIRED body: index of the first playback and how many follow (0 = continuous).
-
-    Example:
-        >>> FiredReply.from_body(bytes.fromhex("07000000 0100"))
-        FiredReply(first_trigger_index=7, playbacks=1)
-    """
-
-    first_trigger_index: int
-    playbacks: int
-
-    @classmethod
-    def from_body(cls, body: bytes) -> FiredReply:
-        _check_length("FIRED", body, _FIRED.size)
-        return cls(*_FIRED.unpack(body))
-
-    def to_body(self) -> bytes:
-        return _FIRED.pack(self.first_trigger_index, self.playbacks)
-
-
-@dataclass(frozen=True)
-class DoneEvent:
-    """The DONE body: the playbacks started at ``first_trigger_index`` have ended.
-
-    ``result``: 0 complete, 1 aborted by DISARM, 2 timing overrun.
-
-    Example:
-        >>> done = DoneEvent.from_body(bytes.fromhex("07000000 01000000 02"))
-        >>> done.played, done.result_name, done.complete
-        (1, 'overrun', False)
-    """
-
-    first_trigger_index: int
-    played: int
-    result: int
-
-    @classmethod
-    def from_body(cls, body: bytes) -> DoneEvent:
-        _check_length("DONE", body, _DONE.size)
-        return cls(*_DONE.unpack(body))
-
-    def to_body(self) -> bytes:
-        return _DONE.pack(self.first_trigger_index, self.played, self.result)
-
-    @property
-    def result_name(self) -> str:
-        try:
-            return DoneResult(self.result).name.lower()
-        except ValueError:
-            return f"unknown({self.result})"
-
-    @property
-    def complete(self) -> bool:
-        return self.result == DoneResult.COMPLETE
-
-
-@dataclass(frozen=True)
-class ErrorReply:
-    """The ERROR body: error code, the request type it answers (0: frame level), detail.
-
-    Example:
-        >>> e = ErrorReply.from_body(bytes([0x0A, 0x03, 0, 0]))
-        >>> e.name, e.request_name, e.frame_level
-        ('E_BUSY', 'LOAD_CODE', False)
-    """
-
-    code: int
-    request: int
-    detail: int = 0
-
-    @classmethod
-    def from_body(cls, body: bytes) -> ErrorReply:
-        _check_length("ERROR", body, _ERROR.size)
-        return cls(*_ERROR.unpack(body))
-
-    def to_body(self) -> bytes:
-        return _ERROR.pack(self.code, self.request, self.detail)
-
-    @property
-    def name(self) -> str:
-        return error_name(self.code)
-
-    @property
-    def request_name(self) -> str:
-        return "frame" if self.request == 0 else message_name(self.request)
-
-    @property
-    def frame_level(self) -> bool:
-        return self.request == 0 and self.code in FRAME_LEVEL_ERRORS
-
-    def describe(self) -> str:
-        """One sentence: the code, the detail and what to do."""
-        detail = f" (detail {self.detail})" if self.detail else ""
-        return f"{self.name}{detail}: {error_help(self.code)}"
+# -- code echo -------------------------------------------------------------------------------------
 
 
 def code_sha256_bytes(bits: Iterable[int]) -> bytes:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from hw import shutter_protocol as sp
 from hw.errors import CodeError
 
 #: Limits of a code accepted anywhere in the rig. A given controller may accept a narrower range
@@ -287,3 +289,105 @@ class Frame:
     trigger_index: int = -1  # controller trigger counter, -1 when free-running
     code_sha256: str = ""  # code played for this frame, "" when none
     exposure_us: float = 0.0
+
+
+# -- shutter playback ------------------------------------------------------------------------------
+# hw.shutter_protocol (standard library and hw.errors only) must never import this module.
+
+_PLAYBACK_MODES = {
+    "single": sp.PlaybackMode.SINGLE,
+    "repeat": sp.PlaybackMode.REPEAT,
+    "continuous": sp.PlaybackMode.CONTINUOUS,
+}
+_TRIGGER_STYLES = {"level": sp.TriggerStyle.LEVEL, "pulse": sp.TriggerStyle.PULSE}
+_START_SOURCES = {"host": sp.StartSource.HOST, "external": sp.StartSource.EXTERNAL}
+
+
+def _ns(us: float) -> int:
+    return int(round(float(us) * 1000.0))
+
+
+@dataclass(frozen=True)
+class PlaybackConfig:
+    """How the controller plays the loaded code (sent as CONFIGURE at every ``arm()``).
+
+    Args:
+        mode: ``"single"`` (one playback per trigger), ``"repeat"`` (``repeats`` playbacks per
+            trigger) or ``"continuous"`` (until disarmed).
+        repeats: playbacks per trigger in ``"repeat"`` mode, 1..65535.
+        period_us: start-to-start time of playbacks in ``"repeat"``/``"continuous"`` mode; 0 means
+            the shortest (lead + code + 20 us).
+        lead_us: from the camera trigger's rising edge to chip 0, 10..32767.5 us.
+        trigger_style: ``"level"`` (camera trigger high from the lead to the last chip, for
+            TriggerWidth exposure) or ``"pulse"`` (high for ``pulse_us``, for Timed exposure).
+        pulse_us: trigger pulse width in ``"pulse"`` style, 10 us..``lead_us``; a pulse
+            shorter than the lead must leave at least 10 us of lead after it.
+        start_source: ``"host"`` (``fire()``) or ``"external"`` (rising edge on TRIG_IN).
+        dmd_pulse: pulse the DMD trigger line at the start of every chip.
+
+    Raises:
+        ValueError: a field out of range (the sentence names it).
+
+    Example:
+        >>> cfg = PlaybackConfig(mode="repeat", repeats=3, period_us=20000)
+        >>> cfg.playbacks_per_trigger, len(cfg.to_body())
+        (3, 18)
+    """
+
+    mode: str = "single"
+    repeats: int = 1
+    period_us: float = 0.0
+    lead_us: float = 100.0
+    trigger_style: str = "level"
+    pulse_us: float = 10.0
+    start_source: str = "host"
+    dmd_pulse: bool = True
+
+    def __post_init__(self) -> None:
+        for name, table in (
+            ("mode", _PLAYBACK_MODES),
+            ("trigger_style", _TRIGGER_STYLES),
+            ("start_source", _START_SOURCES),
+        ):
+            if getattr(self, name) not in table:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {sorted(table)}.")
+        for name in ("period_us", "lead_us", "pulse_us"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number of us, got {value!r}.")
+        if not sp.LEAD_NS_MIN <= _ns(self.lead_us) <= sp.LEAD_NS_MAX:
+            raise ValueError(
+                f"lead_us must be {sp.LEAD_NS_MIN / 1000:g}..{sp.LEAD_NS_MAX / 1000:g} us, "
+                f"got {self.lead_us!r}."
+            )
+        if self.trigger_style == "pulse" and not (
+            sp.PULSE_NS_MIN <= _ns(self.pulse_us) <= _ns(self.lead_us)
+        ):
+            raise ValueError(
+                f"pulse_us must be {sp.PULSE_NS_MIN / 1000:g} us..lead_us ({self.lead_us:g} us) "
+                f"in pulse style, got {self.pulse_us!r}."
+            )
+        if self.period_us < 0:
+            raise ValueError(f"period_us must be >= 0 (0 = shortest), got {self.period_us!r}.")
+        self.to_body()  # the wire ranges (repeats, period, pulse)
+
+    def to_body(self) -> bytes:
+        """The CONFIGURE body (18 bytes)."""
+        return sp.configure_body(
+            mode=_PLAYBACK_MODES[self.mode],
+            repeats=self.repeats,
+            period_ns=_ns(self.period_us),
+            lead_ns=_ns(self.lead_us),
+            trigger_style=_TRIGGER_STYLES[self.trigger_style],
+            pulse_ns=_ns(self.pulse_us),
+            start_source=_START_SOURCES[self.start_source],
+            flags=sp.FLAG_DMD_PULSE if self.dmd_pulse else 0,
+        )
+
+    @property
+    def playbacks_per_trigger(self) -> int:
+        """1 (single), ``repeats`` (repeat) or 0 (continuous)."""
+        return {"single": 1, "repeat": self.repeats, "continuous": 0}[self.mode]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -53,10 +53,19 @@ static engine_report_t report;
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* OCR1B follows OCR1A (same TOP) so both lines switch on the same tick. The write order keeps
+ * OCR1B from ever being below OCR1A between the two writes: simavr treats a compare value below
+ * TOP as PWM and would flip OC1B at TOP (silicon would not; for it either order is safe, the
+ * counter has just restarted from 0). */
 INLINE void set_top(uint16_t top)
 {
-    OCR1A = top;
-    OCR1B = top;
+    if (top > OCR1A) {
+        OCR1B = top;
+        OCR1A = top;
+    } else {
+        OCR1A = top;
+        OCR1B = top;
+    }
 }
 
 INLINE uint8_t com_for(uint8_t level)
@@ -76,12 +85,10 @@ INLINE uint8_t take_level(void)
     return level;
 }
 
-/* The lead of a playback starts now (timer at the start of a segment). */
-static inline void begin_lead(void)
+/* Program the lead segment that starts at the current match (or at the timer start): its
+ * length and the level at its end (chip 0). */
+static inline void program_lead(void)
 {
-    trigger_count++;
-    run_played++;
-    CAM_PORT |= _BV(CAM_BIT);
     next_bits = plan.bits;
     next_mask = 0x80;
     if (plan.pulse_ticks && plan.pulse_ticks < plan.lead_ticks) {
@@ -94,6 +101,8 @@ static inline void begin_lead(void)
         phase = PH_C0;
     }
 }
+
+static void prepare_run(void);
 
 static void stop_run(uint8_t result)
 {
@@ -110,10 +119,12 @@ static void stop_run(uint8_t result)
     report_ready = 1;
     running = 0;
     phase = PH_IDLE;
-    if (armed_ext)
+    if (armed_ext) {
+        prepare_run();
         TRIGIN_ENABLE();
-    else
+    } else {
         LED_PORT &= (uint8_t)~_BV(LED_BIT);
+    }
 }
 
 /* Next gap chunk: at most 65536 ticks, and never leave a remainder shorter than 32768. */
@@ -126,23 +137,32 @@ static inline uint16_t gap_chunk(void)
     return (uint16_t)(seg - 1u);
 }
 
-static void start_run(uint8_t external)
+/* Everything for the next run except starting the clock, so that an external trigger only has
+ * to start it (the lead then begins a fixed few cycles after the edge). */
+static void prepare_run(void)
 {
     TCCR1B = CTC;
     TIMSK1 = 0;
     TCNT1 = 0;
-    run_first = trigger_count;
-    run_played = 0;
-    run_external = external;
     playbacks_left = plan.playbacks;
-    running = 1;
-    LED_PORT |= _BV(LED_BIT);
-    begin_lead();
+    program_lead();
     TIFR1 = _BV(OCF1A) | _BV(OCF1B);
-    TIMSK1 = _BV(OCIE1A);
+}
+
+/* Start the prepared run: the lead begins now. */
+static inline __attribute__((always_inline)) void go(uint8_t external)
+{
     GTCCR = _BV(PSRSYNC); /* restart the prescaler: the first tick is one full tick away */
     TCCR1B = (uint8_t)(CTC | clock_bits);
     TCNT1 = 0; /* simavr ignores TCNT1 writes while the clock is stopped */
+    CAM_PORT |= _BV(CAM_BIT);
+    TIMSK1 = _BV(OCIE1A);
+    running = 1;
+    run_external = external;
+    run_first = trigger_count;
+    run_played = 1;
+    trigger_count++;
+    LED_PORT |= _BV(LED_BIT);
 }
 
 INLINE void dmd_pulse(void)
@@ -201,8 +221,12 @@ ISR(TIMER1_COMPA_vect)
     } else if (ph == PH_GAP) {
         if (gap_left)
             set_top(gap_chunk());
-        else
-            begin_lead();
+        else {
+            CAM_PORT |= _BV(CAM_BIT);
+            trigger_count++;
+            run_played++;
+            program_lead();
+        }
         late = MATCH_PASSED() || TOP_PASSED();
     } else if (ph == PH_PULSE_END) {
         set_top((uint16_t)(plan.lead_ticks - plan.pulse_ticks - 1u));
@@ -220,9 +244,9 @@ ISR(TIMER1_COMPA_vect)
 
 ISR(TRIGIN_VECT)
 {
-    TRIGIN_DISABLE();
     if (!running && armed_ext)
-        start_run(1);
+        go(1);
+    TRIGIN_DISABLE();
 }
 
 void hal_engine_start(const engine_plan_t *p)
@@ -233,7 +257,8 @@ void hal_engine_start(const engine_plan_t *p)
     armed_ext = 0;
     plan = *p;
     clock_bits = p->prescaler == 64 ? (uint8_t)(_BV(CS11) | _BV(CS10)) : (uint8_t)_BV(CS11);
-    start_run(0);
+    prepare_run();
+    go(0);
     SREG = sreg;
 }
 
@@ -245,8 +270,10 @@ void hal_engine_arm_external(const engine_plan_t *p)
     clock_bits = p->prescaler == 64 ? (uint8_t)(_BV(CS11) | _BV(CS10)) : (uint8_t)_BV(CS11);
     armed_ext = 1;
     LED_PORT |= _BV(LED_BIT);
-    if (!running)
+    if (!running) {
+        prepare_run();
         TRIGIN_ENABLE();
+    }
     SREG = sreg;
 }
 

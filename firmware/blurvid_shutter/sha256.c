@@ -23,9 +23,35 @@ static const uint32_t K[64] K_STORAGE = {
     0x5b9cca4ful, 0x682e6ff3ul, 0x748f82eeul, 0x78a5636ful, 0x84c87814ul, 0x8cc70208ul,
     0x90befffaul, 0xa4506cebul, 0xbef9a3f7ul, 0xc67178f2ul};
 
-static uint32_t rotr(uint32_t x, uint8_t n)
+#define INLINE static inline __attribute__((always_inline))
+
+/* Rotations for an 8-bit core without a barrel shifter: avr-gcc turns a 32-bit shift by a
+ * constant into a loop of single-bit steps (x << 30 is 30 of them). Rotate by whole bytes
+ * (register moves) and then by at most 4 single bits, with the carried bit set explicitly. */
+INLINE uint32_t rotr1(uint32_t x)
 {
-    return (x >> n) | (x << (32u - n));
+    return (x >> 1) | ((x & 1u) ? 0x80000000ul : 0u);
+}
+
+INLINE uint32_t rotl1(uint32_t x)
+{
+    return (x << 1) | ((x & 0x80000000ul) ? 1u : 0u);
+}
+
+INLINE uint32_t rotr(uint32_t x, uint8_t n)
+{
+    uint8_t m = (uint8_t)((n + 4u) & ~7u); /* nearest multiple of 8 (0..32) */
+    if (m == 8)
+        x = (x >> 8) | (x << 24);
+    else if (m == 16)
+        x = (x >> 16) | (x << 16);
+    else if (m == 24)
+        x = (x >> 24) | (x << 8);
+    for (uint8_t k = m; k < n; k++)
+        x = rotr1(x);
+    for (uint8_t k = n; k < m; k++)
+        x = rotl1(x);
+    return x;
 }
 
 static void compress(sha256_t *s)

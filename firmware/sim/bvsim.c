@@ -2,7 +2,7 @@
  * bvsim: simavr test harness for the blurvid shutter-controller firmware (ATmega328P, 16 MHz).
  *
  *   bvsim [--mcu atmega328p] [--freq 16000000] [--speed X] [--edges FILE] [--vcd FILE]
- *         [--max-seconds S] [--no-reset-on-open] [--reset-hold-ms MS] [--verbose] FIRMWARE.elf
+ *         [--max-seconds S] [--no-reset-on-open] [--reset-hold-ms MS] [--uart-log] [--verbose] FIRMWARE.elf
  *
  * What it does:
  *   * runs FIRMWARE.elf in libsimavr;
@@ -160,6 +160,7 @@ static uint64_t g_rebases;
 static FILE *g_edges;
 static FILE *g_vcd;
 static bool g_edges_dirty;
+static bool g_uart_log; /* also log UART bytes to the edge file: "<cycle> RX|TX <byte>" */
 static int64_t g_last_flush_ns;
 static uint64_t g_vcd_last_t = UINT64_MAX;
 
@@ -293,6 +294,10 @@ static void uart_output_notify(avr_irq_t *irq, uint32_t value, void *param)
 	(void)irq;
 	(void)param;
 	g_tx_bytes++;
+	if (g_uart_log && g_edges) {
+		fprintf(g_edges, "%" PRIu64 " TX %u\n", (uint64_t)g_avr->cycle, (unsigned)(value & 0xff));
+		g_edges_dirty = true;
+	}
 	if (!g_connected) { /* nobody has the port open: the bytes go nowhere, as with USB serial */
 		g_tx_discarded++;
 		return;
@@ -321,6 +326,10 @@ static void uart_pump(void)
 		g_in_head = (g_in_head + 1) % IN_CAP;
 		g_in_len--;
 		g_rx_bytes++;
+		if (g_uart_log && g_edges) {
+			fprintf(g_edges, "%" PRIu64 " RX %u\n", (uint64_t)g_avr->cycle, (unsigned)b);
+			g_edges_dirty = true;
+		}
 		avr_raise_irq(g_uart_in_irq, b); /* may raise XOFF (fifo full), which clears g_rx_ready */
 	}
 	g_pumping = false;
@@ -794,9 +803,11 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: bvsim [--mcu atmega328p] [--freq 16000000] [--speed X] [--edges FILE]\n"
 	        "             [--vcd FILE] [--max-seconds S] [--no-reset-on-open]\n"
-	        "             [--reset-hold-ms MS] [--verbose] FIRMWARE.elf\n"
+	        "             [--reset-hold-ms MS] [--uart-log] [--verbose] FIRMWARE.elf\n"
 	        "  --speed X          simulated seconds per wall second (1, default; 0 = unpaced)\n"
 	        "  --edges FILE       log level changes of PB0 PB1 PB2 PB5 PD7 PD2 PD4\n"
+	        "  --uart-log         also log UART bytes to the edge file: '<cycle> RX|TX <byte>'\n"
+	        "                     (RX: handed to the AVR's UART, TX: written to UDR0)\n"
 	        "  --vcd FILE         also write them as a VCD waveform\n"
 	        "  --max-seconds S    exit 0 after S seconds of simulated time\n"
 	        "  --no-reset-on-open do not reset the AVR when a host opens the port\n"
@@ -829,6 +840,7 @@ int main(int argc, char **argv)
 		{"no-reset-on-open", no_argument, NULL, 'n'},
 		{"reset-hold-ms", required_argument, NULL, 'r'},
 		{"verbose", no_argument, NULL, 'V'},
+		{"uart-log", no_argument, NULL, 'u'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -851,6 +863,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'e': edges_path = optarg; break;
+		case 'u': g_uart_log = true; break;
 		case 'v': vcd_path = optarg; break;
 		case 't':
 			if (!parse_double(optarg, &max_seconds) || max_seconds <= 0) {

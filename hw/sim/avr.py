@@ -99,6 +99,8 @@ class SimulatedArduino:
         max_seconds: the harness exits (code 0) after this much simulated time.
         freq_hz: CPU clock.
         reset_on_open: reset the AVR each time a host opens the port, like an Uno's DTR reset.
+        uart_log: also log the UART bytes with their cycle in :meth:`edges`, as
+            ``(cycle, "RX", byte)`` (handed to the AVR) and ``(cycle, "TX", byte)`` (sent by it).
         start_timeout_s: how long :meth:`start` waits for the harness to open its pty.
     """
 
@@ -115,6 +117,7 @@ class SimulatedArduino:
         freq_hz: int = DEFAULT_FREQ_HZ,
         reset_on_open: bool = True,
         start_timeout_s: float = 10.0,
+        uart_log: bool = False,
     ) -> None:
         if not speed >= 0:
             raise ValueError(f"speed must be >= 0 (1 = real time, 0 = unpaced), got {speed!r}.")
@@ -128,6 +131,7 @@ class SimulatedArduino:
         self.vcd = Path(vcd) if vcd is not None else None
         self.max_seconds = max_seconds
         self.reset_on_open = reset_on_open
+        self.uart_log = uart_log
         self.start_timeout_s = start_timeout_s
         self._log_edges = edges
         self._freq_hz = int(freq_hz)
@@ -186,6 +190,8 @@ class SimulatedArduino:
         if self._log_edges:
             self._edges_path = base / "bvsim-edges.log"
             cmd += ["--edges", str(self._edges_path)]
+            if self.uart_log:
+                cmd.append("--uart-log")
         if self.vcd is not None:
             cmd += ["--vcd", str(self.vcd)]
         if self.max_seconds is not None:
