@@ -51,6 +51,12 @@ def measure(board: SimulatedArduino, call: Callable[[], object], repeats: int):
     return host, sim
 
 
+def make_loader(sh: ArduinoShutter, codes: list[ShutterCode]) -> Callable[[], object]:
+    """A call that loads the next of ``codes`` (a different code each time: no cached reply)."""
+    it = iter(codes)
+    return lambda: sh.load_code(next(it))
+
+
 def run(speed: float, repeats: int) -> list[tuple[str, list[float], list[float]]]:
     rng = random.Random(1)
     rows = []
@@ -68,12 +74,9 @@ def run(speed: float, repeats: int) -> list[tuple[str, list[float], list[float]]
                     )
                     for _ in range(repeats)
                 ]
-                it = iter(codes)
+                load_next = make_loader(sh, codes)
                 rows.append(
-                    (
-                        f"load_code {n} chips (verified)",
-                        *measure(board, lambda: sh.load_code(next(it)), repeats),
-                    )
+                    (f"load_code {n} chips (verified)", *measure(board, load_next, repeats))
                 )
             sh.load_code(ShutterCode.parse("11100101", 10.0))
             sh.arm()
