@@ -4,9 +4,13 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests use: hdf5-tools (captures must be readable by the standard HDF5 tools) and the
-# system libraries Qt needs to load (pytest-qt imports QtGui/QtWidgets when pytest starts).
-APT_PACKAGES := hdf5-tools libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0
+# Debian packages the tests use: hdf5-tools (captures must be readable by the standard HDF5 tools), the
+# system libraries Qt needs to load (pytest-qt imports QtGui/QtWidgets when pytest starts), and the
+# shutter firmware's toolchain: the AVR compiler and Arduino core, simavr to run it, clang's libFuzzer
+# for the protocol parser, avrdude to flash a board.
+APT_PACKAGES := hdf5-tools libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
+	make gcc libc6-dev gcc-avr avr-libc arduino-core-avr libsimavr-dev libelf-dev simavr \
+	clang libclang-rt-14-dev avrdude
 OUT ?= out/demo
 
 .PHONY: run test venv apt lint bench clean
@@ -51,6 +55,8 @@ test: apt venv lint
 bench: venv
 	$(BIN)/python bench/bench_capture.py
 	$(BIN)/python bench/bench_recon.py
+	$(MAKE) -C firmware all sim
+	$(BIN)/python bench/bench_shutter.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info firmware/build
