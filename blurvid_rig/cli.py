@@ -6,6 +6,7 @@ Every subcommand works on a machine without hardware: the simulated rig is the d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -28,20 +29,91 @@ def _code_from_args(text: str, chip_us: float):
     )
 
 
+def _sim_camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """The simulated camera and the shutter controller asked for with ``--shutter``.
+
+    ``sim``: the simulated controller. ``arduino``: the controller on ``--port``. ``simavr``: the
+    real firmware in a simulated ATmega328P (started here, stopped with ``stack``). With a real
+    controller the simulated camera is triggered through a simulated wire after each playback.
+    """
+    from hw.sim import SimCamera, SimScene, SimTriggerWire, make_sim_rig
+
+    if args.shutter == "sim":
+        return make_sim_rig(width=args.width, height=args.height, seed=args.seed)
+    from hw.arduino_shutter import ArduinoShutter
+
+    if args.shutter == "arduino":
+        if not args.port:
+            raise RigError(
+                "--shutter arduino needs the controller's serial port: --port /dev/ttyACM0 (list "
+                "the ports with `blurvid-rig ports`)."
+            )
+        controller = ArduinoShutter(args.port)
+    else:  # simavr
+        from hw.sim.avr import REPO_ROOT, SimulatedArduino
+
+        elf = (
+            Path(args.firmware)
+            if args.firmware
+            else REPO_ROOT / "firmware/build/blurvid_shutter.elf"
+        )
+        if not elf.is_file():
+            raise RigError(
+                f"The shutter firmware {elf} is not built: run `make -C firmware all sim` "
+                "(needs gcc-avr, avr-libc, arduino-core-avr, libsimavr-dev, libelf-dev)."
+            )
+        board = stack.enter_context(SimulatedArduino(elf))
+        controller = ArduinoShutter(board.port)
+    wire = SimTriggerWire(controller)
+    scene = SimScene.default(args.width, args.height, seed=args.seed)
+    camera = SimCamera(
+        scene, wire, sensor_width=args.width, sensor_height=args.height, seed=args.seed
+    )
+    return camera, wire
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    from hw.serial_ports import identify, list_serial_ports
+
+    ports = list_serial_ports()
+    if not ports:
+        print(
+            "No serial ports found. Is the controller plugged in, and is your user in the "
+            "'dialout' group?"
+        )
+        return 1
+    for p in ports:
+        ids = f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else "-"
+        line = f"{p.device}  {ids}  {p.description}"
+        if p.board_guess:
+            line += f"  [{p.board_guess}]"
+        if args.identify:
+            info = identify(p.device, timeout_s=args.timeout)
+            line += (
+                f"  -> blurvid shutter firmware {info.firmware_version} (protocol "
+                f"{info.protocol_version})"
+                if info
+                else "  -> not a blurvid shutter controller"
+            )
+        print(line)
+    return 0
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from blurvid_rig.capture import run_coded_capture
-    from hw.sim import make_sim_rig
 
     code = _code_from_args(args.code, args.chip_us)
     if not args.sim:
         raise RigError(
-            "Only the simulated rig is available in this version (real camera and shutter "
-            "drivers come later); run with --sim."
+            "Only the simulated camera is available in this version (the GenICam camera driver "
+            "comes later); run with --sim."
         )
-    camera, shutter = make_sim_rig(width=args.width, height=args.height, seed=args.seed)
-    with camera, shutter:
+    with contextlib.ExitStack() as stack:
+        camera, shutter = _sim_camera_and_shutter(args, stack)
+        stack.enter_context(camera)
+        stack.enter_context(shutter)
         bar = tqdm(
             total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet
         )
@@ -63,7 +135,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 exposure_us=args.exposure_us or None,
                 compression=None if args.compression == "none" else args.compression,
                 progress=progress,
-                settings={"cli_args": " ".join(sys.argv[1:]), "sim_seed": args.seed},
+                settings={
+                    "cli_args": " ".join(sys.argv[1:]),
+                    "sim_seed": args.seed,
+                    "shutter": args.shutter,
+                },
             )
         finally:
             bar.close()
@@ -182,7 +258,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--height", type=int, default=512)
     c.add_argument("--seed", type=int, default=0, help="seed of the simulated scene and noise")
     c.add_argument("--compression", choices=["lz4", "gzip", "none"], default="lz4")
+    c.add_argument(
+        "--shutter",
+        choices=["sim", "arduino", "simavr"],
+        default="sim",
+        help="shutter controller: the simulated one (default), the Arduino on --port, or the real "
+        "firmware running in simavr (needs `make -C firmware all sim`)",
+    )
+    c.add_argument("--port", default="", help="serial port of the Arduino controller")
+    c.add_argument("--firmware", default="", help="firmware .elf for --shutter simavr")
     c.set_defaults(func=cmd_capture)
+
+    po = sub.add_parser("ports", help="list serial ports; --identify finds shutter controllers")
+    po.add_argument(
+        "--identify",
+        action="store_true",
+        help="open each port and wait for the controller's banner (resets an Arduino)",
+    )
+    po.add_argument("--timeout", type=float, default=4.0, help="seconds to wait per port")
+    po.set_defaults(func=cmd_ports)
 
     r = sub.add_parser("recon", help="reconstruct videos from capture files (batch)")
     r.add_argument("files", nargs="+", help="capture files (.h5)")

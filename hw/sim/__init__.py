@@ -9,6 +9,7 @@
 from hw.sim.camera import SimCamera, SimGroundTruth, make_sim_rig
 from hw.sim.scene import Motion, SimScene, Sprite
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
+from hw.sim.wire import SimTriggerWire
 
 __all__ = [
     "Motion",
@@ -17,6 +18,7 @@ __all__ = [
     "SimGroundTruth",
     "SimScene",
     "SimShutter",
+    "SimTriggerWire",
     "Sprite",
     "TriggerEvent",
     "make_sim_rig",

@@ -51,6 +51,7 @@ from hw.errors import (
 )
 from hw.sim.scene import SimScene
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
+from hw.sim.wire import SimTriggerWire
 from hw.types import CameraInfo, CameraSettings, Frame, Roi, ShutterCode
 
 #: Limits of the simulated camera (UnsupportedFeatureError outside them).
@@ -129,8 +130,9 @@ class SimCamera(Camera):
 
     Args:
         scene: what the camera sees; a ``SimScene.default`` of the sensor size when None.
-        shutter: a :class:`SimShutter` whose triggers this camera receives on Line1 (the camera
-            connects itself and shares the shutter's simulated clock).
+        shutter: a :class:`SimShutter` (or a :class:`~hw.sim.wire.SimTriggerWire` from a real
+            controller) whose triggers this camera receives on Line1 (the camera connects itself
+            and shares the shutter's simulated clock).
         sensor_width: sensor width in pixels (default: the scene's width, else 1024).
         sensor_height: sensor height in pixels (default: the scene's height, else 1024).
         seed: seeds the default scene, the fixed patterns, the noise and the drop decisions.
@@ -162,7 +164,7 @@ class SimCamera(Camera):
     def __init__(
         self,
         scene: SimScene | None = None,
-        shutter: SimShutter | None = None,
+        shutter: SimShutter | SimTriggerWire | None = None,
         *,
         sensor_width: int | None = None,
         sensor_height: int | None = None,
@@ -271,7 +273,7 @@ class SimCamera(Camera):
         return self._scene
 
     @property
-    def shutter(self) -> SimShutter | None:
+    def shutter(self) -> SimShutter | SimTriggerWire | None:
         return self._shutter
 
     @property
