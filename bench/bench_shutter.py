@@ -92,6 +92,61 @@ def run(speed: float, repeats: int) -> list[tuple[str, list[float], list[float]]
     return rows
 
 
+def edge_timing(bits: str, chip_us: float) -> dict[str, str]:
+    """Where the outputs land relative to their ideal tick, from one playback's edge log."""
+    from hw.arduino_shutter import PlaybackConfig
+
+    chip = round(chip_us * F_CPU / 1e6)
+    out: dict[str, str] = {}
+    with SimulatedArduino(ELF) as board, ArduinoShutter(board.port) as sh:
+        sh.load_code(ShutterCode.parse(bits, chip_us))
+        sh.arm()
+        start = len(board.edges())
+        sh.fire()
+        time.sleep(0.1)
+        e = board.edges()[start:]
+        opens = [c for c, p, lvl in e if p == "B1"]
+        t0 = opens[0] - bits.index("1") * chip
+        ideal, prev = [], "0"
+        for k, b in enumerate(bits + "0"):
+            if b != prev:
+                ideal.append(t0 + k * chip)
+            prev = b
+        err = max(abs(a - b) for a, b in zip(opens, ideal, strict=True))
+        inv = [c for c, p, _ in e if p == "B2"]
+        out["SHUTTER edges vs ideal tick (max)"] = f"{err} cycles"
+        out["SHUTTER_N vs SHUTTER (max)"] = (
+            f"{max(abs(a - b) for a, b in zip(inv, opens, strict=True))} cycles"
+        )
+        dmd = [c for c, p, lvl in e if p == "D7" and lvl == 1]
+        offs = [(c - (t0 + k * chip)) / 16 for k, c in enumerate(dmd)]
+        out["DMD_TRIG rise after chip start"] = f"{min(offs):.2f}..{max(offs):.2f} us"
+        dmd_fall = [c for c, p, lvl in e if p == "D7" and lvl == 0]
+        widths = [(b - a) / 16 for a, b in zip(dmd, dmd_fall, strict=False)]
+        out["DMD_TRIG pulse width"] = f"{min(widths):.2f}..{max(widths):.2f} us"
+        cam = [c for c, p, _ in e if p == "D4"]
+        lead = sh.config.lead_us
+        out["CAM_TRIG rise after lead start"] = f"{(cam[0] - (t0 - lead * 16)) / 16:.2f} us"
+        out["CAM_TRIG fall after last chip"] = f"{(cam[1] - (t0 + len(bits) * chip)) / 16:.2f} us"
+        # external start: TRIG_IN edge -> lead start
+        sh.disarm()
+        sh.configure(PlaybackConfig(start_source="external"))
+        sh.arm()
+        lat = []
+        for _ in range(5):
+            start = len(board.edges())
+            board.set_pin("D2", 1)
+            sh.wait_done(timeout_s=2.0)
+            board.set_pin("D2", 0)
+            time.sleep(0.05)
+            e = board.edges()[start:]
+            trig = next(c for c, p, lvl in e if p == "D2" and lvl == 1)
+            first = next(c for c, p, lvl in e if p == "B1")
+            lat.append((first - bits.index("1") * chip - lead * 16 - trig) / 16)
+        out["TRIG_IN rise -> lead start"] = f"{min(lat):.2f}..{max(lat):.2f} us"
+    return out
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "-"
@@ -104,6 +159,10 @@ def main() -> None:
     args = ap.parse_args()
     if not ELF.is_file():
         raise SystemExit(f"{ELF} is missing: run `make -C firmware all sim` first.")
+    print("\n## output timing, code 11100101 at 10 us chips (simavr, cycle-exact)")
+    print("| what | measured |\n|---|---|")
+    for name, value in edge_timing("11100101", 10.0).items():
+        print(f"| {name} | {value} |")
     for speed, label in ((1.0, "paced to real time"), (0.0, "unpaced")):
         print(f"\n## simavr {label} ({args.repeats} repeats; ms, median / worst)")
         print("| operation | host time | simulated time |\n|---|---|---|")

@@ -253,16 +253,24 @@ def test_external_trigger_starts_a_playback(
 
 
 # -- bad input: the firmware refuses it and keeps working, the driver recovers ---------------------
+def read_some(port: serial.Serial) -> bytes:
+    """What has arrived (waiting at most the port's timeout for the first byte). Reading a fixed
+    count with a timeout would hand bytes of one frame to the receiver in chunks 50 ms apart,
+    which its half-frame timeout rightly drops."""
+    data = port.read(1)
+    return data + port.read(port.in_waiting) if data and port.in_waiting else data
+
+
 @pytest.fixture
 def raw(board: SimulatedArduino) -> Iterator[tuple[serial.Serial, sp.FrameReceiver]]:
     """The board's port opened raw (no driver), after its READY frame."""
-    port = serial.Serial(board.port, 115200, timeout=0.05)
+    port = serial.Serial(board.port, 115200, timeout=0.01)
     rx = sp.FrameReceiver()
     deadline = time.monotonic() + 3
     ready = False
     while not ready and time.monotonic() < deadline:
         ready = any(
-            isinstance(i, sp.Packet) and i.type == sp.MsgType.READY for i in rx.feed(port.read(256))
+            isinstance(i, sp.Packet) and i.type == sp.MsgType.READY for i in rx.feed(read_some(port))
         )
     assert ready, "no READY frame from the simulated board"
     yield port, rx
@@ -274,10 +282,10 @@ def exchange(port: serial.Serial, rx: sp.FrameReceiver, data: bytes, timeout_s: 
     items = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        items += rx.feed(port.read(256))
+        items += rx.feed(read_some(port))
         if any(isinstance(i, sp.Packet) for i in items):
             time.sleep(0.02)
-            items += rx.feed(port.read(256))
+            items += rx.feed(read_some(port))
             break
     return [i for i in items if isinstance(i, sp.Packet)]
 
@@ -415,3 +423,30 @@ def test_a_vanished_board_is_a_clear_error_not_a_hang(board: SimulatedArduino) -
     assert isinstance(result["error"], DeviceDisconnected | AcquisitionTimeout)
     assert isinstance(result["error"], DeviceError)
     sh.close()  # never raises on a dead port
+
+
+def test_shortest_chips_stay_exact_while_the_uart_is_busy(board: SimulatedArduino, raw) -> None:
+    """1024 chips of 10 us while PING frames arrive: the receive interrupt competes with the timer
+    interrupt, and the code must still play exactly (no E_OVERRUN)."""
+    port, rx = raw
+    rng = random.Random(7)
+    bits = random_bits(rng, 1024)
+    load = sp.encode_frame(sp.MsgType.LOAD_CODE, 1, sp.load_code_body(bits, 10_000))
+    assert [p.type for p in exchange(port, rx, load)] == [sp.reply_type(sp.MsgType.LOAD_CODE)]
+    assert exchange(port, rx, sp.encode_frame(sp.MsgType.ARM, 2))[0].type == sp.reply_type(
+        sp.MsgType.ARM
+    )
+    start = len(board.edges())
+    pings = b"".join(sp.encode_frame(sp.MsgType.PING, 10 + i, bytes(range(20))) for i in range(6))
+    port.write(sp.encode_frame(sp.MsgType.FIRE, 3) + pings)
+    packets: list[sp.Packet] = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not any(p.type == sp.MsgType.DONE for p in packets):
+        packets += [i for i in rx.feed(read_some(port)) if isinstance(i, sp.Packet)]
+    (done,) = [p for p in packets if p.type == sp.MsgType.DONE]
+    assert sp.DoneEvent.from_body(done.body).result == sp.DoneResult.COMPLETE
+    pongs = [p for p in packets if p.type == sp.reply_type(sp.MsgType.PING)]
+    assert len(pongs) >= 1  # requests were served while the code played
+    edges = wait_edges(board, start, LED, 2)
+    pb = analyse_playback(edges, bits, 10.0)
+    assert pb.levels == bits and pb.max_error_cycles == 0
