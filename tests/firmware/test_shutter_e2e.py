@@ -450,3 +450,23 @@ def test_shortest_chips_stay_exact_while_the_uart_is_busy(board: SimulatedArduin
     edges = wait_edges(board, start, LED, 2)
     pb = analyse_playback(edges, bits, 10.0)
     assert pb.levels == bits and pb.max_error_cycles == 0
+
+
+def test_a_saved_code_comes_back_after_a_reset(board: SimulatedArduino) -> None:
+    code = ShutterCode.parse("1110010111", 250.0)
+    with ArduinoShutter(board.port) as sh:
+        sh.configure(PlaybackConfig(mode="repeat", repeats=3, lead_us=50.0))
+        sh.load_code(code)
+        sh.arm()  # sends the configuration
+        sh.disarm()
+        assert sh.save_to_eeprom().eeprom & 1
+    with ArduinoShutter(board.port) as sh:  # opening the port resets the board
+        assert sh.device_info.eeprom_restored
+        st = sh.device_status()
+        assert st.code_sha256 == code.sha256 and st.n_chips == 10 and st.chip_ns == 250_000
+        assert (st.mode, st.repeats, st.lead_ns) == (1, 3, 50_000)
+        assert not sh.status().echo_verified  # not verified by this session: load it to use it
+        sh.erase_eeprom()
+    with ArduinoShutter(board.port) as sh:
+        assert not sh.device_info.eeprom_restored
+        assert sh.status().state == "idle"
