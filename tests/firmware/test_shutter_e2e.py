@@ -470,3 +470,27 @@ def test_a_saved_code_comes_back_after_a_reset(board: SimulatedArduino) -> None:
     with ArduinoShutter(board.port) as sh:
         assert not sh.device_info.eeprom_restored
         assert sh.status().state == "idle"
+
+
+def test_discovery_identifies_the_firmware_by_its_banner(board: SimulatedArduino) -> None:
+    from hw.serial_ports import identify
+
+    info = identify(board.port, timeout_s=3.0)
+    assert info is not None and info.firmware_version == "1.0.0" and info.protocol_version == 1
+
+
+def test_discovery_says_no_for_another_device(tmp_path) -> None:
+    """A port whose device never answers in our protocol (here: a pty nobody serves)."""
+    import os
+    import pty
+
+    from hw.serial_ports import identify
+
+    master, slave = pty.openpty()
+    try:
+        t = time.monotonic()
+        assert identify(os.ttyname(slave), timeout_s=0.5) is None
+        assert time.monotonic() - t < 5.0
+    finally:
+        os.close(master)
+        os.close(slave)
