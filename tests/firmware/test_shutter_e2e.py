@@ -270,7 +270,8 @@ def raw(board: SimulatedArduino) -> Iterator[tuple[serial.Serial, sp.FrameReceiv
     ready = False
     while not ready and time.monotonic() < deadline:
         ready = any(
-            isinstance(i, sp.Packet) and i.type == sp.MsgType.READY for i in rx.feed(read_some(port))
+            isinstance(i, sp.Packet) and i.type == sp.MsgType.READY
+            for i in rx.feed(read_some(port))
         )
     assert ready, "no READY frame from the simulated board"
     yield port, rx
