@@ -83,7 +83,35 @@ class TriggerEvent:
 TriggerCallback = Callable[[TriggerEvent], None]
 
 
-class SimShutter(Shutter):
+class TriggerOutput:
+    """The camera-trigger output of a simulated controller: cameras connect a callback that gets a
+    :class:`TriggerEvent` for every playback (called from the thread that fires)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # cooperative: the device base class comes next in the MRO
+        self._callbacks: list[TriggerCallback] = []
+        self._cb_lock = threading.Lock()
+
+    def connect_trigger(self, callback: TriggerCallback) -> None:
+        """Call ``callback(event)`` on every fire (from the thread that calls ``fire()``)."""
+        with self._cb_lock:
+            if callback not in self._callbacks:
+                self._callbacks.append(callback)
+
+    def disconnect_trigger(self, callback: TriggerCallback) -> None:
+        """Stop calling ``callback``; no error when it was not connected."""
+        with self._cb_lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    def _emit(self, event: TriggerEvent) -> None:
+        with self._cb_lock:
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            cb(event)
+
+
+class SimShutter(TriggerOutput, Shutter):
     """Simulated shutter controller.
 
     Args:
@@ -122,8 +150,6 @@ class SimShutter(Shutter):
         self.gap_s = float(gap_s)
         self.realtime = bool(realtime)
         self._clock = clock if clock is not None else SimClock()
-        self._callbacks: list[TriggerCallback] = []
-        self._cb_lock = threading.Lock()
         # Controller-side state (what the "firmware" holds).
         self._dev_bits: tuple[int, ...] | None = None
         self._dev_chip_us = 0
@@ -138,18 +164,6 @@ class SimShutter(Shutter):
     def clock(self) -> SimClock:
         """The simulated clock this shutter advances."""
         return self._clock
-
-    def connect_trigger(self, callback: TriggerCallback) -> None:
-        """Call ``callback(event)`` on every fire (from the thread that calls ``fire()``)."""
-        with self._cb_lock:
-            if callback not in self._callbacks:
-                self._callbacks.append(callback)
-
-    def disconnect_trigger(self, callback: TriggerCallback) -> None:
-        """Stop calling ``callback``; no error when it was not connected."""
-        with self._cb_lock:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
 
     # -- hooks -----------------------------------------------------------------------------------
     def _request(self, what: str) -> None:
@@ -245,10 +259,7 @@ class SimShutter(Shutter):
         self._fires_since_open += 1
         period_s = code.period_us * 1e-6
         event = TriggerEvent(index, code, self._clock.reserve(period_s + self.gap_s))
-        with self._cb_lock:
-            callbacks = list(self._callbacks)
-        for cb in callbacks:
-            cb(event)
+        self._emit(event)
         if self.realtime:
             time.sleep(period_s)
         return index

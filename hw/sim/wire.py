@@ -18,14 +18,12 @@ Example::
 
 from __future__ import annotations
 
-import threading
-
 from hw.base import Shutter
-from hw.sim.shutter import SimClock, TriggerCallback, TriggerEvent
+from hw.sim.shutter import SimClock, TriggerEvent, TriggerOutput
 from hw.types import ShutterCode, ShutterInfo, ShutterStatus
 
 
-class SimTriggerWire(Shutter):
+class SimTriggerWire(TriggerOutput, Shutter):
     """A shutter controller whose camera trigger output drives simulated cameras.
 
     Args:
@@ -41,23 +39,10 @@ class SimTriggerWire(Shutter):
         self.controller = controller
         self._clock = clock if clock is not None else SimClock()
         self.gap_s = float(gap_s)
-        self._callbacks: list[TriggerCallback] = []
-        self._cb_lock = threading.Lock()
 
     @property
     def clock(self) -> SimClock:
         return self._clock
-
-    def connect_trigger(self, callback: TriggerCallback) -> None:
-        """Call ``callback(event)`` after every playback the controller fired."""
-        with self._cb_lock:
-            if callback not in self._callbacks:
-                self._callbacks.append(callback)
-
-    def disconnect_trigger(self, callback: TriggerCallback) -> None:
-        with self._cb_lock:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
 
     # -- hooks: the controller does the work ---------------------------------------------------
     def _do_open(self) -> None:
@@ -83,10 +68,7 @@ class SimTriggerWire(Shutter):
         code = self.controller.code
         assert code is not None  # fire() needs an armed controller, arming needs a code
         event = TriggerEvent(index, code, self._clock.reserve(code.period_us * 1e-6 + self.gap_s))
-        with self._cb_lock:
-            callbacks = list(self._callbacks)
-        for cb in callbacks:
-            cb(event)
+        self._emit(event)
         return index
 
     def _do_status(self) -> ShutterStatus:
