@@ -9,7 +9,6 @@ without them when CI=true.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -23,6 +22,7 @@ import serial
 
 from hw.errors import DeviceDisconnected, InitialiseError
 from hw.sim.avr import REPO_ROOT, SimulatedArduino, cycles_to_us
+from tests.firmware.toolchain import missing_firmware_tools, require
 
 SIM_DIR = REPO_ROOT / "firmware" / "sim"
 BUILD_DIR = REPO_ROOT / "firmware" / "build"
@@ -33,33 +33,10 @@ BANNER = b"simtest ready\n"
 T = TypeVar("T")
 
 
-def _missing_tools() -> list[str]:
-    missing = []
-    if not (shutil.which("cc") or shutil.which("gcc")):
-        missing.append("a C compiler (cc)")
-    if not shutil.which("avr-gcc"):
-        missing.append("avr-gcc")
-    if not Path("/usr/lib/avr/include/avr/io.h").exists():
-        missing.append("avr-libc")
-    if not Path("/usr/include/simavr/sim_avr.h").exists():
-        missing.append("libsimavr headers")
-    if not Path("/usr/include/libelf.h").exists():
-        missing.append("libelf headers")
-    return missing
-
-
 @pytest.fixture(scope="session")
 def simtest_elf() -> Path:
     """Build the harness and simtest.elf once per session (`make -C firmware/sim`)."""
-    missing = _missing_tools()
-    if missing:
-        msg = (
-            f"The simavr harness cannot be built: missing {', '.join(missing)}. "
-            f"Install: sudo apt-get install -y {APT_PACKAGES}"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(missing_firmware_tools(), APT_PACKAGES)
     res = subprocess.run(
         ["make", "-C", str(SIM_DIR)], capture_output=True, text=True, timeout=300, check=False
     )
