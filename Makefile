@@ -50,7 +50,9 @@ lint: venv
 	$(BIN)/ruff check .
 
 test: apt venv lint
+	rm -f firmware/build/fuzz-summary.txt
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+	@cat firmware/build/fuzz-summary.txt 2>/dev/null || true
 
 bench: venv
 	$(BIN)/python bench/bench_capture.py

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from tests.firmware.toolchain import APT_FUZZ, make, require
+from tests.firmware.toolchain import APT_FUZZ, BUILD_DIR, make, require
 
 FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "20"))
 
@@ -38,7 +38,11 @@ def test_fuzzer_finds_no_crash_in_a_fixed_time() -> None:
     runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
     assert runs, log[-3000:]
     execs = int(runs[1])
-    print(f"\nlibFuzzer: {execs} executions in {FUZZ_SECONDS} s, no crash")
+    summary = (
+        f"libFuzzer (firmware protocol parser): {execs} executions in {FUZZ_SECONDS} s, no crash"
+    )
+    print("\n" + summary)
+    (BUILD_DIR / "fuzz-summary.txt").write_text(summary + "\n")  # `make test` prints it
     assert "ERROR: libFuzzer" not in log and "SUMMARY:" not in log
     assert execs > 1000 * FUZZ_SECONDS
 
