@@ -229,6 +229,7 @@ class CaptureWriter:
         self._rows_on_disk = 0
         self._state = "open"  # open | broken | closed
         self._closed_path: Path | None = None
+        self._counters: dict[str, int] = {}
 
         self._file = h5py.File(self._partial, "w", libver=H5_LIBVER)
         try:
@@ -402,6 +403,11 @@ class CaptureWriter:
         self._pending.clear()
         self._rows_on_disk = k1
 
+    def set_counters(self, counters: Mapping[str, int]) -> None:
+        """Acquisition counters (triggers fired, frames lost...) stored with the frame log when
+        the file is finished, as integer attributes of ``frame_log``."""
+        self._counters = {str(k): int(v) for k, v in counters.items()}
+
     def close(self) -> Path:
         """Finish the capture: ``status="complete"``, ``end_time``, rename to the final name.
 
@@ -437,6 +443,10 @@ class CaptureWriter:
         try:
             if was_open:
                 self._write_rows()
+                if self._counters:
+                    log_attrs = self._file[f"{CAMERA}/frame_log"].attrs
+                    for k, v in self._counters.items():
+                        log_attrs[k] = np.int64(v)
             self._file.close()
             self._closed_path = finalise(self._partial, self._final, status, reason)
         except CaptureWriteError:
@@ -635,6 +645,10 @@ class CaptureFile:
     def _recover(self, cam: h5py.Group, data: h5py.Dataset) -> None:
         path = self.path
         log = require(cam, "frame_log", path, "the per-frame provenance table")
+        #: acquisition counters written when the file was finished (empty for older files)
+        self.counters = {
+            k: int(v) for k, v in log.attrs.items() if isinstance(v, (int, np.integer))
+        }
         cols = {}
         for name in LOG_COLUMNS:
             if name == "exposure_us" and name not in log:

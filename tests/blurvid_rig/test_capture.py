@@ -89,19 +89,29 @@ def test_dropped_frames_are_counted_not_hidden(tmp_path):
     cam, sh = _rig(drop_rate=0.3)
     with cam, sh:
         res = run_coded_capture(
-            cam, sh, CODE, 20, tmp_path, fetch_timeout_s=0.3, max_consecutive_timeouts=20
+            cam,
+            sh,
+            CODE,
+            20,
+            tmp_path,
+            fetch_timeout_s=0.3,
+            max_consecutive_timeouts=20,
+            on_gap="record",
         )
         dropped_by_camera = cam.dropped_frames
     assert res.status == "complete"
     lost = res.stats.trigger_gaps
     assert lost > 0, "a 30 % drop rate over 20 frames should lose some"
     assert lost == dropped_by_camera
-    assert res.stats.written == 20 - lost
+    # the session records the 20 frames asked for, firing one more trigger per lost frame
+    assert res.stats.written == 20 and res.stats.triggers_fired == 20 + lost
     with CaptureFile.open(res.path) as f:
         log = f.frame_log
         assert len(log["frame_id"]) == res.stats.written
-        # exactly the lost triggers are missing from the file's frame log
-        assert len(set(range(20)) - set(log["trigger_index"].tolist())) == lost
+        # exactly the lost triggers are missing from the file's frame log, and counted in it
+        fired = range(res.stats.triggers_fired)
+        assert len(set(fired) - set(log["trigger_index"].tolist())) == lost
+        assert f.counters["trigger_gaps"] == lost and f.counters["triggers_fired"] == 20 + lost
         assert np.all(np.diff(log["trigger_index"]) >= 1)
         inside = int(np.sum(np.diff(log["trigger_index"]) - 1))
     if inside:

@@ -1,0 +1,731 @@
+"""The rig session: camera + shutter controller, the acquisition and writer threads, and the
+newest-frame slot, behind four states.
+
+States::
+
+    IDLE  --start_live()-->  LIVE  --record()-->  RECORDING  --(n frames written)-->  LIVE
+      \\_______________________record()___________/                \\--> IDLE (if it was idle)
+    any state --(device failure, gap, writer overrun or failure)--> ERROR --clear_error()--> IDLE
+
+Threading (ARCHITECTURE.md): the acquisition thread is the only caller of ``camera.fetch`` (always
+with a timeout) and of ``shutter.fire``; the writer thread is the only user of the open HDF5 file
+and is fed by a bounded queue; displays and live reconstruction read :attr:`RigSession.latest`,
+which never blocks the acquisition. Control methods (``start_live``, ``record``, ``stop``...) are
+called from one controlling thread (the CLI, or the GUI's worker) and return quickly; they never
+wait on a device without a timeout.
+
+Nothing is dropped silently. Every recorded frame gets its provenance row (camera frame id and
+timestamp, host time, controller trigger index, code hash). A trigger whose frame never came, a
+jump in the camera's frame ids, a controller trigger count that differs from the frames received,
+or a writer that falls behind ends the recording in ERROR (``on_gap="error"``, the default) with the
+reason in the file; with ``on_gap="record"`` gaps are counted, kept visible in the frame log and in
+the file's counters, and the recording goes on. Stop order, always: disarm the shutter, stop the
+camera, join the acquisition thread, drain and close the writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blurvid_rig.capture_file import CaptureWriter, make_capture_path
+from hw.base import Camera, Shutter
+from hw.errors import (
+    AcquisitionTimeout,
+    IncompatibleStateError,
+    ProtocolError,
+    RigError,
+)
+from hw.types import CameraSettings, Frame, ShutterCode
+from recon.codes import code_metrics
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class SessionState(enum.StrEnum):
+    IDLE = "idle"
+    LIVE = "live"
+    RECORDING = "recording"
+    ERROR = "error"
+
+
+class WriterOverrun(RigError):
+    """The writer could not keep up: the bounded frame queue stayed full."""
+
+
+class FrameGap(RigError):
+    """Frames went missing between the camera, the controller and the file."""
+
+
+class LatestFrame:
+    """A one-slot, newest-frame-only mailbox for displays and live preview (never blocks the
+    producer)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._count = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._lock:
+            self._frame = frame
+            self._count += 1
+
+    def get(self) -> tuple[Frame | None, int]:
+        """Return the newest frame and how many frames have been put so far."""
+        with self._lock:
+            return self._frame, self._count
+
+
+@dataclass
+class CaptureStats:
+    """Counters of one recording, updated by the threads (read them for progress)."""
+
+    requested: int = 0  # 0: until stopped
+    acquired: int = 0
+    written: int = 0
+    frame_id_gaps: int = 0  # frames the camera numbered but never delivered
+    trigger_gaps: int = 0  # triggers fired whose frame never arrived (fetch timed out)
+    queue_high_water: int = 0
+    triggers_fired: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CaptureResult:
+    """How a recording ended."""
+
+    path: Path
+    status: str  # complete | aborted
+    stats: CaptureStats
+    elapsed_s: float
+    error: str = ""
+    frame_ids: list[int] = field(default_factory=list)
+
+
+def exposure_window_problems(settings: CameraSettings, code: ShutterCode) -> list[str]:
+    """Say what in the camera settings would spoil a coded capture (empty list: all good).
+
+    The camera must be triggered by the shutter controller (trigger On, source Line1) and its
+    exposure window must cover the whole code: TriggerWidth exposure, or a timed exposure at least
+    as long as the code period.
+    """
+    problems = []
+    if settings.trigger_mode != "On" or settings.trigger_source != "Line1":
+        problems.append(
+            "the camera must be triggered by the shutter controller (trigger_mode='On', "
+            f"trigger_source='Line1'); it has trigger_mode={settings.trigger_mode!r}, "
+            f"trigger_source={settings.trigger_source!r}"
+        )
+    if settings.exposure_mode == "Timed" and settings.exposure_us < code.period_us:
+        problems.append(
+            f"the timed exposure ({settings.exposure_us:g} us) is shorter than the code "
+            f"({code.n_chips} chips x {code.chip_us:g} us = {code.period_us:g} us); "
+            "use exposure_mode="
+            "'TriggerWidth' or an exposure of at least the code period"
+        )
+    return problems
+
+
+def coded_capture_settings(
+    settings: CameraSettings,
+    code: ShutterCode,
+    *,
+    exposure_mode: str = "TriggerWidth",
+    exposure_us: float | None = None,
+) -> CameraSettings:
+    """The camera settings for a coded capture: triggered by the shutter, exposing for the code.
+
+    With ``TriggerWidth`` (the default) the controller holds the exposure line for the whole code,
+    so the recorded exposure is exactly the code period. With ``Timed`` the camera exposes for
+    ``exposure_us`` (default: the code period) from the trigger; it must cover the code, which
+    :func:`exposure_window_problems` checks.
+    """
+    if exposure_mode == "TriggerWidth":
+        exposure = code.period_us
+    else:
+        exposure = code.period_us if exposure_us is None else float(exposure_us)
+    return settings.replace(
+        trigger_mode="On",
+        trigger_source="Line1",
+        exposure_mode=exposure_mode,
+        exposure_us=exposure,
+    )
+
+
+@dataclass
+class _Recording:
+    """One recording in progress: its writer, queue and counters."""
+
+    writer: CaptureWriter
+    frames: queue.Queue
+    stats: CaptureStats
+    n_frames: int  # 0: until stopped
+    then: SessionState  # state after a normal end
+    t0: float
+    trigger_count0: int | None
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    accepting: bool = True  # False once the end (_STOP) is queued: later frames stay out
+    result: CaptureResult | None = None
+    frame_ids: list[int] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class RigSession:
+    """Camera + shutter controller, run by an acquisition thread and a writer thread.
+
+    Args:
+        camera, shutter: the devices (opened by :meth:`open`, closed by :meth:`close`).
+        fetch_timeout_s: longest wait for the frame of one trigger.
+        queue_size: frames the writer may lag behind before ``overrun_timeout_s`` starts counting.
+        overrun_timeout_s: how long the acquisition waits on a full writer queue before the
+            recording ends in ERROR (a writer overrun).
+        on_gap: ``"error"`` (a missing frame ends the recording in ERROR) or ``"record"`` (gaps
+            are counted and left visible in the file; ``max_consecutive_timeouts`` triggers without
+            a frame in a row still end it).
+        max_consecutive_timeouts: see ``on_gap="record"``.
+        flush_every: frames between flushes of the capture file (what a crash can lose).
+        compression: of the frames in the file (``"lz4"``, ``"gzip"`` or None).
+        live_rate_hz: the most triggers per second in LIVE (0: as fast as the rig goes).
+        on_state: called as ``on_state(state, reason)`` from whichever thread changes the state
+            (a GUI must hand it to its own thread).
+
+    Example::
+
+        cam, sh = make_sim_rig(width=256, height=256)
+        with RigSession(cam, sh) as s:
+            s.configure(ShutterCode.parse("11100101", 1000))
+            s.start_live()
+            result = s.record(10, Path("captures")).wait()
+            s.stop()
+    """
+
+    def __init__(
+        self,
+        camera: Camera,
+        shutter: Shutter,
+        *,
+        fetch_timeout_s: float = 5.0,
+        queue_size: int = 64,
+        overrun_timeout_s: float = 10.0,
+        on_gap: str = "error",
+        max_consecutive_timeouts: int = 3,
+        flush_every: int = 8,
+        compression: str | None = "lz4",
+        live_rate_hz: float = 0.0,
+        on_state: Callable[[SessionState, str], None] | None = None,
+    ) -> None:
+        if on_gap not in ("error", "record"):
+            raise ValueError(f"on_gap must be 'error' or 'record', got {on_gap!r}.")
+        if not fetch_timeout_s > 0 or not overrun_timeout_s > 0:
+            raise ValueError("fetch_timeout_s and overrun_timeout_s must be > 0 seconds.")
+        self.camera, self.shutter = camera, shutter
+        self.fetch_timeout_s = float(fetch_timeout_s)
+        self.queue_size = int(queue_size)
+        self.overrun_timeout_s = float(overrun_timeout_s)
+        self.on_gap = on_gap
+        self.max_consecutive_timeouts = int(max_consecutive_timeouts)
+        self.flush_every = int(flush_every)
+        self.compression = compression
+        self.live_rate_hz = float(live_rate_hz)
+        self.on_state = on_state
+        self.latest = LatestFrame()
+        self._lock = threading.RLock()
+        self._state = SessionState.IDLE
+        self._reason = ""
+        self._code: ShutterCode | None = None
+        self._settings: CameraSettings | None = None
+        self._shutter_status = None
+        self._acq: threading.Thread | None = None
+        self._acq_stop = threading.Event()
+        self._rec: _Recording | None = None
+        self._last_rec: _Recording | None = None
+        #: triggers without a frame and frame-id jumps seen while LIVE (no file to tell)
+        self.live_gaps = 0
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def reason(self) -> str:
+        """Why the session is in ERROR (empty otherwise)."""
+        return self._reason
+
+    @property
+    def code(self) -> ShutterCode | None:
+        return self._code
+
+    @property
+    def recording_stats(self) -> CaptureStats | None:
+        """Counters of the recording in progress (or the last one)."""
+        rec = self._rec or self._last_rec
+        return rec.stats if rec is not None else None
+
+    def _set_state(self, state: SessionState, reason: str = "") -> None:
+        with self._lock:
+            if self._state == state and self._reason == reason:
+                return
+            self._state, self._reason = state, reason
+        log.info("session %s%s", state.value, f": {reason}" if reason else "")
+        if self.on_state is not None:
+            try:
+                self.on_state(state, reason)
+            except Exception:  # a display callback must not break the rig
+                log.exception("on_state callback failed")
+
+    def _require(self, *states: SessionState, what: str) -> None:
+        if self._state not in states:
+            extra = f" ({self._reason})" if self._state == SessionState.ERROR else ""
+            raise IncompatibleStateError(
+                f"Cannot {what} while the session is {self._state.value}{extra}; it must be "
+                f"{' or '.join(s.value for s in states)}."
+                + (" Call clear_error() first." if self._state == SessionState.ERROR else "")
+            )
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    def open(self) -> RigSession:
+        self.camera.open()
+        try:
+            self.shutter.open()
+        except BaseException:
+            self.camera.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop everything (a recording in progress is finished as it stands) and close both
+        devices; never raises for a device that is already gone."""
+        try:
+            self.stop()
+        finally:
+            for dev in (self.shutter, self.camera):
+                try:
+                    dev.close()
+                except RigError as e:
+                    log.warning("while closing %s: %s", type(dev).__name__, e)
+
+    def __enter__(self) -> RigSession:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- configuration -----------------------------------------------------------------------------
+    def configure(
+        self,
+        code: ShutterCode,
+        *,
+        exposure_mode: str = "TriggerWidth",
+        exposure_us: float | None = None,
+        settings: CameraSettings | None = None,
+    ) -> CameraSettings:
+        """Load ``code`` into the controller (its echo verified) and set the camera up to expose
+        for it. Only while IDLE. Returns the camera settings it holds.
+
+        Raises:
+            IncompatibleStateError: not IDLE, or the camera cannot expose for the code (the
+                sentence says what to change), or the controller did not confirm the code.
+        """
+        with self._lock:
+            self._require(SessionState.IDLE, what="change the code or the camera settings")
+            base = settings if settings is not None else self.camera.settings
+            cam = self.camera.apply_settings(
+                coded_capture_settings(
+                    base, code, exposure_mode=exposure_mode, exposure_us=exposure_us
+                )
+            )
+            problems = exposure_window_problems(cam, code)
+            if problems:
+                raise IncompatibleStateError(
+                    "Cannot record a coded capture: " + "; ".join(problems) + "."
+                )
+            status = self.shutter.load_code(code)
+            if not status.echo_verified:
+                raise IncompatibleStateError(
+                    "The shutter controller did not confirm the code it holds; recording is "
+                    "blocked so that the file cannot claim a code that was not played. Reload the "
+                    "code or check the controller."
+                )
+            self._code, self._settings, self._shutter_status = code, cam, status
+            return cam
+
+    # -- live and recording ------------------------------------------------------------------------
+    def start_live(self) -> None:
+        """IDLE -> LIVE: trigger and fetch continuously; frames go to :attr:`latest` only."""
+        with self._lock:
+            self._require(SessionState.IDLE, what="start live view")
+            self._start_devices()
+            self._set_state(SessionState.LIVE)
+
+    def record(
+        self,
+        n_frames: int,
+        out_dir: Path,
+        *,
+        name: str = "capture",
+        title: str = "",
+        settings: Mapping[str, Any] | None = None,
+        calibration: Mapping[str, Any] | None = None,
+    ) -> RigSession:
+        """Record ``n_frames`` (0: until :meth:`stop_recording`) into a new capture file.
+
+        From IDLE the devices start now and stop at the end; from LIVE live view goes on
+        afterwards. Returns the session; :meth:`wait` waits for the result.
+
+        Raises:
+            IncompatibleStateError: no code configured, or not IDLE/LIVE.
+            RigError: the file could not be created (nothing was started then).
+        """
+        if n_frames < 0:
+            raise ValueError(f"n_frames must be >= 0 (0 = until stopped), got {n_frames}.")
+        with self._lock:
+            self._require(SessionState.IDLE, SessionState.LIVE, what="start recording")
+            if self._code is None or self._settings is None:
+                raise IncompatibleStateError(
+                    "Cannot record: no code is configured; call configure(code) first."
+                )
+            code, cam = self._code, self._settings
+            info = self.camera.info
+            h = cam.roi.height or info.sensor_height
+            w = cam.roi.width or info.sensor_width
+            metrics = code_metrics(code.bits).to_dict()
+            writer = CaptureWriter(
+                make_capture_path(Path(out_dir), name),
+                camera_info=info,
+                camera_settings=cam,
+                code=code,
+                shutter_info=self.shutter.info,
+                shutter_status=self._shutter_status,
+                frame_shape=(h, w),
+                dtype=cam.dtype,
+                genicam_nodes=self.camera.node_map_snapshot(),
+                settings=dict(settings or {}),
+                code_metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                calibration=calibration,
+                title=title or f"coded capture {code}",
+                flush_every=self.flush_every,
+                compression=self.compression,
+            )
+            was = self._state
+            rec = _Recording(
+                writer=writer,
+                frames=queue.Queue(maxsize=max(1, self.queue_size)),
+                stats=CaptureStats(requested=n_frames),
+                n_frames=n_frames,
+                then=was,
+                t0=time.perf_counter(),
+                trigger_count0=None,
+            )
+            threading.Thread(
+                target=self._writer_loop, args=(rec,), name="writer", daemon=True
+            ).start()
+            self._rec = rec
+            self._set_state(SessionState.RECORDING)
+            if was == SessionState.IDLE:
+                try:
+                    self._start_devices()
+                except BaseException as e:
+                    self._fail(e)
+            return self
+
+    def wait(self, timeout_s: float | None = None) -> CaptureResult:
+        """Wait for the current (or last) recording to end; returns its result.
+
+        Raises:
+            RigError: the recording ended in ERROR (the message names the file that keeps the
+                frames recorded before the failure).
+            TimeoutError: still recording after ``timeout_s``.
+        """
+        rec = self._rec or self._last_rec
+        if rec is None:
+            raise IncompatibleStateError("Nothing to wait for: no recording was started.")
+        if not rec.done.wait(timeout_s):
+            raise TimeoutError(f"The recording is still going after {timeout_s} s.")
+        assert rec.result is not None
+        return self._raise_or_return(rec.result, rec.error)
+
+    @staticmethod
+    def _raise_or_return(result: CaptureResult, error: BaseException | None) -> CaptureResult:
+        if error is None or isinstance(error, KeyboardInterrupt):
+            return result
+        msg = (
+            f"{error} The {result.stats.written} frames recorded before the failure are kept in "
+            f"{result.path}."
+        )
+        if isinstance(error, RigError):
+            raise type(error)(msg) from error
+        raise RigError(msg) from error
+
+    def stop_recording(self) -> CaptureResult | None:
+        """End the recording now: a count-less recording completes, an unfinished count is kept
+        as 'aborted' (stopped by the user). Live view goes on if it was on."""
+        rec = self._rec
+        if rec is None or self._state != SessionState.RECORDING:
+            return None
+        if rec.then == SessionState.IDLE:
+            self._stop_acquisition()
+        self._end_recording(
+            rec,
+            None
+            if rec.n_frames == 0
+            else KeyboardInterrupt(
+                f"stopped by the user after {rec.stats.written} of {rec.n_frames} frames"
+            ),
+        )
+        rec.done.wait()
+        self._set_state(rec.then if self._state == SessionState.RECORDING else self._state)
+        return rec.result
+
+    def stop(self) -> None:
+        """Back to IDLE (from LIVE or RECORDING; a recording in progress is ended as by
+        :meth:`stop_recording`). From ERROR the devices are stopped and the state stays ERROR."""
+        rec = self._rec
+        self._stop_acquisition()
+        if rec is not None and not rec.done.is_set():
+            self._end_recording(
+                rec,
+                None
+                if rec.n_frames == 0
+                else KeyboardInterrupt(
+                    f"stopped by the user after {rec.stats.written} of {rec.n_frames} frames"
+                ),
+            )
+            rec.done.wait()
+        if self._state != SessionState.ERROR:
+            self._set_state(SessionState.IDLE)
+
+    def clear_error(self) -> None:
+        """ERROR -> IDLE once the devices are stopped (reconfigure before recording again)."""
+        if self._state == SessionState.ERROR:
+            self._stop_acquisition()
+            self._set_state(SessionState.IDLE)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _start_devices(self) -> None:
+        if self._code is None:
+            raise IncompatibleStateError("No code is configured; call configure(code) first.")
+        self._acq_stop.clear()
+        self.camera.start()
+        try:
+            self.shutter.arm()
+        except BaseException:
+            self.camera.stop()
+            raise
+        self._acq = threading.Thread(target=self._acquisition_loop, name="acquisition", daemon=True)
+        self._acq.start()
+
+    def _stop_acquisition(self) -> None:
+        """Stop order: disarm the shutter, stop the camera, join the acquisition thread."""
+        self._acq_stop.set()
+        for step in (self.shutter.disarm, self.camera.stop):
+            try:
+                step()
+            except RigError as e:
+                log.warning("while stopping: %s", e)
+        acq = self._acq
+        if acq is not None and acq is not threading.current_thread():
+            acq.join(timeout=self.fetch_timeout_s + 5.0)
+            if acq.is_alive():
+                log.error("the acquisition thread did not stop within %.1f s", self.fetch_timeout_s)
+        self._acq = None
+
+    def _fail(self, error: BaseException) -> None:
+        """Any thread: a failure ends live view and the recording; state ERROR with the reason."""
+        reason = f"{type(error).__name__}: {error}"
+        rec = self._rec
+        self._acq_stop.set()
+        if threading.current_thread() is not self._acq:
+            self._stop_acquisition()
+        else:  # the acquisition thread stops itself: just stop the devices
+            for step in (self.shutter.disarm, self.camera.stop):
+                try:
+                    step()
+                except RigError as e:
+                    log.warning("while stopping: %s", e)
+        self._set_state(SessionState.ERROR, reason)
+        if rec is not None and not rec.done.is_set():
+            self._end_recording(rec, error)
+
+    def _end_recording(self, rec: _Recording, error: BaseException | None) -> None:
+        """Tell the writer to finish (it drains the queue first). Idempotent."""
+        with rec.lock:
+            if rec.error is None:
+                rec.error = error
+            if rec.accepting:
+                rec.accepting = False
+                rec.frames.put(_STOP)
+
+    def _acquisition_loop(self) -> None:
+        """The only caller of ``fire`` and ``fetch``."""
+        last_id: int | None = None
+        timeouts = 0
+        code_sha = self._code.sha256 if self._code else ""
+        period = 1.0 / self.live_rate_hz if self.live_rate_hz > 0 else 0.0
+        try:
+            while not self._acq_stop.is_set():
+                rec = self._rec if self._state == SessionState.RECORDING else None
+                t_fire = time.perf_counter()
+                trigger = self.shutter.fire()
+                if rec is not None:
+                    rec.stats.triggers_fired += 1
+                    if rec.trigger_count0 is None:
+                        rec.trigger_count0 = trigger
+                try:
+                    frame = self.camera.fetch(timeout_s=self.fetch_timeout_s)
+                except AcquisitionTimeout as e:
+                    timeouts += 1
+                    if rec is None:
+                        self.live_gaps += 1
+                    else:
+                        rec.stats.trigger_gaps += 1
+                        if self.on_gap == "error":
+                            raise AcquisitionTimeout(
+                                f"Trigger {trigger} got no frame within {self.fetch_timeout_s:g} "
+                                f"s: {e}"
+                            ) from e
+                    if timeouts >= self.max_consecutive_timeouts:
+                        raise
+                    continue
+                timeouts = 0
+                if frame.trigger_index < 0 or not frame.code_sha256:
+                    frame = dataclasses.replace(
+                        frame,
+                        trigger_index=trigger if frame.trigger_index < 0 else frame.trigger_index,
+                        code_sha256=frame.code_sha256 or code_sha,
+                    )
+                if frame.trigger_index != trigger:
+                    raise ProtocolError(
+                        f"Frame {frame.frame_id} answers trigger {frame.trigger_index} but trigger "
+                        f"{trigger} was just fired: camera and shutter are out of step. Check the "
+                        "trigger cable and that nothing else triggers the camera."
+                    )
+                jump = 0 if last_id is None else frame.frame_id - last_id - 1
+                last_id = frame.frame_id
+                self.latest.put(frame)
+                rec = self._rec if self._state == SessionState.RECORDING else None
+                if rec is None:
+                    self.live_gaps += max(0, jump)
+                else:
+                    if jump > 0 and rec.stats.acquired > 0:
+                        rec.stats.frame_id_gaps += jump
+                        if self.on_gap == "error":
+                            raise FrameGap(
+                                f"The camera skipped {jump} frame id(s) before frame "
+                                f"{frame.frame_id}: {jump} frame(s) were lost between sensor and "
+                                "host (bandwidth or buffer shortage)"
+                            )
+                    self._hand_to_writer(rec, frame)
+                if period:
+                    rest = period - (time.perf_counter() - t_fire)
+                    if rest > 0:
+                        self._acq_stop.wait(rest)
+        except BaseException as e:
+            if not self._acq_stop.is_set():  # errors while stopping (disarmed mid-fire) are not
+                self._fail(e)  # failures
+
+    def _hand_to_writer(self, rec: _Recording, frame: Frame) -> None:
+        with rec.lock:
+            if not rec.accepting:  # the recording ended while this frame was on its way
+                return
+            try:
+                rec.frames.put(frame, timeout=self.overrun_timeout_s)
+            except queue.Full as e:
+                raise WriterOverrun(
+                    f"The writer fell behind: {rec.frames.maxsize} frames waited for more than "
+                    f"{self.overrun_timeout_s:g} s. Recording stopped so that no frame is lost "
+                    "silently; use a faster disk, less compression, or a lower frame rate."
+                ) from e
+            rec.stats.acquired += 1
+        rec.stats.queue_high_water = max(rec.stats.queue_high_water, rec.frames.qsize())
+        if rec.n_frames and rec.stats.acquired >= rec.n_frames:
+            self._finish_count(rec)
+
+    def _finish_count(self, rec: _Recording) -> None:
+        """The last frame of a counted recording is queued (acquisition thread)."""
+        if rec.then == SessionState.IDLE:
+            self._acq_stop.set()  # the loop ends; the devices are stopped by the writer's end
+        self._check_trigger_count(rec)
+        self._end_recording(rec, None)
+
+    def _check_trigger_count(self, rec: _Recording) -> None:
+        """The controller's own counter must agree with the frames received."""
+        if rec.trigger_count0 is None:
+            return
+        try:
+            count = self.shutter.status().trigger_count
+        except RigError as e:
+            log.warning("could not read the controller's trigger counter: %s", e)
+            return
+        fired = count - rec.trigger_count0
+        missing = fired - rec.stats.acquired
+        if missing > 0 and self.on_gap == "error" and rec.error is None:
+            rec.error = FrameGap(
+                f"The controller counted {fired} triggers but {rec.stats.acquired} frames arrived: "
+                f"{missing} frame(s) were lost"
+            )
+
+    def _writer_loop(self, rec: _Recording) -> None:
+        """The only user of the open capture file."""
+        writer = rec.writer
+        try:
+            while True:
+                item = rec.frames.get()
+                if item is _STOP:
+                    break
+                writer.append(item)
+                rec.frame_ids.append(item.frame_id)
+                rec.stats.written += 1
+        except BaseException as e:  # disk full, permissions...: stop firing frames we cannot keep
+            rec.error = rec.error or e
+            threading.Thread(target=self._fail, args=(e,), daemon=True).start()
+            while rec.frames.get() is not _STOP:  # never leave the acquisition blocked
+                pass
+        error = rec.error
+        if rec.then == SessionState.IDLE or error is not None:
+            self._stop_acquisition()
+        try:
+            writer.set_counters(rec.stats.to_dict())
+            if error is None:
+                path = writer.close()
+                status = "complete"
+            else:
+                reason = str(error) or type(error).__name__
+                if not isinstance(error, KeyboardInterrupt):
+                    reason = f"{type(error).__name__}: {reason}"
+                path = writer.abort(reason)
+                status = "aborted"
+        except RigError as e:
+            path, status = writer.path, "aborted"
+            rec.error = rec.error or e
+        rec.result = CaptureResult(
+            path=path,
+            status=status,
+            stats=rec.stats,
+            elapsed_s=time.perf_counter() - rec.t0,
+            error="" if rec.error is None else str(rec.error),
+            frame_ids=rec.frame_ids,
+        )
+        self._last_rec = rec
+        if self._rec is rec:
+            self._rec = None
+        if rec.error is not None and not isinstance(rec.error, KeyboardInterrupt):
+            if self._state != SessionState.ERROR:
+                self._set_state(SessionState.ERROR, f"{type(rec.error).__name__}: {rec.error}")
+        elif self._state == SessionState.RECORDING:
+            self._set_state(rec.then)
+        rec.done.set()
