@@ -134,6 +134,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 exposure_mode="Timed" if args.exposure_us else "TriggerWidth",
                 exposure_us=args.exposure_us or None,
                 compression=None if args.compression == "none" else args.compression,
+                on_gap="record" if args.tolerate_gaps else "error",
                 progress=progress,
                 settings={
                     "cli_args": " ".join(sys.argv[1:]),
@@ -266,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         "firmware running in simavr (needs `make -C firmware all sim`)",
     )
     c.add_argument("--port", default="", help="serial port of the Arduino controller")
+    c.add_argument(
+        "--tolerate-gaps",
+        action="store_true",
+        help="count a lost frame, fire once more and go on (gaps stay visible in the file); "
+        "default: a lost frame ends the capture with the reason in the file",
+    )
     c.add_argument("--firmware", default="", help="firmware .elf for --shutter simavr")
     c.set_defaults(func=cmd_capture)
 
