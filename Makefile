@@ -50,6 +50,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 test: apt venv lint
+	$(BIN)/python scripts/fetch_genicam_producers.py
 	rm -f firmware/build/fuzz-summary.txt
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 	@cat firmware/build/fuzz-summary.txt 2>/dev/null || true

@@ -100,7 +100,8 @@ def _fetch_tlsimu(dest: Path, timeout_s: float) -> list[Path]:
                 "check the network (or a pip proxy) and run it again."
             ) from e
         if run.returncode != 0:
-            tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
+            lines = (run.stderr or run.stdout).strip().splitlines()
+            tail = [x for x in lines if x.startswith("ERROR")][-2:] or lines[-3:]
             raise FetchError(
                 f"`pip download {TLSIMU_WHEEL_REQUIREMENT}` failed ({' / '.join(tail)}). "
                 "It needs network access to PyPI (or a configured index) and a wheel for this "

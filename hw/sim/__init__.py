@@ -7,12 +7,14 @@
 """
 
 from hw.sim.camera import SimCamera, SimGroundTruth, make_sim_rig
+from hw.sim.replay import ReplayCamera
 from hw.sim.scene import Motion, SimScene, Sprite
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
 from hw.sim.wire import SimTriggerWire
 
 __all__ = [
     "Motion",
+    "ReplayCamera",
     "SimCamera",
     "SimClock",
     "SimGroundTruth",
