@@ -63,6 +63,7 @@ def run_coded_capture(
     on_gap: str = "error",
     exposure_mode: str = "TriggerWidth",
     exposure_us: float | None = None,
+    trigger_source: str = "Line1",
     flush_every: int = 8,
     compression: str | None = "lz4",
     progress: Callable[[CaptureStats], None] | None = None,
@@ -101,7 +102,9 @@ def run_coded_capture(
         session.latest = latest
     shutter.disarm()
     camera.stop()
-    session.configure(code, exposure_mode=exposure_mode, exposure_us=exposure_us)
+    session.configure(
+        code, exposure_mode=exposure_mode, exposure_us=exposure_us, trigger_source=trigger_source
+    )
     session.record(n_frames, Path(out_dir), name=name, title=title, settings=settings)
     try:
         while session.state == SessionState.RECORDING:

@@ -29,6 +29,45 @@ def _code_from_args(text: str, chip_us: float):
     )
 
 
+def _camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """The camera (``--camera``) and shutter controller (``--shutter``) of a capture."""
+    if args.camera == "sim":
+        return _sim_camera_and_shutter(args, stack)
+    from hw.genicam_camera import GenICamCamera
+
+    if args.shutter == "sim":
+        raise RigError(
+            "A GenICam camera needs a real shutter controller: --shutter arduino --port PORT (or "
+            "--shutter simavr to test with the firmware in simavr)."
+        )
+    index = None if args.serial else (args.index if args.index is not None else 0)
+    camera = GenICamCamera(serial=args.serial or None, index=index, cti=args.cti or None)
+    return camera, _controller(args, stack)
+
+
+def _controller(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """The Arduino controller on --port, or the real firmware in simavr."""
+    from hw.arduino_shutter import ArduinoShutter
+
+    if args.shutter == "arduino":
+        if not args.port:
+            raise RigError(
+                "--shutter arduino needs the controller's serial port: --port /dev/ttyACM0 (list "
+                "the ports with `blurvid-rig ports`)."
+            )
+        return ArduinoShutter(args.port)
+    from hw.sim.avr import REPO_ROOT, SimulatedArduino
+
+    elf = Path(args.firmware) if args.firmware else REPO_ROOT / "firmware/build/blurvid_shutter.elf"
+    if not elf.is_file():
+        raise RigError(
+            f"The shutter firmware {elf} is not built: run `make -C firmware all sim` "
+            "(needs gcc-avr, avr-libc, arduino-core-avr, libsimavr-dev, libelf-dev)."
+        )
+    board = stack.enter_context(SimulatedArduino(elf))
+    return ArduinoShutter(board.port)
+
+
 def _sim_camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
     """The simulated camera and the shutter controller asked for with ``--shutter``.
 
@@ -40,30 +79,7 @@ def _sim_camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStac
 
     if args.shutter == "sim":
         return make_sim_rig(width=args.width, height=args.height, seed=args.seed)
-    from hw.arduino_shutter import ArduinoShutter
-
-    if args.shutter == "arduino":
-        if not args.port:
-            raise RigError(
-                "--shutter arduino needs the controller's serial port: --port /dev/ttyACM0 (list "
-                "the ports with `blurvid-rig ports`)."
-            )
-        controller = ArduinoShutter(args.port)
-    else:  # simavr
-        from hw.sim.avr import REPO_ROOT, SimulatedArduino
-
-        elf = (
-            Path(args.firmware)
-            if args.firmware
-            else REPO_ROOT / "firmware/build/blurvid_shutter.elf"
-        )
-        if not elf.is_file():
-            raise RigError(
-                f"The shutter firmware {elf} is not built: run `make -C firmware all sim` "
-                "(needs gcc-avr, avr-libc, arduino-core-avr, libsimavr-dev, libelf-dev)."
-            )
-        board = stack.enter_context(SimulatedArduino(elf))
-        controller = ArduinoShutter(board.port)
+    controller = _controller(args, stack)
     wire = SimTriggerWire(controller)
     scene = SimScene.default(args.width, args.height, seed=args.seed)
     camera = SimCamera(
@@ -105,13 +121,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from blurvid_rig.capture import run_coded_capture
 
     code = _code_from_args(args.code, args.chip_us)
-    if not args.sim:
-        raise RigError(
-            "Only the simulated camera is available in this version (the GenICam camera driver "
-            "comes later); run with --sim."
-        )
     with contextlib.ExitStack() as stack:
-        camera, shutter = _sim_camera_and_shutter(args, stack)
+        camera, shutter = _camera_and_shutter(args, stack)
         stack.enter_context(camera)
         stack.enter_context(shutter)
         bar = tqdm(
@@ -135,6 +146,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 exposure_us=args.exposure_us or None,
                 compression=None if args.compression == "none" else args.compression,
                 on_gap="record" if args.tolerate_gaps else "error",
+                trigger_source=args.trigger_source,
                 progress=progress,
                 settings={
                     "cli_args": " ".join(sys.argv[1:]),
@@ -236,8 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--sim",
         action="store_true",
-        default=True,
-        help="use the simulated camera and shutter (the default until real devices are set up)",
+        help="the simulated camera and shutter (the default): same as --camera sim --shutter sim",
+    )
+    c.add_argument(
+        "--camera",
+        choices=["sim", "genicam"],
+        default="sim",
+        help="the simulated camera (default) or a GenICam camera through a GenTL producer",
+    )
+    c.add_argument(
+        "--cti",
+        default="",
+        help="GenTL producer(s) for --camera genicam: a .cti file or a folder (default: the "
+        "GENICAM_GENTL64_PATH environment variable)",
+    )
+    c.add_argument("--serial", default="", help="serial number of the GenICam camera")
+    c.add_argument("--index", type=int, default=None, help="index of the GenICam camera (0..)")
+    c.add_argument(
+        "--trigger-source",
+        default="Line1",
+        help="camera input wired to the controller's CAM_TRIG (default Line1); 'Software' only "
+        "for camera simulators: the host then triggers the camera, unsynchronised with the code",
     )
     c.add_argument(
         "--code",

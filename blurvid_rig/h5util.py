@@ -638,8 +638,9 @@ def write_camera(
     write_field(cam, "driver", info.driver)
     write_field(cam, "sensor_width", np.int64(info.sensor_width), "pixel")
     write_field(cam, "sensor_height", np.int64(info.sensor_height), "pixel")
-    write_field(cam, "x_pixel_size", np.float64(info.pixel_size_um), "um")
-    write_field(cam, "y_pixel_size", np.float64(info.pixel_size_um), "um")
+    if np.isfinite(info.pixel_size_um):  # unknown for cameras that do not report it
+        write_field(cam, "x_pixel_size", np.float64(info.pixel_size_um), "um")
+        write_field(cam, "y_pixel_size", np.float64(info.pixel_size_um), "um")
     write_field(cam, "count_time", np.float64(cs.exposure_us), "us")
     write_field(cam, "frame_rate", np.float64(cs.frame_rate_hz), "Hz")
     write_field(cam, "frame_time", np.float64(1.0 / cs.frame_rate_hz), "s")
@@ -755,7 +756,9 @@ def read_camera_info(cam: h5py.Group, path: Path) -> CameraInfo:
         serial_number=read_str(cam, "serial_number"),
         sensor_width=int(read_num(cam, "sensor_width", path)),
         sensor_height=int(read_num(cam, "sensor_height", path)),
-        pixel_size_um=float(read_num(cam, "x_pixel_size", path)),
+        pixel_size_um=float(read_num(cam, "x_pixel_size", path))
+        if "x_pixel_size" in cam
+        else float("nan"),
         driver=read_str(cam, "driver"),
     )
 

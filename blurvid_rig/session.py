@@ -115,18 +115,20 @@ class CaptureResult:
     frame_ids: list[int] = field(default_factory=list)
 
 
-def exposure_window_problems(settings: CameraSettings, code: ShutterCode) -> list[str]:
+def exposure_window_problems(
+    settings: CameraSettings, code: ShutterCode, trigger_source: str = "Line1"
+) -> list[str]:
     """Say what in the camera settings would spoil a coded capture (empty list: all good).
 
-    The camera must be triggered by the shutter controller (trigger On, source Line1) and its
-    exposure window must cover the whole code: TriggerWidth exposure, or a timed exposure at least
-    as long as the code period.
+    The camera must be triggered by the shutter controller (trigger On, source ``trigger_source``,
+    Line1 on the rig) and its exposure window must cover the whole code: TriggerWidth exposure, or
+    a timed exposure at least as long as the code period.
     """
     problems = []
-    if settings.trigger_mode != "On" or settings.trigger_source != "Line1":
+    if settings.trigger_mode != "On" or settings.trigger_source != trigger_source:
         problems.append(
             "the camera must be triggered by the shutter controller (trigger_mode='On', "
-            f"trigger_source='Line1'); it has trigger_mode={settings.trigger_mode!r}, "
+            f"trigger_source={trigger_source!r}); it has trigger_mode={settings.trigger_mode!r}, "
             f"trigger_source={settings.trigger_source!r}"
         )
     if settings.exposure_mode == "Timed" and settings.exposure_us < code.period_us:
@@ -145,6 +147,7 @@ def coded_capture_settings(
     *,
     exposure_mode: str = "TriggerWidth",
     exposure_us: float | None = None,
+    trigger_source: str = "Line1",
 ) -> CameraSettings:
     """The camera settings for a coded capture: triggered by the shutter, exposing for the code.
 
@@ -159,7 +162,7 @@ def coded_capture_settings(
         exposure = code.period_us if exposure_us is None else float(exposure_us)
     return settings.replace(
         trigger_mode="On",
-        trigger_source="Line1",
+        trigger_source=trigger_source,
         exposure_mode=exposure_mode,
         exposure_us=exposure,
     )
@@ -247,6 +250,7 @@ class RigSession:
         self._state = SessionState.IDLE
         self._reason = ""
         self._code: ShutterCode | None = None
+        self._software_trigger = False
         self._settings: CameraSettings | None = None
         self._shutter_status = None
         self._acq: threading.Thread | None = None
@@ -333,9 +337,15 @@ class RigSession:
         exposure_mode: str = "TriggerWidth",
         exposure_us: float | None = None,
         settings: CameraSettings | None = None,
+        trigger_source: str = "Line1",
     ) -> CameraSettings:
         """Load ``code`` into the controller (its echo verified) and set the camera up to expose
         for it. Only while IDLE. Returns the camera settings it holds.
+
+        ``trigger_source`` is the camera input wired to the controller's camera trigger (Line1
+        on the rig). ``"Software"`` is for camera simulators without trigger lines: the session
+        triggers the camera itself after each playback, so the exposure is *not* synchronised with
+        the code; use it to test the pipeline, never for data.
 
         Raises:
             IncompatibleStateError: not IDLE, or the camera cannot expose for the code (the
@@ -346,10 +356,20 @@ class RigSession:
             base = settings if settings is not None else self.camera.settings
             cam = self.camera.apply_settings(
                 coded_capture_settings(
-                    base, code, exposure_mode=exposure_mode, exposure_us=exposure_us
+                    base,
+                    code,
+                    exposure_mode=exposure_mode,
+                    exposure_us=exposure_us,
+                    trigger_source=trigger_source,
                 )
             )
-            problems = exposure_window_problems(cam, code)
+            problems = exposure_window_problems(cam, code, trigger_source)
+            device_check = getattr(self.camera, "coded_capture_problems", None)
+            if device_check is not None and trigger_source != "Software":
+                # the device's own features (auto exposure, trigger selector, delay...)
+                problems += [
+                    p for p in device_check(code, line=trigger_source) if p not in problems
+                ]
             if problems:
                 raise IncompatibleStateError(
                     "Cannot record a coded capture: " + "; ".join(problems) + "."
@@ -362,6 +382,7 @@ class RigSession:
                     "code or check the controller."
                 )
             self._code, self._settings, self._shutter_status = code, cam, status
+            self._software_trigger = trigger_source == "Software"
             return cam
 
     # -- live and recording ------------------------------------------------------------------------
@@ -581,6 +602,8 @@ class RigSession:
                 rec = self._rec if self._state == SessionState.RECORDING else None
                 t_fire = time.perf_counter()
                 trigger = self.shutter.fire()
+                if self._software_trigger:
+                    self.camera.software_trigger()
                 if rec is not None:
                     rec.stats.triggers_fired += 1
                     if rec.trigger_count0 is None:

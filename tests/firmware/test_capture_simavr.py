@@ -56,3 +56,40 @@ def test_arduino_shutter_without_a_port_is_a_clear_error(tmp_path: Path, capsys)
 def test_ports_command_runs(capsys) -> None:
     assert main(["ports"]) in (0, 1)
     assert capsys.readouterr().out.strip()
+
+
+def test_genicam_camera_with_the_firmware_as_controller(
+    firmware_elf: Path, producers: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """The whole path with real protocols: harvesters on the TLSimu GenTL producer (which has no
+    trigger lines, so the host triggers it in software) and the firmware in simavr."""
+    common = [
+        "-q",
+        "capture",
+        "--camera",
+        "genicam",
+        "--cti",
+        str(producers["TLSimu"]),
+        "--serial",
+        "SN_InterfaceA_0",
+        "--shutter",
+        "simavr",
+        "--firmware",
+        str(firmware_elf),
+        "--out",
+        str(tmp_path),
+        "--count",
+        "6",
+    ]
+    # the rig's wiring (Line1) is refused with a sentence naming what the camera offers
+    assert main(common) == 2
+    assert "Software" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.h5"))
+    assert main([*common, "--trigger-source", "Software", "--exposure-us", "9000"]) == 0
+    (path,) = tmp_path.glob("*.h5")
+    with CaptureFile.open(path) as cap:
+        assert cap.status == "complete" and cap.n_frames == 6
+        assert cap.camera_info.model.startswith("TLSimu")
+        assert cap.shutter_info.controller == "arduino" and cap.echo_verified
+        assert list(cap.frame_log["trigger_index"]) == list(range(6))
+        assert list(cap.frame_log["frame_id"]) == list(range(6))

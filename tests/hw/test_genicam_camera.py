@@ -9,7 +9,6 @@ it streams Mono8 whatever PixelFormat says. The session fixture fetches them
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import signal
@@ -19,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -41,48 +39,13 @@ from hw.genicam_camera import (
     trigger_window_problems,
 )
 from hw.genicam_support import ABSENT, ADJUSTED, APPLIED, NOT_APPLIED
-from hw.sim.genicam_producers import (
-    FETCH_COMMAND,
-    PRODUCERS_ENV,
-    locate_test_producers,
-    producers_dir,
-)
 from hw.types import CameraSettings, Roi, ShutterCode
+from tests.conftest import fetch_script
 from tests.hw.contracts import CameraContract
 
 REPO = Path(__file__).resolve().parents[2]
 TLSIMU_MONO = "SN_InterfaceA_0"
 CODE8 = ShutterCode.parse("11100101", 1000)
-
-
-def _fetch_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "fetch_genicam_producers", REPO / "scripts" / "fetch_genicam_producers.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def producers() -> dict[str, Path]:
-    """viky.cti and TLSimu.cti, fetched when missing (skip, or fail under CI=true, if not)."""
-    found = locate_test_producers()
-    if set(found) == {"viky", "TLSimu"}:
-        return found
-    script = _fetch_script()
-    try:
-        return script.fetch_producers(producers_dir())
-    except (script.FetchError, OSError) as e:
-        problem = str(e).rstrip(".")
-    msg = (
-        f"The GenTL simulator producers are not available ({problem}). Run `{FETCH_COMMAND}` (or "
-        f"set {PRODUCERS_ENV} to a folder holding viky.cti, TLSimu.cti and libVirtualFG.so)."
-    )
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
 
 
 @pytest.fixture
@@ -598,7 +561,7 @@ def test_deep_formats_are_copied_into_uint16(fmt: str) -> None:
 def test_fetch_script_is_idempotent_and_offline_when_done(
     producers: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = _fetch_script()
+    script = fetch_script()
 
     def no_pip(*args: object, **kw: object) -> None:
         raise AssertionError("pip must not run when the producers are already there")
