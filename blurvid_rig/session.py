@@ -516,6 +516,8 @@ class RigSession:
         """Back to IDLE (from LIVE or RECORDING; a recording in progress is ended as by
         :meth:`stop_recording`). From ERROR the devices are stopped and the state stays ERROR."""
         rec = self._rec
+        if rec is not None:
+            rec.then = SessionState.IDLE  # the recording's end leads to IDLE, not back to LIVE
         self._stop_acquisition()
         if rec is not None and not rec.done.is_set():
             self._end_recording(
@@ -640,7 +642,6 @@ class RigSession:
                 jump = 0 if last_id is None else frame.frame_id - last_id - 1
                 last_id = frame.frame_id
                 self.latest.put(frame)
-                rec = self._rec if self._state == SessionState.RECORDING else None
                 if rec is None:
                     self.live_gaps += max(0, jump)
                 else:

@@ -324,3 +324,16 @@ def test_a_capture_killed_with_sigkill_keeps_its_flushed_frames(tmp_path):
         assert len(f) >= 2
         assert np.all(np.diff(f.frame_log["trigger_index"]) == 1)
         assert f.read_frame(len(f) - 1).std() > 0
+
+
+def test_stop_during_a_live_recording_goes_straight_to_idle(tmp_path):
+    states: list = []
+    with session(states=states) as s:
+        s.configure(CODE)
+        s.start_live()
+        s.record(0, tmp_path)
+        wait_for(lambda: s.recording_stats.written >= 2)
+        s.stop()
+        assert s.state == SessionState.IDLE
+        assert s.wait().status == "complete"
+    assert [st for st, _ in states] == ["live", "recording", "idle"]
