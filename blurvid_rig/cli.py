@@ -121,6 +121,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from blurvid_rig.capture import run_coded_capture
 
     code = _code_from_args(args.code, args.chip_us)
+    if args.sim and (args.camera != "sim" or args.shutter != "sim"):
+        raise RigError(
+            "--sim means the simulated camera and shutter; leave it out when choosing --camera "
+            f"{args.camera} / --shutter {args.shutter}."
+        )
     with contextlib.ExitStack() as stack:
         camera, shutter = _camera_and_shutter(args, stack)
         stack.enter_context(camera)
@@ -248,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--sim",
         action="store_true",
-        help="the simulated camera and shutter (the default): same as --camera sim --shutter sim",
+        help="use the simulated rig (the default when --camera and --shutter are not given)",
     )
     c.add_argument(
         "--camera",
