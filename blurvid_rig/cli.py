@@ -88,6 +88,63 @@ def _sim_camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStac
     return camera, wire
 
 
+def cmd_cameras(args: argparse.Namespace) -> int:
+    from hw.genicam_camera import list_devices
+
+    devices = list_devices(args.cti or None)
+    if not devices:
+        print("The GenTL producer(s) found no camera. Is it connected and powered?")
+        return 1
+    for d in devices:
+        print(d)
+    return 0
+
+
+#: keys of a rig file (TOML) and the capture options they set
+RIG_KEYS = {
+    "camera": {"type": "camera", "cti": "cti", "serial": "serial", "index": "index",
+               "trigger_source": "trigger_source"},
+    "shutter": {"type": "shutter", "port": "port", "firmware": "firmware"},
+}  # fmt: skip
+
+
+def _apply_rig_file(args: argparse.Namespace, parser_defaults: dict[str, object]) -> None:
+    """Fill capture options from ``--rig FILE`` (TOML); options given on the command line win.
+
+    Example file::
+
+        [camera]
+        type = "genicam"
+        cti = "/opt/vendor/lib/gentl.cti"
+        serial = "12345678"
+        [shutter]
+        type = "arduino"
+        port = "/dev/ttyACM0"
+    """
+    import tomllib
+
+    path = Path(args.rig)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RigError(f"Could not read the rig file {path}: {e}") from e
+    for section, keys in RIG_KEYS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise RigError(f"{path}: [{section}] must be a table of settings.")
+        unknown = sorted(set(table) - set(keys))
+        if unknown:
+            raise RigError(
+                f"{path}: unknown key(s) {unknown} in [{section}]; known: {sorted(keys)}."
+            )
+        for key, dest in keys.items():
+            if key in table and getattr(args, dest) == parser_defaults.get(dest):
+                setattr(args, dest, table[key])
+    unknown_sections = sorted(set(data) - set(RIG_KEYS))
+    if unknown_sections:
+        raise RigError(f"{path}: unknown section(s) {unknown_sections}; known: camera, shutter.")
+
+
 def cmd_ports(args: argparse.Namespace) -> int:
     from hw.serial_ports import identify, list_serial_ports
 
@@ -121,6 +178,13 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from blurvid_rig.capture import run_coded_capture
 
     code = _code_from_args(args.code, args.chip_us)
+    if args.rig:
+        _apply_rig_file(args, args.capture_defaults)
+    if args.camera not in ("sim", "genicam") or args.shutter not in ("sim", "arduino", "simavr"):
+        raise RigError(
+            f"Unknown camera {args.camera!r} or shutter {args.shutter!r}: cameras are sim or "
+            "genicam, shutters sim, arduino or simavr."
+        )
     if args.sim and (args.camera != "sim" or args.shutter != "sim"):
         raise RigError(
             "--sim means the simulated camera and shutter; leave it out when choosing --camera "
@@ -310,7 +374,22 @@ def build_parser() -> argparse.ArgumentParser:
         "default: a lost frame ends the capture with the reason in the file",
     )
     c.add_argument("--firmware", default="", help="firmware .elf for --shutter simavr")
+    c.add_argument(
+        "--rig",
+        default="",
+        help="rig file (TOML) with [camera] type/cti/serial/index/trigger_source and [shutter] "
+        "type/port/firmware; command-line options win",
+    )
     c.set_defaults(func=cmd_capture)
+    c.set_defaults(capture_defaults={a.dest: a.default for a in c._actions})
+
+    cams = sub.add_parser("cameras", help="list the GenICam cameras the GenTL producers see")
+    cams.add_argument(
+        "--cti",
+        default="",
+        help="a .cti file or folder (default: the GENICAM_GENTL64_PATH environment variable)",
+    )
+    cams.set_defaults(func=cmd_cameras)
 
     po = sub.add_parser("ports", help="list serial ports; --identify finds shutter controllers")
     po.add_argument(

@@ -93,3 +93,38 @@ def test_genicam_camera_with_the_firmware_as_controller(
         assert cap.shutter_info.controller == "arduino" and cap.echo_verified
         assert list(cap.frame_log["trigger_index"]) == list(range(6))
         assert list(cap.frame_log["frame_id"]) == list(range(6))
+
+
+def test_rig_file_sets_the_devices_and_the_command_line_wins(
+    firmware_elf: Path, producers: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    rig = tmp_path / "rig.toml"
+    rig.write_text(
+        "[camera]\n"
+        'type = "genicam"\n'
+        f'cti = "{producers["TLSimu"]}"\n'
+        'serial = "SN_InterfaceB_0"\n'
+        'trigger_source = "Software"\n'
+        "[shutter]\n"
+        'type = "simavr"\n'
+        f'firmware = "{firmware_elf}"\n'
+    )
+    out = tmp_path / "out"
+    args = ["-q", "capture", "--rig", str(rig), "--exposure-us", "9000", "--out", str(out)]
+    assert main([*args, "--count", "2"]) == 0
+    (path,) = out.glob("*.h5")
+    with CaptureFile.open(path) as cap:
+        assert cap.camera_info.serial_number == "SN_InterfaceB_0" and cap.n_frames == 2
+    # an option on the command line overrides the file
+    assert main([*args, "--count", "1", "--serial", "SN_InterfaceA_0", "--name", "b"]) == 0
+    (path,) = out.glob("*_b.h5")
+    with CaptureFile.open(path) as cap:
+        assert cap.camera_info.serial_number == "SN_InterfaceA_0"
+    rig.write_text('[camera]\ntype = "genicam"\nexposure = 3\n')
+    assert main([*args, "--count", "1"]) == 2
+    assert "unknown key(s) ['exposure'] in [camera]" in capsys.readouterr().err
+
+
+def test_cameras_command_lists_the_simulators(producers: dict[str, Path], capsys) -> None:
+    assert main(["cameras", "--cti", str(producers["TLSimu"])]) == 0
+    assert "SN_InterfaceA_0" in capsys.readouterr().out
