@@ -500,15 +500,7 @@ class RigSession:
             return None
         if rec.then == SessionState.IDLE:
             self._stop_acquisition()
-        self._end_recording(
-            rec,
-            None
-            if rec.n_frames == 0
-            else KeyboardInterrupt(
-                f"stopped by the user after {rec.stats.written} of {rec.n_frames} frames"
-            ),
-        )
-        rec.done.wait()
+        self._end_by_user(rec)
         self._set_state(rec.then if self._state == SessionState.RECORDING else self._state)
         return rec.result
 
@@ -520,15 +512,7 @@ class RigSession:
             rec.then = SessionState.IDLE  # the recording's end leads to IDLE, not back to LIVE
         self._stop_acquisition()
         if rec is not None and not rec.done.is_set():
-            self._end_recording(
-                rec,
-                None
-                if rec.n_frames == 0
-                else KeyboardInterrupt(
-                    f"stopped by the user after {rec.stats.written} of {rec.n_frames} frames"
-                ),
-            )
-            rec.done.wait()
+            self._end_by_user(rec)
         if self._state != SessionState.ERROR:
             self._set_state(SessionState.IDLE)
 
@@ -584,14 +568,29 @@ class RigSession:
         if rec is not None and not rec.done.is_set():
             self._end_recording(rec, error)
 
+    def _end_by_user(self, rec: _Recording) -> None:
+        """End a recording on request and wait for its file: an open-ended one is complete, a
+        counted one that is short of its count is kept as aborted."""
+        short = rec.n_frames and rec.stats.written < rec.n_frames
+        self._end_recording(
+            rec,
+            KeyboardInterrupt(
+                f"stopped by the user after {rec.stats.written} of {rec.n_frames} frames"
+            )
+            if short
+            else None,
+        )
+        rec.done.wait()
+
     def _end_recording(self, rec: _Recording, error: BaseException | None) -> None:
         """Tell the writer to finish (it drains the queue first). Idempotent."""
         with rec.lock:
+            if not rec.accepting:  # its end is already queued (count reached, or a failure)
+                return
             if rec.error is None:
                 rec.error = error
-            if rec.accepting:
-                rec.accepting = False
-                rec.frames.put(_STOP)
+            rec.accepting = False
+            rec.frames.put(_STOP)
 
     def _acquisition_loop(self) -> None:
         """The only caller of ``fire`` and ``fetch``."""
