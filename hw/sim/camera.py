@@ -42,24 +42,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hw.base import Camera
-from hw.errors import (
-    AcquisitionTimeout,
-    DeviceDisconnected,
-    IncompatibleStateError,
-    UnsupportedFeatureError,
-)
+from hw.errors import DeviceDisconnected
+from hw.sim.camera_base import SIM_EXPOSURE_US_MAX as SIM_EXPOSURE_US_MAX
+from hw.sim.camera_base import SIM_EXPOSURE_US_MIN as SIM_EXPOSURE_US_MIN
+from hw.sim.camera_base import SIM_FRAME_RATE_HZ_MAX as SIM_FRAME_RATE_HZ_MAX
+from hw.sim.camera_base import SIM_FRAME_RATE_HZ_MIN as SIM_FRAME_RATE_HZ_MIN
+from hw.sim.camera_base import SIM_GAIN_DB_MAX as SIM_GAIN_DB_MAX
+from hw.sim.camera_base import _SimCameraBase, shortest_frame_period_s
 from hw.sim.scene import SimScene
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
 from hw.sim.wire import SimTriggerWire
-from hw.types import CameraInfo, CameraSettings, Frame, Roi, ShutterCode
+from hw.types import CameraSettings, Frame, ShutterCode
 
-#: Limits of the simulated camera (UnsupportedFeatureError outside them).
-SIM_EXPOSURE_US_MIN = 1.0
-SIM_EXPOSURE_US_MAX = 60_000_000.0
-SIM_GAIN_DB_MAX = 36.0
-SIM_FRAME_RATE_HZ_MIN = 0.1
-SIM_FRAME_RATE_HZ_MAX = 10_000.0
+# The limits SIM_* (UnsupportedFeatureError outside them) live in hw.sim.camera_base, shared with
+# the replay camera; they are imported above, so ``hw.sim.camera.SIM_*`` still works.
 
 #: A box exposure is rendered as an all-open code with chips of about this length.
 BOX_CHIP_US = 1000.0
@@ -125,7 +121,7 @@ def _box_code(exposure_us: float) -> ShutterCode:
     return ShutterCode((1,) * n, exposure_us / n, name="box")
 
 
-class SimCamera(Camera):
+class SimCamera(_SimCameraBase):
     """Simulated camera with sensor noise, ground truth and fault knobs.
 
     Args:
@@ -161,6 +157,10 @@ class SimCamera(Camera):
         ValueError: bad sizes, a scene whose size differs from the sensor, bad noise parameters.
     """
 
+    _MODEL = "SimCamera"
+    _VERSION = "sim-1"
+    _SERIAL_PREFIX = "SIM"
+
     def __init__(
         self,
         scene: SimScene | None = None,
@@ -186,7 +186,6 @@ class SimCamera(Camera):
         fetch_latency_s: float = 0.0,
         clock: SimClock | None = None,
     ) -> None:
-        super().__init__()
         if scene is not None:
             sw = scene.width if sensor_width is None else int(sensor_width)
             sh = scene.height if sensor_height is None else int(sensor_height)
@@ -220,10 +219,11 @@ class SimCamera(Camera):
         if not 0.0 <= drop_rate <= 1.0:
             raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate!r}.")
 
+        super().__init__(
+            shutter, (sw, sh), seed=seed, pixel_size_um=pixel_size_um, buffer_frames=buffer_frames
+        )
+        self._buffer: deque[_Exposure]
         self._scene = scene
-        self._sensor = (sw, sh)
-        self._seed = int(seed)
-        self._pixel_size_um = float(pixel_size_um)
         self._signal_dn = None if signal_dn is None else float(signal_dn)
         self.full_well_e = float(full_well_e)
         self.read_noise_e = float(read_noise_e)
@@ -232,7 +232,6 @@ class SimCamera(Camera):
         self.dark_current_e_per_s = float(dark_current_e_per_s)
         self.noise = bool(noise)
         self.render_sub_steps = int(render_sub_steps)
-        self._buffer_frames = int(buffer_frames)
         self._history_frames = int(history_frames)
         # Fault knobs: plain attributes, may change at any time.
         self.drop_rate = float(drop_rate)
@@ -240,30 +239,15 @@ class SimCamera(Camera):
         self.disconnect_after_n = disconnect_after_n
         self.fetch_latency_s = float(fetch_latency_s)
 
-        self._shutter = shutter
         if clock is None:
             clock = shutter.clock if shutter is not None else SimClock()
         self._clock = clock
-        self._settings = CameraSettings(roi=Roi(0, 0, sw, sh))
-        self._cond = threading.Condition(threading.Lock())
-        self._pending: deque[_Exposure] = deque()
         self._history: OrderedDict[int, _Exposure] = OrderedDict()
-        self._next_frame_id = 0
-        self._running = False
-        self._acq: CameraSettings = self._settings
-        self._fr_period_s = 0.0
-        self._fr_next_due = 0.0
         self._delivered_since_open = 0
         self._disconnected = False
         self._drop_rng = np.random.default_rng([self._seed, 0xD209])
         self._patterns: tuple[np.ndarray, np.ndarray] | None = None
         self._patterns_lock = threading.Lock()
-        #: Frames lost (drop_rate or a full output queue); their ids are skipped.
-        self.dropped_frames = 0
-        #: Line1 triggers that came while the camera was not acquiring with trigger_source='Line1'.
-        self.missed_triggers = 0
-        #: Frames handed out by fetch() since construction.
-        self.delivered_frames = 0
         if shutter is not None:
             shutter.connect_trigger(self._on_trigger)
 
@@ -271,10 +255,6 @@ class SimCamera(Camera):
     @property
     def scene(self) -> SimScene:
         return self._scene
-
-    @property
-    def shutter(self) -> SimShutter | SimTriggerWire | None:
-        return self._shutter
 
     @property
     def clock(self) -> SimClock:
@@ -349,118 +329,14 @@ class SimCamera(Camera):
                 "reconnect."
             )
 
-    @property
-    def _serial(self) -> str:
-        return f"SIM-{self._seed}"
-
     def _do_open(self) -> None:
         with self._cond:
             self._disconnected = False
             self._delivered_since_open = 0
             self._drop_rng = np.random.default_rng([self._seed, 0xD209])
 
-    def _do_close(self) -> None:
-        with self._cond:
-            self._running = False
-            self._pending.clear()
-            self._cond.notify_all()
-
-    def _do_info(self) -> CameraInfo:
-        return CameraInfo(
-            vendor="blurvid-rig",
-            model="SimCamera",
-            serial_number=self._serial,
-            sensor_width=self._sensor[0],
-            sensor_height=self._sensor[1],
-            pixel_size_um=self._pixel_size_um,
-            driver="simulated",
-        )
-
-    def _do_get_settings(self) -> CameraSettings:
-        return self._settings
-
-    def _do_apply_settings(self, settings: CameraSettings) -> CameraSettings:
-        self._check_connected()
-        resolved = self._resolve(settings)
-        self._settings = resolved
-        return resolved
-
-    def _resolve(self, s: CameraSettings) -> CameraSettings:
-        if not isinstance(s, CameraSettings):
-            raise TypeError(f"apply_settings needs a CameraSettings, got {type(s).__name__}.")
-        sw, sh = self._sensor
-        r = s.roi
-        if r.offset_x >= sw or r.offset_y >= sh:
-            raise UnsupportedFeatureError(
-                f"ROI offset ({r.offset_x}, {r.offset_y}) is outside the {sw}x{sh} sensor; "
-                "use a smaller offset."
-            )
-        w = r.width or sw - r.offset_x
-        h = r.height or sh - r.offset_y
-        if r.offset_x + w > sw or r.offset_y + h > sh:
-            raise UnsupportedFeatureError(
-                f"An ROI of {w}x{h} at ({r.offset_x}, {r.offset_y}) does not fit on the "
-                f"{sw}x{sh} sensor (it would end at x={r.offset_x + w}, y={r.offset_y + h}); "
-                "reduce its size or offset, or use width/height 0 for 'up to the sensor edge'."
-            )
-        if not SIM_EXPOSURE_US_MIN <= s.exposure_us <= SIM_EXPOSURE_US_MAX:
-            raise UnsupportedFeatureError(
-                f"The camera exposes {SIM_EXPOSURE_US_MIN:g}..{SIM_EXPOSURE_US_MAX:g} us; "
-                f"{s.exposure_us:g} us was asked."
-            )
-        if s.gain_db > SIM_GAIN_DB_MAX:
-            raise UnsupportedFeatureError(
-                f"The camera's gain goes up to {SIM_GAIN_DB_MAX:g} dB; {s.gain_db:g} dB was asked."
-            )
-        if not SIM_FRAME_RATE_HZ_MIN <= s.frame_rate_hz <= SIM_FRAME_RATE_HZ_MAX:
-            raise UnsupportedFeatureError(
-                "The camera's frame rate is "
-                f"{SIM_FRAME_RATE_HZ_MIN:g}..{SIM_FRAME_RATE_HZ_MAX:g} Hz; "
-                f"{s.frame_rate_hz:g} Hz was asked."
-            )
-        max_black = s.saturation_dn / 4.0
-        if not 0.0 <= s.black_level_dn <= max_black:
-            raise UnsupportedFeatureError(
-                f"black_level_dn must be within 0..{max_black:g} DN for {s.pixel_format}; "
-                f"{s.black_level_dn:g} was asked."
-            )
-        return s.replace(roi=Roi(r.offset_x, r.offset_y, w, h))
-
-    def _do_node_map_snapshot(self) -> dict[str, Any]:
-        s = self._settings
-        sw, sh = self._sensor
+    def _extra_nodes(self, s: CameraSettings) -> dict[str, Any]:
         return {
-            "DeviceVendorName": "blurvid-rig",
-            "DeviceModelName": "SimCamera",
-            "DeviceSerialNumber": self._serial,
-            "DeviceVersion": "sim-1",
-            "DeviceFirmwareVersion": "sim-1",
-            "SensorWidth": sw,
-            "SensorHeight": sh,
-            "WidthMax": sw,
-            "HeightMax": sh,
-            "Width": s.roi.width,
-            "Height": s.roi.height,
-            "OffsetX": s.roi.offset_x,
-            "OffsetY": s.roi.offset_y,
-            "PixelFormat": s.pixel_format,
-            "PixelSize": f"Bpp{s.bit_depth}",
-            "ExposureAuto": "Off",
-            "ExposureMode": s.exposure_mode,
-            "ExposureTime": float(s.exposure_us),
-            "GainAuto": "Off",
-            "GainSelector": "All",
-            "Gain": float(s.gain_db),
-            "BlackLevelSelector": "All",
-            "BlackLevel": float(s.black_level_dn),
-            "AcquisitionMode": "Continuous",
-            "AcquisitionFrameRateEnable": True,
-            "AcquisitionFrameRate": float(s.frame_rate_hz),
-            "ResultingFrameRate": float(self._free_run_period_fps(s)),
-            "TriggerSelector": "FrameStart",
-            "TriggerMode": s.trigger_mode,
-            "TriggerSource": s.trigger_source,
-            "TriggerActivation": "RisingEdge",
             "SimSeed": self._seed,
             "SimNoise": self.noise,
             "SimSignalDN": float(self.signal_dn(s)),
@@ -474,24 +350,13 @@ class SimCamera(Camera):
 
     @staticmethod
     def _free_run_period_fps(s: CameraSettings) -> float:
-        return 1.0 / max(1.0 / s.frame_rate_hz, s.exposure_us * 1e-6)
+        return 1.0 / shortest_frame_period_s(s)
 
-    def _do_start(self) -> None:
-        self._check_connected()
-        with self._cond:
-            self._acq = self._settings
-            self._pending.clear()
-            self._running = True
-            if self._acq.trigger_mode == "Off":
-                self._fr_period_s = 1.0 / self._free_run_period_fps(self._acq)
-                self._fr_next_due = time.monotonic() + self._fr_period_s
-            self._cond.notify_all()
+    def _acq_period_s(self, s: CameraSettings) -> float:
+        return 1.0 / self._free_run_period_fps(s)
 
-    def _do_stop(self) -> None:
-        with self._cond:
-            self._running = False
-            self._pending.clear()
-            self._cond.notify_all()
+    def _first_free_run_due(self) -> float:
+        return time.monotonic() + self._period_s
 
     def _do_software_trigger(self) -> None:
         self._check_connected()
@@ -501,22 +366,13 @@ class SimCamera(Camera):
             t0 = self._clock.reserve(s.exposure_us * 1e-6 + 0.001)
             self._enqueue(t0, code, code.bits, -1, "", s.exposure_us)
 
-    def _on_trigger(self, event: TriggerEvent) -> None:
-        """Line1: the shutter raised the exposure line (called from the shutter's ``fire()``)."""
-        with self._cond:
-            s = self._acq
-            if not self._running or s.trigger_mode != "On" or s.trigger_source != "Line1":
-                self.missed_triggers += 1
-                return
-            code = event.code
-            window_us = code.period_us if s.exposure_mode == "TriggerWidth" else s.exposure_us
-            weights = tuple(
-                float(b) * min(1.0, max(0.0, (window_us - k * code.chip_us) / code.chip_us))
-                for k, b in enumerate(code.bits)
-            )
-            self._enqueue(
-                event.t_start_s, code, weights, event.trigger_index, code.sha256, window_us
-            )
+    def _line1_frame(self, event: TriggerEvent, window_us: float, now: float) -> None:
+        code = event.code
+        weights = tuple(
+            float(b) * min(1.0, max(0.0, (window_us - k * code.chip_us) / code.chip_us))
+            for k, b in enumerate(code.bits)
+        )
+        self._enqueue(event.t_start_s, code, weights, event.trigger_index, code.sha256, window_us)
 
     def _enqueue(
         self,
@@ -542,105 +398,64 @@ class SimCamera(Camera):
         self._history[exp.frame_id] = exp
         while len(self._history) > self._history_frames:
             self._history.popitem(last=False)
-        if len(self._pending) >= self._buffer_frames:
-            self.dropped_frames += 1
-        elif self.drop_rate > 0 and self._drop_rng.random() < self.drop_rate:
-            self.dropped_frames += 1
-        else:
-            self._pending.append(exp)
-            self._cond.notify_all()
+        self._offer(exp)
 
-    def _advance_free_run(self, now: float) -> None:
-        """Create the free-run frames due by ``now`` (caller holds ``_cond``)."""
-        if now < self._fr_next_due:
-            return
-        period = self._fr_period_s
-        n_due = int((now - self._fr_next_due) // period) + 1
+    def _drop_now(self) -> bool:
+        return self.drop_rate > 0 and self._drop_rng.random() < self.drop_rate
+
+    def _make_free_run_frames(self, n_due: int, period: float) -> int:
         s = self._acq
         made = 0
         while (
             made < n_due
-            and len(self._pending) < self._buffer_frames
+            and len(self._buffer) < self._buffer_frames
             and made < 4 * self._buffer_frames
         ):
             code = _box_code(s.exposure_us)
             self._enqueue(self._clock.reserve(period), code, code.bits, -1, "", s.exposure_us)
             made += 1
-        lost = n_due - made  # arrived while the output queue was full
-        if lost:
-            self._next_frame_id += lost
-            self.dropped_frames += lost
-            self._clock.reserve(lost * period)
-        self._fr_next_due += n_due * period
+        if made < n_due:  # the lost frames' time passes too
+            self._clock.reserve((n_due - made) * period)
+        return made
 
-    def _timeout_message(self, timeout_s: float, stalled: bool) -> str:
-        s = self._acq
-        if s.trigger_mode == "Off":
-            what = (
-                f"while free-running at {self._free_run_period_fps(s):g} fps; use a longer timeout "
-                "or a higher frame rate"
-            )
-        elif s.trigger_source == "Line1":
-            what = (
-                "waiting for a trigger on Line1 from the shutter: is the shutter armed and firing?"
-            )
-        else:
-            what = "waiting for a software trigger: call software_trigger() first"
-        msg = f"No frame arrived in {timeout_s:g} s {what}"
-        msg += "" if msg.endswith("?") else "."
+    def _stalled(self) -> bool:
+        return self.stall_after_n is not None and self._delivered_since_open >= self.stall_after_n
+
+    def _timeout_message(self, timeout_s: float) -> str:
+        msg = super()._timeout_message(timeout_s)
         if self.fetch_latency_s >= timeout_s:
             msg += f" (Fault knob fetch_latency_s={self.fetch_latency_s:g} s exceeds the timeout.)"
-        if stalled:
+        if self._stalled():
             msg += (
                 " (The simulated camera is stalled: fault knob "
                 f"stall_after_n={self.stall_after_n}.)"
             )
         return msg
 
+    def _check_faults(self) -> None:
+        n = self._delivered_since_open
+        if self.disconnect_after_n is not None and n >= self.disconnect_after_n:
+            self._disconnected = True
+            self._check_connected()
+
+    def _pop_ready(self, now: float, timeout_s: float) -> _Exposure | None:
+        late = self.fetch_latency_s >= timeout_s
+        if self._buffer and not self._stalled() and not late:
+            self._delivered_since_open += 1
+            return self._buffer.popleft()
+        return None
+
+    def _wait_s(self, now: float, remaining: float, free_run: bool) -> float:
+        if free_run:
+            return min(remaining, max(0.0, self._fr_next_due - now) + 1e-4)
+        return remaining
+
     def _do_fetch(self, timeout_s: float) -> Frame:
         deadline = time.monotonic() + timeout_s
         if self.fetch_latency_s > 0:
             time.sleep(min(self.fetch_latency_s, timeout_s))
-        with self._cond:
-            while True:
-                self._check_connected()
-                if not self._running:
-                    raise IncompatibleStateError(
-                        "Acquisition was stopped while waiting for a frame; "
-                        "call start() to acquire again."
-                    )
-                n = self._delivered_since_open
-                if self.disconnect_after_n is not None and n >= self.disconnect_after_n:
-                    self._disconnected = True
-                    self._check_connected()
-                now = time.monotonic()
-                free_run = self._acq.trigger_mode == "Off"
-                if free_run:
-                    self._advance_free_run(now)
-                stalled = self.stall_after_n is not None and n >= self.stall_after_n
-                late = self.fetch_latency_s >= timeout_s
-                if self._pending and not stalled and not late:
-                    exp = self._pending.popleft()
-                    break
-                remaining = deadline - now
-                if remaining <= 0:
-                    raise AcquisitionTimeout(self._timeout_message(timeout_s, stalled))
-                wait = remaining
-                if free_run:
-                    wait = min(wait, max(0.0, self._fr_next_due - now) + 1e-4)
-                self._cond.wait(wait)
-            self._delivered_since_open += 1
-            self.delivered_frames += 1
-        image = self._render(exp)
-        return Frame(
-            image=image,
-            frame_id=exp.frame_id,
-            camera_timestamp_ns=int(round(exp.t_start_s * 1e9)),
-            host_time_ns=time.time_ns(),
-            trigger_index=exp.trigger_index,
-            code_sha256=exp.code_sha256,
-            exposure_us=exp.exposure_us,
-        )
+        exp = self._wait_for_frame(timeout_s, deadline)
+        return self._frame(exp, self._render(exp), exp.t_start_s)
 
     # -- rendering -------------------------------------------------------------------------------
     def _fixed_patterns(self) -> tuple[np.ndarray, np.ndarray]:

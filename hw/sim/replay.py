@@ -35,7 +35,6 @@ exposure do not change the images.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -44,19 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from hw.base import Camera
-from hw.errors import AcquisitionTimeout, IncompatibleStateError, UnsupportedFeatureError
-from hw.sim.camera import (
-    SIM_EXPOSURE_US_MAX,
-    SIM_EXPOSURE_US_MIN,
-    SIM_FRAME_RATE_HZ_MAX,
-    SIM_FRAME_RATE_HZ_MIN,
-    SIM_GAIN_DB_MAX,
-    SimCamera,
-)
+from hw.sim.camera import SimCamera
+from hw.sim.camera_base import _SimCameraBase, shortest_frame_period_s
 from hw.sim.shutter import SimShutter, TriggerEvent
 from hw.sim.wire import SimTriggerWire
-from hw.types import CameraInfo, CameraSettings, Frame, Roi, ShutterCode
+from hw.types import CameraSettings, Frame, Roi, ShutterCode
 
 __all__ = ["ReplayCamera", "sim_frames"]
 
@@ -72,7 +63,7 @@ class _Slot:
     exposure_us: float
 
 
-class ReplayCamera(Camera):
+class ReplayCamera(_SimCameraBase):
     """A camera that replays pre-rendered frames at its frame rate (no rendering cost).
 
     Args:
@@ -104,6 +95,10 @@ class ReplayCamera(Camera):
             sh.fire(); frame = cam.fetch(timeout_s=1.0)
     """
 
+    _MODEL = "ReplayCamera"
+    _VERSION = "replay-1"
+    _SERIAL_PREFIX = "REPLAY"
+
     def __init__(
         self,
         shutter: SimShutter | SimTriggerWire | None = None,
@@ -117,15 +112,13 @@ class ReplayCamera(Camera):
         pixel_size_um: float = 3.45,
         buffer_frames: int = 16,
     ) -> None:
-        super().__init__()
         if not 8 <= int(bit_depth) <= 16:
             raise ValueError(f"bit_depth must be 8..16, got {bit_depth!r}.")
         if int(buffer_frames) < 1:
             raise ValueError(f"buffer_frames must be >= 1, got {buffer_frames!r}.")
         if not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
             raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um!r}.")
-        self._seed = int(seed)
-        self._bit_depth = int(bit_depth)
+        bit_depth = int(bit_depth)
         if frames is None:
             sw = 1024 if sensor_width is None else int(sensor_width)
             sh = 1024 if sensor_height is None else int(sensor_height)
@@ -133,7 +126,7 @@ class ReplayCamera(Camera):
                 raise ValueError(f"The sensor must be at least 8x8 pixels, got {sw}x{sh}.")
             if int(n_frames) < 1:
                 raise ValueError(f"n_frames must be >= 1, got {n_frames!r}.")
-            source = _synthetic_frames(sw, sh, int(n_frames), self._bit_depth, self._seed)
+            source = _synthetic_frames(sw, sh, int(n_frames), bit_depth, int(seed))
         else:
             source = [np.asarray(f) for f in frames]
             if not source:
@@ -153,37 +146,20 @@ class ReplayCamera(Camera):
                 )
             if sw < 8 or sh < 8:
                 raise ValueError(f"The frames must be at least 8x8 pixels, got {sw}x{sh}.")
+        super().__init__(
+            shutter, (sw, sh), seed=seed, pixel_size_um=pixel_size_um, buffer_frames=buffer_frames
+        )
+        self._buffer: deque[_Slot]
+        self._bit_depth = bit_depth
         self._source = source
-        self._sensor = (sw, sh)
-        self._pixel_size_um = float(pixel_size_um)
-        self._buffer_frames = int(buffer_frames)
-        self._shutter = shutter
-        self._settings = CameraSettings(roi=Roi(0, 0, sw, sh))
-        self._acq = self._settings
         self._pool: list[np.ndarray] = []
         self._pool_key: tuple[Roi, str] | None = None
-        self._cond = threading.Condition(threading.Lock())
-        self._buffer: deque[_Slot] = deque()
-        self._running = False
-        self._next_frame_id = 0
         self._last_ready_s = -math.inf
-        self._period_s = 0.0
-        self._fr_next_due = 0.0
         self._t0_s = time.monotonic()
-        #: Frames lost because the buffer was full; their ids are skipped.
-        self.dropped_frames = 0
-        #: Line1 triggers that came while the camera was not acquiring with trigger_source='Line1'.
-        self.missed_triggers = 0
-        #: Frames handed out by fetch() since construction.
-        self.delivered_frames = 0
         if shutter is not None:
             shutter.connect_trigger(self._on_trigger)
 
     # -- sim API ---------------------------------------------------------------------------------
-    @property
-    def shutter(self) -> SimShutter | SimTriggerWire | None:
-        return self._shutter
-
     @property
     def n_source_frames(self) -> int:
         """How many different images the camera replays."""
@@ -191,118 +167,16 @@ class ReplayCamera(Camera):
 
     def frame_period_s(self, settings: CameraSettings | None = None) -> float:
         """Shortest time between two frames: ``max(1 / frame_rate_hz, exposure)``."""
-        s = self._settings if settings is None else settings
-        return max(1.0 / s.frame_rate_hz, s.exposure_us * 1e-6)
+        return shortest_frame_period_s(self._settings if settings is None else settings)
 
     # -- Camera hooks ----------------------------------------------------------------------------
-    @property
-    def _serial(self) -> str:
-        return f"REPLAY-{self._seed}"
-
     def _do_open(self) -> None:
         with self._cond:
             self._t0_s = time.monotonic()
             self._last_ready_s = -math.inf
 
-    def _do_close(self) -> None:
-        with self._cond:
-            self._running = False
-            self._buffer.clear()
-            self._cond.notify_all()
-
-    def _do_info(self) -> CameraInfo:
-        return CameraInfo(
-            vendor="blurvid-rig",
-            model="ReplayCamera",
-            serial_number=self._serial,
-            sensor_width=self._sensor[0],
-            sensor_height=self._sensor[1],
-            pixel_size_um=self._pixel_size_um,
-            driver="simulated",
-        )
-
-    def _do_get_settings(self) -> CameraSettings:
-        return self._settings
-
-    def _do_apply_settings(self, settings: CameraSettings) -> CameraSettings:
-        self._settings = self._resolve(settings)
-        return self._settings
-
-    def _resolve(self, s: CameraSettings) -> CameraSettings:
-        if not isinstance(s, CameraSettings):
-            raise TypeError(f"apply_settings needs a CameraSettings, got {type(s).__name__}.")
-        sw, sh = self._sensor
-        r = s.roi
-        if r.offset_x >= sw or r.offset_y >= sh:
-            raise UnsupportedFeatureError(
-                f"ROI offset ({r.offset_x}, {r.offset_y}) is outside the {sw}x{sh} sensor; "
-                "use a smaller offset."
-            )
-        w = r.width or sw - r.offset_x
-        h = r.height or sh - r.offset_y
-        if r.offset_x + w > sw or r.offset_y + h > sh:
-            raise UnsupportedFeatureError(
-                f"An ROI of {w}x{h} at ({r.offset_x}, {r.offset_y}) does not fit on the "
-                f"{sw}x{sh} sensor; reduce its size or offset, or use width/height 0 for 'up to "
-                "the sensor edge'."
-            )
-        if not SIM_EXPOSURE_US_MIN <= s.exposure_us <= SIM_EXPOSURE_US_MAX:
-            raise UnsupportedFeatureError(
-                f"The camera exposes {SIM_EXPOSURE_US_MIN:g}..{SIM_EXPOSURE_US_MAX:g} us; "
-                f"{s.exposure_us:g} us was asked."
-            )
-        if s.gain_db > SIM_GAIN_DB_MAX:
-            raise UnsupportedFeatureError(
-                f"The camera's gain goes up to {SIM_GAIN_DB_MAX:g} dB; {s.gain_db:g} dB was asked."
-            )
-        if not SIM_FRAME_RATE_HZ_MIN <= s.frame_rate_hz <= SIM_FRAME_RATE_HZ_MAX:
-            raise UnsupportedFeatureError(
-                f"The camera's frame rate is {SIM_FRAME_RATE_HZ_MIN:g}..{SIM_FRAME_RATE_HZ_MAX:g} "
-                f"Hz; {s.frame_rate_hz:g} Hz was asked."
-            )
-        max_black = s.saturation_dn / 4.0
-        if not 0.0 <= s.black_level_dn <= max_black:
-            raise UnsupportedFeatureError(
-                f"black_level_dn must be within 0..{max_black:g} DN for {s.pixel_format}; "
-                f"{s.black_level_dn:g} was asked."
-            )
-        return s.replace(roi=Roi(r.offset_x, r.offset_y, w, h))
-
-    def _do_node_map_snapshot(self) -> dict[str, Any]:
-        s = self._settings
-        sw, sh = self._sensor
+    def _extra_nodes(self, s: CameraSettings) -> dict[str, Any]:
         return {
-            "DeviceVendorName": "blurvid-rig",
-            "DeviceModelName": "ReplayCamera",
-            "DeviceSerialNumber": self._serial,
-            "DeviceVersion": "replay-1",
-            "DeviceFirmwareVersion": "replay-1",
-            "SensorWidth": sw,
-            "SensorHeight": sh,
-            "WidthMax": sw,
-            "HeightMax": sh,
-            "Width": s.roi.width,
-            "Height": s.roi.height,
-            "OffsetX": s.roi.offset_x,
-            "OffsetY": s.roi.offset_y,
-            "PixelFormat": s.pixel_format,
-            "PixelSize": f"Bpp{s.bit_depth}",
-            "ExposureAuto": "Off",
-            "ExposureMode": s.exposure_mode,
-            "ExposureTime": float(s.exposure_us),
-            "GainAuto": "Off",
-            "GainSelector": "All",
-            "Gain": float(s.gain_db),
-            "BlackLevelSelector": "All",
-            "BlackLevel": float(s.black_level_dn),
-            "AcquisitionMode": "Continuous",
-            "AcquisitionFrameRateEnable": True,
-            "AcquisitionFrameRate": float(s.frame_rate_hz),
-            "ResultingFrameRate": 1.0 / self.frame_period_s(s),
-            "TriggerSelector": "FrameStart",
-            "TriggerMode": s.trigger_mode,
-            "TriggerSource": s.trigger_source,
-            "TriggerActivation": "RisingEdge",
             "ReplaySourceFrames": len(self._source),
             "ReplaySourceBitDepth": self._bit_depth,
             "ReplayBufferFrames": self._buffer_frames,
@@ -324,40 +198,19 @@ class ReplayCamera(Camera):
             pool.append(np.ascontiguousarray(img))
         self._pool, self._pool_key = pool, key
 
-    def _do_start(self) -> None:
-        s = self._settings
+    def _before_start(self, s: CameraSettings) -> None:
         self._prepare_pool(s)
-        with self._cond:
-            self._acq = s
-            self._period_s = self.frame_period_s(s)
-            self._buffer.clear()
-            self._running = True
-            if s.trigger_mode == "Off":
-                self._fr_next_due = max(time.monotonic(), self._last_ready_s + self._period_s)
-            self._cond.notify_all()
 
-    def _do_stop(self) -> None:
-        with self._cond:
-            self._running = False
-            self._buffer.clear()
-            self._cond.notify_all()
+    def _first_free_run_due(self) -> float:
+        return max(time.monotonic(), self._last_ready_s + self._period_s)
 
     def _do_software_trigger(self) -> None:
         with self._cond:
             s = self._acq
             self._schedule(time.monotonic(), -1, "", s.exposure_us)
 
-    def _on_trigger(self, event: TriggerEvent) -> None:
-        """Line1: the shutter raised the exposure line (called from the shutter's ``fire()``)."""
-        now = time.monotonic()
-        with self._cond:
-            s = self._acq
-            if not self._running or s.trigger_mode != "On" or s.trigger_source != "Line1":
-                self.missed_triggers += 1
-                return
-            code: ShutterCode = event.code
-            exposure = code.period_us if s.exposure_mode == "TriggerWidth" else s.exposure_us
-            self._schedule(now, event.trigger_index, code.sha256, exposure)
+    def _line1_frame(self, event: TriggerEvent, window_us: float, now: float) -> None:
+        self._schedule(now, event.trigger_index, event.code.sha256, window_us)
 
     def _schedule(self, now: float, trigger_index: int, sha: str, exposure_us: float) -> None:
         """A triggered frame (caller holds ``_cond``): ready one period after the previous one."""
@@ -368,81 +221,36 @@ class ReplayCamera(Camera):
     def _put(self, slot: _Slot) -> None:
         """Into the buffer, or lost if it is full (caller holds ``_cond``); the id advances."""
         self._next_frame_id = slot.frame_id + 1
-        if len(self._buffer) >= self._buffer_frames:
-            self.dropped_frames += 1
-            return
-        self._buffer.append(slot)
-        self._cond.notify_all()
+        self._offer(slot)
 
-    def _advance_free_run(self, now: float) -> None:
-        """Free run: create the frames due by ``now`` (caller holds ``_cond``)."""
-        if now < self._fr_next_due:
-            return
-        period = self._period_s
-        n_due = int((now - self._fr_next_due) // period) + 1
-        room = max(0, self._buffer_frames - len(self._buffer))
+    def _make_free_run_frames(self, n_due: int, period: float) -> int:
+        n = min(n_due, max(0, self._buffer_frames - len(self._buffer)))
         exposure = self._acq.exposure_us
-        for k in range(min(n_due, room)):
+        for k in range(n):
             self._put(_Slot(self._next_frame_id, self._fr_next_due + k * period, -1, "", exposure))
-        lost = n_due - min(n_due, room)  # arrived while the buffer was full
-        self._next_frame_id += lost
-        self.dropped_frames += lost
         self._last_ready_s = self._fr_next_due + (n_due - 1) * period
-        self._fr_next_due += n_due * period
+        return n
 
-    def _timeout_message(self, timeout_s: float) -> str:
-        s = self._acq
-        if s.trigger_mode == "Off":
-            what = (
-                f"while free-running at {1.0 / self._period_s:g} fps; use a longer timeout or a "
-                "higher frame rate."
-            )
-        elif s.trigger_source == "Line1":
-            what = (
-                "waiting for a trigger on Line1 from the shutter: is the shutter armed and firing?"
-            )
-        else:
-            what = "waiting for a software trigger: call software_trigger() first."
-        return f"No frame arrived in {timeout_s:g} s {what}"
+    def _pop_ready(
+        self, now: float, timeout_s: float
+    ) -> tuple[_Slot, list[np.ndarray], float] | None:
+        """The next ready slot, with the image pool and clock origin read under the same lock."""
+        if self._buffer and self._buffer[0].ready_s <= now:
+            return self._buffer.popleft(), self._pool, self._t0_s
+        return None
+
+    def _wait_s(self, now: float, remaining: float, free_run: bool) -> float:
+        wait = remaining
+        if self._buffer:
+            wait = min(wait, self._buffer[0].ready_s - now)
+        elif free_run:
+            wait = min(wait, self._fr_next_due - now)
+        return max(wait, 0.0)
 
     def _do_fetch(self, timeout_s: float) -> Frame:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                if not self._running:
-                    raise IncompatibleStateError(
-                        "Acquisition was stopped while waiting for a frame; "
-                        "call start() to acquire again."
-                    )
-                now = time.monotonic()
-                free_run = self._acq.trigger_mode == "Off"
-                if free_run:
-                    self._advance_free_run(now)
-                if self._buffer and self._buffer[0].ready_s <= now:
-                    slot = self._buffer.popleft()
-                    break
-                remaining = deadline - now
-                if remaining <= 0:
-                    raise AcquisitionTimeout(self._timeout_message(timeout_s))
-                wait = remaining
-                if self._buffer:
-                    wait = min(wait, self._buffer[0].ready_s - now)
-                elif free_run:
-                    wait = min(wait, self._fr_next_due - now)
-                self._cond.wait(max(wait, 0.0))
-            self.delivered_frames += 1
-            pool = self._pool
-            t0 = self._t0_s
+        slot, pool, t0 = self._wait_for_frame(timeout_s, time.monotonic() + timeout_s)
         image = pool[slot.frame_id % len(pool)].copy()  # a fresh array, owned by the frame
-        return Frame(
-            image=image,
-            frame_id=slot.frame_id,
-            camera_timestamp_ns=int(round((slot.ready_s - t0) * 1e9)),
-            host_time_ns=time.time_ns(),
-            trigger_index=slot.trigger_index,
-            code_sha256=slot.code_sha256,
-            exposure_us=slot.exposure_us,
-        )
+        return self._frame(slot, image, slot.ready_s - t0)
 
 
 def _synthetic_frames(

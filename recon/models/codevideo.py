@@ -1,0 +1,224 @@
+"""CodeVideoNet: one encoder pass per coded frame, a light decoder queried at any time t.
+
+The encoder is a small U-Net over the coded frame ``y`` whose bottleneck is modulated (FiLM) by an
+embedding of the whole exposure code, so one network serves a family of codes. It produces a
+feature map ``F`` at full resolution. The decoder turns ``F`` into the sharp frame at time ``t`` in
+``[0, 1]`` (the exposure's time, as in :mod:`recon.data`): a per-query vector made of Fourier
+features of ``t``, the code's state at ``t`` (open or closed), the open fraction of the code
+before ``t`` and the code embedding goes through a small MLP that gives a per-channel scale and
+shift of ``F``, then a 1x1 and a 3x3 convolution give a residual added to ``y``. All queries of a
+frame are decoded as one batch; there is no recursion over time.
+
+Codes are given as 0/1 vectors padded to :data:`MAX_CHIPS` with their length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MAX_CHIPS = 32
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of a :class:`CodeVideoNet`."""
+
+    variant: str
+    widths: tuple[int, ...]  # encoder channels: full resolution, then one entry per level
+    features: int  # channels of F
+    code_embed: int
+    t_freqs: int
+    cond_hidden: int
+    max_chips: int = MAX_CHIPS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        d["widths"] = tuple(d["widths"])
+        return cls(**d)
+
+
+TINY = ModelConfig("tiny", widths=(16, 24, 32, 48), features=16, code_embed=32, t_freqs=4,
+                   cond_hidden=64)  # fmt: skip
+BASE = ModelConfig("base", widths=(32, 64, 96, 128), features=48, code_embed=64, t_freqs=6,
+                   cond_hidden=128)  # fmt: skip
+VARIANTS = {"tiny": TINY, "base": BASE}
+
+
+def pad_code(bits: Sequence[int], max_chips: int = MAX_CHIPS) -> tuple[Tensor, int]:
+    """A code as a float vector padded with zeros to ``max_chips``, and its length."""
+    b = [int(x) for x in bits]
+    if not 1 <= len(b) <= max_chips:
+        raise ValueError(f"The model takes codes of 1..{max_chips} chips; this one has {len(b)}.")
+    v = torch.zeros(max_chips)
+    v[: len(b)] = torch.tensor(b, dtype=torch.float32)
+    return v, len(b)
+
+
+def code_features(bits: Tensor, lengths: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """The code at query times: its state (1 open, 0 closed) and the open fraction before ``t``.
+
+    Args:
+        bits: [B, max_chips] 0/1, padded.
+        lengths: [B] code lengths.
+        t: [B, T] times in [0, 1].
+
+    Returns:
+        ``(state, fraction)``, both [B, T].
+    """
+    n = lengths.to(t.dtype)[:, None]  # [B, 1]
+    pos = (t.clamp(0.0, 1.0) * n).clamp(max=n - 1e-6)  # chip coordinate
+    k = pos.floor().long()  # [B, T]
+    state = torch.gather(bits, 1, k)
+    cum = torch.cumsum(bits, dim=1)  # open chips up to and including k
+    before = torch.gather(cum, 1, k) - state  # open chips strictly before chip k
+    n_open = cum.gather(1, (lengths - 1)[:, None]).clamp(min=1.0)
+    fraction = (before + state * (pos - k.to(t.dtype))) / n_open
+    return state, fraction
+
+
+def fourier_t(t: Tensor, n_freqs: int) -> Tensor:
+    """[B, T] -> [B, T, 2 * n_freqs]: sin/cos of 2^i * pi * t (low frequencies only)."""
+    freqs = (2.0 ** torch.arange(n_freqs, device=t.device, dtype=t.dtype)) * math.pi
+    a = t[..., None] * freqs
+    return torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
+
+
+def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+class CodeVideoNet(nn.Module):
+    """The code-conditioned continuous-time decoder network.
+
+    Example:
+        >>> net = CodeVideoNet(TINY)
+        >>> y = torch.rand(2, 1, 64, 64)
+        >>> bits, n = pad_code([1, 1, 1, 0, 0, 1, 0, 1])
+        >>> out = net(y, torch.stack([bits, bits]), torch.tensor([n, n]), torch.rand(2, 5))
+        >>> tuple(out.shape)
+        (2, 5, 64, 64)
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.widths
+        e = config.code_embed
+        self.code_mlp = nn.Sequential(
+            nn.Linear(2 * config.max_chips + 2, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU()
+        )
+        self.stem = nn.Sequential(_conv(1, w[0]), nn.SiLU())
+        self.down = nn.ModuleList(
+            nn.Sequential(_conv(w[i], w[i + 1], stride=2), nn.SiLU(), _conv(w[i + 1], w[i + 1]),
+                          nn.SiLU())  # fmt: skip
+            for i in range(len(w) - 1)
+        )
+        self.film_mid = nn.Linear(e, 2 * w[-1])
+        self.up = nn.ModuleList(
+            nn.Sequential(_conv(w[i + 1] + w[i], w[i]), nn.SiLU())
+            for i in reversed(range(len(w) - 1))
+        )
+        self.to_features = _conv(w[0], config.features, k=1)
+        cond_in = 2 * config.t_freqs + 2 + e
+        self.cond = nn.Sequential(
+            nn.Linear(cond_in, config.cond_hidden),
+            nn.SiLU(),
+            nn.Linear(config.cond_hidden, 2 * config.features),
+        )
+        self.mix = _conv(config.features, config.features, k=1)
+        self.head = _conv(config.features, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def embed_code(self, bits: Tensor, lengths: Tensor) -> Tensor:
+        n = lengths.to(bits.dtype)[:, None]
+        mask = (torch.arange(bits.shape[1], device=bits.device)[None] < n).to(bits.dtype)
+        extra = torch.cat([n / self.config.max_chips, bits.sum(1, keepdim=True) / n], dim=1)
+        return self.code_mlp(torch.cat([bits * mask, mask, extra], dim=1))
+
+    def encode(self, y: Tensor, code: Tensor) -> Tensor:
+        """[B,1,H,W] coded frame and [B,E] code embedding -> [B,features,H,W]."""
+        h = self.stem(y)
+        skips = [h]
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+        gamma, beta = self.film_mid(code)[:, :, None, None].chunk(2, dim=1)
+        h = h * (1 + gamma) + beta
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            h = block(torch.cat([h, skip], dim=1))
+        return self.to_features(h)
+
+    def decode(
+        self, y: Tensor, feats: Tensor, code: Tensor, bits: Tensor, lengths: Tensor, t: Tensor
+    ) -> Tensor:
+        """Frames at times ``t`` [B, T] from the encoder's features: [B, T, H, W]."""
+        b, n_t = t.shape
+        state, fraction = code_features(bits, lengths, t)
+        cond = torch.cat(
+            [
+                fourier_t(t, self.config.t_freqs),
+                state[..., None],
+                fraction[..., None],
+                code[:, None, :].expand(b, n_t, code.shape[-1]),
+            ],
+            dim=-1,
+        )
+        gamma, beta = self.cond(cond.to(feats.dtype)).chunk(2, dim=-1)  # [B, T, C]
+        h = feats[:, None] * (1 + gamma[..., None, None]) + beta[..., None, None]
+        h = h.flatten(0, 1)  # [B*T, C, H, W]
+        h = F.silu(self.mix(F.silu(h)))
+        out = self.head(h).view(b, n_t, *y.shape[-2:])
+        return y + out
+
+    def forward(self, y: Tensor, bits: Tensor, lengths: Tensor, t: Tensor) -> Tensor:
+        code = self.embed_code(bits.to(y.dtype), lengths)
+        feats = self.encode(y, code)
+        return self.decode(y, feats, code, bits.to(y.dtype), lengths, t)
+
+
+def build_model(variant: str = "tiny") -> CodeVideoNet:
+    """A freshly initialised model of a named variant (``tiny`` or ``base``)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}.")
+    return CodeVideoNet(VARIANTS[variant])
+
+
+def count_macs(model: CodeVideoNet, height: int, width: int, n_frames: int) -> int:
+    """Multiply-accumulates of one coded frame of ``height x width`` -> ``n_frames`` frames,
+    counted over the convolutions and linear layers (activations and additions left out)."""
+    macs = 0
+
+    def hook(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
+        nonlocal macs
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            macs += out.numel() * k
+        elif isinstance(mod, nn.Linear):
+            macs += out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d | nn.Linear)]  # fmt: skip
+    try:
+        bits, n = pad_code([1, 0] * 4, model.config.max_chips)
+        t = torch.linspace(0, 1, n_frames)[None]
+        with torch.no_grad():
+            model(torch.zeros(1, 1, height, width), bits[None], torch.tensor([n]), t)
+    finally:
+        for h in handles:
+            h.remove()
+    return macs
