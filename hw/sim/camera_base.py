@@ -174,7 +174,7 @@ class _SimCameraBase(Camera):
         raise NotImplementedError
 
     def _acq_period_s(self, s: CameraSettings) -> float:
-        """The frame period of an acquisition with ``s`` (used by the free run)."""
+        """The frame period of an acquisition with ``s`` (frame pacing)."""
         return shortest_frame_period_s(s)
 
     def _line1_frame(self, event: TriggerEvent, window_us: float, now: float) -> None:

@@ -1,13 +1,13 @@
 """CodeVideoNet: one encoder pass per coded frame, a light decoder queried at any time t.
 
 The encoder is a small U-Net over the coded frame ``y`` whose bottleneck is modulated (FiLM) by an
-embedding of the whole exposure code, so one network serves a family of codes. It produces a
-feature map ``F`` at full resolution. The decoder turns ``F`` into the sharp frame at time ``t`` in
-``[0, 1]`` (the exposure's time, as in :mod:`recon.data`): a per-query vector made of Fourier
-features of ``t``, the code's state at ``t`` (open or closed), the open fraction of the code
-before ``t`` and the code embedding goes through a small MLP that gives a per-channel scale and
-shift of ``F``, then a 1x1 and a 3x3 convolution give a residual added to ``y``. All queries of a
-frame are decoded as one batch; there is no recursion over time.
+embedding of the whole exposure code, so one network serves a family of codes. It ends in a set of
+``features`` basis images ``B_c`` at full resolution. The decoder gives the sharp frame at time
+``t`` in ``[0, 1]`` (the exposure's time, as in :mod:`recon.data`) as ``y + sum_c a_c(t) B_c``,
+where the coefficients ``a(t)`` come from a small MLP of Fourier features of ``t``, the code's state
+at ``t`` (open or closed), the open fraction of the code before ``t`` and the code embedding. So
+the network is run once per capture, and each extra frame costs ``features`` multiply-adds per
+pixel; all queries are decoded as one batch, without recursion over time.
 
 Codes are given as 0/1 vectors padded to :data:`MAX_CHIPS` with their length.
 """
@@ -47,9 +47,9 @@ class ModelConfig:
         return cls(**d)
 
 
-TINY = ModelConfig("tiny", widths=(16, 24, 32, 48), features=16, code_embed=32, t_freqs=4,
+TINY = ModelConfig("tiny", widths=(16, 24, 32, 48), features=32, code_embed=32, t_freqs=4,
                    cond_hidden=64)  # fmt: skip
-BASE = ModelConfig("base", widths=(32, 64, 96, 128), features=48, code_embed=64, t_freqs=6,
+BASE = ModelConfig("base", widths=(32, 64, 96, 128), features=64, code_embed=64, t_freqs=6,
                    cond_hidden=128)  # fmt: skip
 VARIANTS = {"tiny": TINY, "base": BASE}
 
@@ -128,17 +128,17 @@ class CodeVideoNet(nn.Module):
             nn.Sequential(_conv(w[i + 1] + w[i], w[i]), nn.SiLU())
             for i in reversed(range(len(w) - 1))
         )
-        self.to_features = _conv(w[0], config.features, k=1)
+        self.to_basis = _conv(w[0], config.features)
         cond_in = 2 * config.t_freqs + 2 + e
         self.cond = nn.Sequential(
             nn.Linear(cond_in, config.cond_hidden),
             nn.SiLU(),
-            nn.Linear(config.cond_hidden, 2 * config.features),
+            nn.Linear(config.cond_hidden, config.cond_hidden),
+            nn.SiLU(),
+            nn.Linear(config.cond_hidden, config.features),
         )
-        self.mix = _conv(config.features, config.features, k=1)
-        self.head = _conv(config.features, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(self.cond[-1].weight)  # starts as the identity: every frame is y
+        nn.init.zeros_(self.cond[-1].bias)
 
     # -- pieces ----------------------------------------------------------------------------------
     def embed_code(self, bits: Tensor, lengths: Tensor) -> Tensor:
@@ -148,7 +148,7 @@ class CodeVideoNet(nn.Module):
         return self.code_mlp(torch.cat([bits * mask, mask, extra], dim=1))
 
     def encode(self, y: Tensor, code: Tensor) -> Tensor:
-        """[B,1,H,W] coded frame and [B,E] code embedding -> [B,features,H,W]."""
+        """[B,1,H,W] coded frame and [B,E] code embedding -> basis images [B,features,H,W]."""
         h = self.stem(y)
         skips = [h]
         for block in self.down:
@@ -161,12 +161,12 @@ class CodeVideoNet(nn.Module):
             skip = skips.pop()
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = block(torch.cat([h, skip], dim=1))
-        return self.to_features(h)
+        return self.to_basis(h)
 
     def decode(
-        self, y: Tensor, feats: Tensor, code: Tensor, bits: Tensor, lengths: Tensor, t: Tensor
+        self, y: Tensor, basis: Tensor, code: Tensor, bits: Tensor, lengths: Tensor, t: Tensor
     ) -> Tensor:
-        """Frames at times ``t`` [B, T] from the encoder's features: [B, T, H, W]."""
+        """Frames at times ``t`` [B, T] from the encoder's basis images: [B, T, H, W]."""
         b, n_t = t.shape
         state, fraction = code_features(bits, lengths, t)
         cond = torch.cat(
@@ -178,12 +178,8 @@ class CodeVideoNet(nn.Module):
             ],
             dim=-1,
         )
-        gamma, beta = self.cond(cond.to(feats.dtype)).chunk(2, dim=-1)  # [B, T, C]
-        h = feats[:, None] * (1 + gamma[..., None, None]) + beta[..., None, None]
-        h = h.flatten(0, 1)  # [B*T, C, H, W]
-        h = F.silu(self.mix(F.silu(h)))
-        out = self.head(h).view(b, n_t, *y.shape[-2:])
-        return y + out
+        coeff = self.cond(cond.to(basis.dtype))  # [B, T, C]
+        return y + torch.einsum("btc,bchw->bthw", coeff, basis)
 
     def forward(self, y: Tensor, bits: Tensor, lengths: Tensor, t: Tensor) -> Tensor:
         code = self.embed_code(bits.to(y.dtype), lengths)
