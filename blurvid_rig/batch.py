@@ -26,7 +26,7 @@ from recon.device import resolve_device
 
 log = logging.getLogger(__name__)
 
-METHODS = ("classical",)
+METHODS = ("auto", "learned", "classical")
 
 
 @dataclass
@@ -56,10 +56,34 @@ def output_times_s(chip_us: float, n_chips: int, n_out: int) -> np.ndarray:
     return (np.arange(n_out) + 0.5) * period_s / n_out
 
 
+def _learned_engine(method: str, bits, model: str, device: str, force: bool):
+    """The learned engine for ``method`` (None for classical) and the method that will run."""
+    if method == "classical":
+        return None, "classical"
+    from recon.engine import LearnedEngine, ModelFileError, shipped_models
+
+    if method == "auto" and model not in shipped_models():
+        return None, "classical"
+    try:
+        engine = LearnedEngine(model, device=device)
+    except ModelFileError as e:
+        raise RigError(str(e)) from e
+    ok, why = engine.accepts(bits)
+    if ok or force:
+        return engine, "learned"
+    if method == "auto":
+        return None, "classical"
+    code = "".join(str(b) for b in bits)
+    raise RigError(
+        f"The learned model {engine.name!r} was not trained for code {code}: {why}. Its results "
+        "would be silently wrong; use --method classical, or --force to try it anyway."
+    )
+
+
 def reconstruct_capture(
     path: Path,
     *,
-    method: str = "classical",
+    method: str = "auto",
     n_out: int | None = None,
     out_dir: Path | None = None,
     exports: Sequence[str] = (),
@@ -67,9 +91,16 @@ def reconstruct_capture(
     overwrite: bool = False,
     max_blur_px: float = 64.0,
     solver: str = "tv",
+    model: str = "tiny",
+    force: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReconOutcome:
     """Reconstruct every coded frame of one capture into ``<stem>.recon.h5`` (and optional exports).
+
+    ``method="learned"`` uses the shipped model ``model`` and refuses a capture whose code is
+    outside the model's code family (``force`` overrides); ``"classical"`` is coded deconvolution
+    with an estimated velocity; ``"auto"`` is learned when the model accepts the code, else
+    classical.
 
     Raises:
         CaptureFormatError: the capture is malformed.
@@ -82,6 +113,7 @@ def reconstruct_capture(
     outcome = ReconOutcome(source=Path(path))
     with CaptureFile.open(path) as cap:
         code = cap.code
+        engine, method = _learned_engine(method, code.bits, model, device, force)
         coded = np.flatnonzero(np.asarray(cap.image_key) == 0)
         if len(coded) == 0:
             raise CaptureFormatError(f"{path} holds no coded frames (only calibration frames).")
@@ -113,6 +145,13 @@ def reconstruct_capture(
             "n_out": k,
             "dark": "calibration" if isinstance(dark, np.ndarray) else "black_level",
         }
+        if engine is not None:
+            params = {
+                "model": engine.name,
+                "model_sha256": str(engine.card.get("sha256", "")),
+                "n_out": k,
+                "dark": params["dark"],
+            }
         times = output_times_s(code.chip_us, code.n_chips, k)
         inputs, videos = [], []
         with ReconWriter(
@@ -120,24 +159,30 @@ def reconstruct_capture(
             time_s=times,
             frame_shape=cap.frame_shape,
             source=cap,
-            method=f"{method}-coded-deconvolution",
+            method="learned-codevideonet" if engine else f"{method}-coded-deconvolution",
             parameters=params,
             device=str(dev),
             calibration_used=params["dark"],
         ) as writer:
             for n, i in enumerate(coded):
                 raw = cap.read_frame(int(i)).astype(np.float32)
-                y = torch.from_numpy((raw - dark) / full_scale).to(dev)
-                res = reconstruct_global(y, code.bits, n_frames=k, max_px=max_px, method=solver)
-                video = (res.frames.float().cpu().numpy() * full_scale).astype(np.float32)
-                writer.append(
-                    video,
-                    int(i),
-                    per_frame={
-                        "velocity_x": np.float64(res.velocity[0]),
-                        "velocity_y": np.float64(res.velocity[1]),
-                    },
-                )
+                if engine is not None:
+                    y = torch.from_numpy((raw - dark) / full_scale)
+                    frames = engine.reconstruct(y, code.bits, k)
+                    video = (frames.numpy() * full_scale).astype(np.float32)
+                    writer.append(video, int(i))
+                else:
+                    y = torch.from_numpy((raw - dark) / full_scale).to(dev)
+                    res = reconstruct_global(y, code.bits, n_frames=k, max_px=max_px, method=solver)
+                    video = (res.frames.float().cpu().numpy() * full_scale).astype(np.float32)
+                    writer.append(
+                        video,
+                        int(i),
+                        per_frame={
+                            "velocity_x": np.float64(res.velocity[0]),
+                            "velocity_y": np.float64(res.velocity[1]),
+                        },
+                    )
                 if len(inputs) < 4:
                     inputs.append(raw - dark)
                     videos.append(video)
@@ -187,13 +232,15 @@ def export_reconstruction(
 def reconstruct_files(
     paths: Sequence[Path],
     *,
-    method: str = "classical",
+    method: str = "auto",
     n_out: int | None = None,
     out_dir: Path | None = None,
     exports: Sequence[str] = (),
     device: str = "auto",
     overwrite: bool = False,
     max_blur_px: float = 64.0,
+    model: str = "tiny",
+    force: bool = False,
     show_progress: bool = True,
 ) -> list[ReconOutcome]:
     """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on."""
@@ -225,6 +272,8 @@ def reconstruct_files(
                     device=device,
                     overwrite=overwrite,
                     max_blur_px=max_blur_px,
+                    model=model,
+                    force=force,
                     progress=progress,
                 )
             )

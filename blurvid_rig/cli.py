@@ -249,6 +249,8 @@ def cmd_recon(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         max_blur_px=args.max_blur_px,
+        model=args.model,
+        force=args.force,
         show_progress=not args.quiet,
     )
     failed = [o for o in outcomes if o.error]
@@ -260,6 +262,13 @@ def cmd_recon(args: argparse.Namespace) -> int:
         print(f"FAILED {o.source}: {o.error}", file=sys.stderr)
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} files reconstructed.")
     return 1 if failed else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recon.train import train
+
+    train(args)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -402,7 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recon", help="reconstruct videos from capture files (batch)")
     r.add_argument("files", nargs="+", help="capture files (.h5)")
-    r.add_argument("--method", choices=["classical"], default="classical")
+    r.add_argument(
+        "--method",
+        choices=["auto", "learned", "classical"],
+        default="auto",
+        help="learned (the shipped model; refused for a code outside its family), classical "
+        "(coded deconvolution), or auto (learned when the model accepts the code, else "
+        "classical; the default)",
+    )
+    r.add_argument("--model", default="tiny", help="shipped model name or model card path")
+    r.add_argument(
+        "--force", action="store_true", help="use the learned model even outside its code family"
+    )
     r.add_argument(
         "--frames",
         type=int,
@@ -426,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
     r.set_defaults(func=cmd_recon)
+
+    tr = sub.add_parser("train", help="train a learned reconstruction model (recon/train.py)")
+    from recon.train import add_arguments as add_train_arguments
+
+    add_train_arguments(tr)
+    tr.set_defaults(func=cmd_train)
 
     i = sub.add_parser("info", help="human summary of capture or reconstruction files")
     i.add_argument("files", nargs="+")
