@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_recon)
 
     tr = sub.add_parser("train", help="train a learned reconstruction model (recon/train.py)")
-    from recon.train import add_arguments as add_train_arguments
+    from recon.train_args import add_arguments as add_train_arguments
 
     add_train_arguments(tr)
     tr.set_defaults(func=cmd_train)
