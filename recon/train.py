@@ -189,6 +189,40 @@ def validate(model: CodeVideoNet, samples: list, device: torch.device) -> dict[s
     }
 
 
+# -- data: rendered in a worker process while the model trains --------------------------------
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches, rendered in a DataLoader worker (its own process and thread)."""
+
+    def __init__(self, batch: int, size: int, seed: int, start_step: int, box: bool) -> None:
+        super().__init__()
+        self.batch, self.size, self.box = batch, size, box
+        self.seed = seed * 1_000_003 + start_step
+
+    def __iter__(self):
+        from recon import scenes
+
+        torch.set_num_threads(1)
+        photos = scenes.default_photos()
+        gen = torch.Generator().manual_seed(self.seed)
+        while True:
+            bits = scenes.sample_code(gen)
+            if self.box:
+                bits = (1,) * len(bits)
+            b = scenes.make_batch(self.batch, self.size, bits, sub_steps=4, generator=gen,
+                                  photos=photos)  # fmt: skip
+            yield bits, b.y, b.chips, b.sub, b.sub_times
+
+
+def batch_stream(args: argparse.Namespace, start_step: int, workers: int):
+    ds = BatchStream(args.batch, args.size, args.seed, start_step, args.box)
+    if workers == 0:
+        return iter(ds)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=workers, prefetch_factor=4, persistent_workers=True
+    )
+    return iter(loader)
+
+
 # -- the loop --------------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> Path:
     from tqdm import tqdm
@@ -224,11 +258,13 @@ def train(args: argparse.Namespace) -> Path:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    photos = scenes.PhotoLibrary()
+    photos = scenes.default_photos()
     gen = torch.Generator().manual_seed(args.seed * 1000 + step)
-    val = scenes.fixed_set("val", size=args.size, photos=photos)
-    if args.box:
-        val = [scenes.with_box_code(s) for s in val] if hasattr(scenes, "with_box_code") else val
+    val_code = (1,) * 8 if args.box else scenes.KNOWN_CODES["bdinr8"]
+    val_set = scenes.fixed_set("val", size=args.size, n_per_stratum=2, code=val_code,
+                               photos=photos)  # fmt: skip
+    val = list(val_set.batches(6))
+    stream = batch_stream(args, step, args.workers)
     t_start = time.perf_counter()
     t_data = t_model = 0.0
     deadline = t_start + args.minutes * 60 if args.minutes else math.inf
@@ -238,12 +274,9 @@ def train(args: argparse.Namespace) -> Path:
     model.train()
     while step < args.steps and time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        bits = scenes.sample_code(gen)
-        if args.box:
-            bits = (1,) * len(bits)
-        batch = scenes.make_batch(args.batch, args.size, bits, sub_steps=4, generator=gen,
-                                  photos=photos)  # fmt: skip
-        y, chips, sub = batch.y.to(device), batch.chips.to(device), batch.sub.to(device)
+        bits, y, chips, sub, sub_times = next(stream)
+        bits = tuple(int(b) for b in bits)
+        y, chips, sub = y.to(device), chips.to(device), sub.to(device)
         # exposure level varies between captures: a random gain (the forward model is linear)
         gain = torch.empty(args.batch, 1, 1, 1, device=device).uniform_(0.3, 1.0, generator=None)
         y, chips, sub = y * gain, chips * gain, sub * gain
@@ -251,7 +284,7 @@ def train(args: argparse.Namespace) -> Path:
             y = y.contiguous(memory_format=torch.channels_last)
         t1 = time.perf_counter()
         with amp:
-            loss, _ = loss_on_batch(model, y, chips, sub, batch.sub_times, bits, n_random=4,
+            loss, _ = loss_on_batch(model, y, chips, sub, sub_times, bits, n_random=4,
                                     generator=gen)  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="file name of the exported weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes rendering batches (0: in the loop)"
+    )
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=250)
