@@ -41,15 +41,22 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "models" / "weights"
 
 
 # -- losses ----------------------------------------------------------------------------------------
-def charbonnier(a: Tensor, b: Tensor, eps: float = 1e-3) -> Tensor:
-    return torch.sqrt((a - b) ** 2 + eps * eps).mean()
+#: Charbonnier's eps: quadratic below ~eps, linear above. With 1e-3 (nearly L1) the network barely
+#: moved from its identity start in 300 steps on one batch (+0.1 dB); with 0.05 it gained 5.8 dB,
+#: like L2 (+4.9 dB), while large errors (occlusions) still weigh linearly.
+CHARBONNIER_EPS = 0.05
+
+
+def charbonnier(a: Tensor, b: Tensor, eps: float = CHARBONNIER_EPS) -> Tensor:
+    """Mean of sqrt((a - b)^2 + eps^2) - eps (zero for a perfect fit)."""
+    return (torch.sqrt((a - b) ** 2 + eps * eps) - eps).mean()
 
 
 def edge_loss(a: Tensor, b: Tensor) -> Tensor:
-    """L1 between image gradients (last two dims)."""
-    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
-    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
-    return dx.abs().mean() + dy.abs().mean()
+    """Charbonnier distance between image gradients (last two dims)."""
+    gx = lambda z: z[..., :, 1:] - z[..., :, :-1]  # noqa: E731
+    gy = lambda z: z[..., 1:, :] - z[..., :-1, :]  # noqa: E731
+    return charbonnier(gx(a), gx(b)) + charbonnier(gy(a), gy(b))
 
 
 def reblur(chips: Tensor, bits: Tensor) -> Tensor:

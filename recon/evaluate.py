@@ -1,0 +1,1039 @@
+"""Evaluation of the reconstructions on the fixed test set (issue 5): tables, a plot, a reading.
+
+    python -m recon.evaluate [--size 128] [--per-stratum 16] [--out docs] [--threads 2] [--quick]
+
+One run renders the test set of :func:`recon.scenes.fixed_set` (3 motion strata x 2 noise levels,
+the same scenes for every code), reconstructs the K chip frames of every coded frame with each
+method, and writes ``OUT/results.md`` (command, date, machine, tables, a short reading) and
+``OUT/results.png`` (PSNR against t per method, PSNR per stratum).
+
+Methods (rows):
+
+* **B0**: the coded frame repeated for every chip (on every code evaluated);
+* **B1**: classical TV deconvolution (:func:`recon.classical.reconstruct_global`) with the oracle
+  velocity (the background layer's displacement over the exposure) and with the velocity
+  estimated from the frame, on ``11100101``;
+* **B2**: a shipped box-trained model (model card ``"family": "box"``, e.g. ``tiny-box``) on the
+  same scenes exposed with a box code of the same length (all chips open);
+* the shipped coded models (``tiny``, ``base``) on ``11100101``, on family codes seen in training
+  (drawn with :func:`recon.scenes.sample_code` from a fixed seed) and on held-out codes
+  (:data:`recon.scenes.UNSEEN_CODES`).
+
+A model missing from the weights folder is left out with a note. Metrics: per-frame PSNR (capped at
+:data:`PSNR_CAP_DB`) and SSIM of the predicted chip frames (clipped to ``[0, 1]``) against the
+ground truth (the scene averaged over each chip), in strict time order and as the better (per scene,
+by PSNR) of the prediction and its time reversal; averaged per t, per stratum, per motion class,
+per noise level and overall. Each row also gives parameters, MACs (512x512 -> 16 frames) and the
+measured latency of one 512x512 coded frame -> 16 frames on the CPU.
+
+The metric helpers (:func:`score_frames`, :func:`aggregate`) are usable on their own:
+
+>>> strata = ["slow/sigma=0.002", "slow/sigma=0.01", "fast/sigma=0.002", "fast/sigma=0.01"]
+>>> aggregate([30.0, 32.0, 20.0, 22.0], strata)["fast"]
+21.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon.metrics import ssim
+
+__all__ = [
+    "ANCHOR_CODE", "PSNR_CAP_DB", "EvalConfig", "EvalReport", "FrameScores", "RowResult",
+    "aggregate", "check_bars", "draw_plot", "evaluate", "frame_psnr", "frame_ssim", "main",
+    "render_markdown", "score_frames", "t_bins", "write_report",
+]
+
+#: The anchor code (BDINR's ``11100101``); B1 and the bars are evaluated on it.
+ANCHOR_CODE = "11100101"
+#: Per-frame PSNR is capped here (a perfect frame would give infinity).
+PSNR_CAP_DB = 100.0
+#: Seed of the generator that draws the "seen" family codes.
+SEEN_CODES_SEED = 5
+#: Models looked for in the weights folder, in this order.
+DEFAULT_MODELS: tuple[str, ...] = ("tiny-box", "tiny", "base")
+#: Bins of t for the per-t table.
+N_T_BINS = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Metric helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def frame_psnr(pred: Tensor, gt: Tensor, data_range: float = 1.0) -> Tensor:
+    """PSNR of every frame, capped at :data:`PSNR_CAP_DB`.
+
+    Args:
+        pred: predicted videos.
+        gt: ground truth, same shape.
+        data_range: span of valid values.
+
+    Returns:
+        PSNR in dB per frame, float64.
+
+    Shape:
+        - pred, gt: ``(B, K, H, W)``
+        - output: ``(B, K)``
+
+    >>> frame_psnr(torch.zeros(1, 2, 4, 4), torch.full((1, 2, 4, 4), 0.1)).round().tolist()
+    [[20.0, 20.0]]
+    """
+    if pred.shape != gt.shape or pred.dim() != 4:
+        raise ValueError(f"pred and gt must both be (B, K, H, W); got {tuple(pred.shape)} and "
+                         f"{tuple(gt.shape)}.")
+    mse = (pred.detach().double() - gt.detach().double()).square().mean(dim=(-2, -1))
+    floor = data_range**2 * 10.0 ** (-PSNR_CAP_DB / 10.0)
+    return 10.0 * torch.log10(data_range**2 / mse.clamp(min=floor))
+
+
+def frame_ssim(pred: Tensor, gt: Tensor, data_range: float = 1.0) -> Tensor:
+    """SSIM (:func:`recon.metrics.ssim`, 11-tap Gaussian window) of every frame.
+
+    Shape:
+        - pred, gt: ``(B, K, H, W)`` with ``H, W >= 11``
+        - output: ``(B, K)`` float64
+    """
+    if pred.shape != gt.shape or pred.dim() != 4:
+        raise ValueError(f"pred and gt must both be (B, K, H, W); got {tuple(pred.shape)} and "
+                         f"{tuple(gt.shape)}.")
+    b, k = pred.shape[:2]
+    out = torch.empty(b, k, dtype=torch.float64)
+    for i in range(b):
+        for j in range(k):
+            out[i, j] = ssim(pred[i, j], gt[i, j], data_range)
+    return out
+
+
+@dataclass(frozen=True)
+class FrameScores:
+    """Per-frame scores of a batch of predicted videos, in both orders.
+
+    Attributes:
+        psnr_strict: PSNR of frame k against chip k, ``(B, K)``.
+        psnr_best: PSNR in the better order of each sample, ``(B, K)``; frame ``k`` of the
+            reversed order is the prediction's frame ``K - 1 - k``, compared with chip ``k``.
+        ssim_strict: SSIM of frame k against chip k, ``(B, K)``.
+        ssim_best: SSIM in the order chosen for ``psnr_best``, ``(B, K)``.
+        reversed_better: per sample, whether the time-reversed prediction scored higher, ``(B,)``.
+    """
+
+    psnr_strict: Tensor
+    psnr_best: Tensor
+    ssim_strict: Tensor
+    ssim_best: Tensor
+    reversed_better: Tensor
+
+
+def score_frames(pred: Tensor, gt: Tensor, *, with_ssim: bool = True) -> FrameScores:
+    """Score predicted chip frames against the ground truth, strictly and best of both orders.
+
+    The order of each sample is chosen by its mean per-frame PSNR (the same order is then used for
+    SSIM). The gap between the two shows how often the direction of time is lost.
+
+    Args:
+        pred: predicted chip frames (clip them to the valid range first).
+        gt: ground-truth chip frames.
+        with_ssim: also compute SSIM (else its fields are NaN).
+
+    Returns:
+        The scores.
+
+    Shape:
+        - pred, gt: ``(B, K, H, W)``
+
+    >>> gt = torch.rand(1, 4, 16, 16)
+    >>> s = score_frames(gt.flip(1), gt, with_ssim=False)
+    >>> bool(s.reversed_better[0]), float(s.psnr_best.mean()) == PSNR_CAP_DB
+    (True, True)
+    """
+    rev = pred.flip(1)
+    p_fwd, p_rev = frame_psnr(pred, gt), frame_psnr(rev, gt)
+    use_rev = p_rev.mean(dim=1) > p_fwd.mean(dim=1)
+    p_best = torch.where(use_rev[:, None], p_rev, p_fwd)
+    if with_ssim:
+        s_fwd = frame_ssim(pred, gt)
+        s_rev = frame_ssim(rev, gt) if bool(use_rev.any()) else s_fwd
+        s_best = torch.where(use_rev[:, None], s_rev, s_fwd)
+    else:
+        s_fwd = s_best = torch.full_like(p_fwd, math.nan)
+    return FrameScores(p_fwd, p_best, s_fwd, s_best, use_rev)
+
+
+def aggregate(values: Sequence[float] | Tensor, strata: Sequence[str]) -> dict[str, float]:
+    """Mean of per-sample values overall, per stratum, per motion class and per noise level.
+
+    Labels are ``"<motion>/sigma=<s>"`` as in :func:`recon.scenes.fixed_set`.
+
+    Args:
+        values: one value per sample.
+        strata: one label per sample.
+
+    Returns:
+        ``{"all": ..., "<motion>/sigma=<s>": ..., "<motion>": ..., "sigma=<s>": ...}``, keys in
+        the order of first appearance within each kind.
+
+    Raises:
+        ValueError: lengths differ or no sample.
+    """
+    vals = [float(v) for v in (values.tolist() if isinstance(values, Tensor) else values)]
+    labels = [str(s) for s in strata]
+    if len(vals) != len(labels) or not vals:
+        raise ValueError(f"Need one stratum label per value (and at least one); got {len(vals)} "
+                         f"values and {len(labels)} labels.")
+    groups: dict[str, list[float]] = {"all": vals}
+    kinds: list[dict[str, list[float]]] = [{}, {}, {}]
+    for v, s in zip(vals, labels, strict=True):
+        motion, _, noise = s.partition("/")
+        for d, key in zip(kinds, (s, motion, noise), strict=True):
+            if key:
+                d.setdefault(key, []).append(v)
+    for d in kinds:
+        for key, vs in d.items():
+            groups.setdefault(key, vs)
+    return {k: sum(vs) / len(vs) for k, vs in groups.items()}
+
+
+def t_bins(n_chips: int, n_bins: int = N_T_BINS) -> list[int]:
+    """Bin index of each chip centre ``t = (k + 1/2) / K`` among ``n_bins`` equal parts of [0, 1].
+
+    >>> t_bins(4, 8)
+    [1, 3, 5, 7]
+    """
+    return [min(n_bins - 1, int((k + 0.5) / n_chips * n_bins)) for k in range(n_chips)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results of one row (a method on a code)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RowResult:
+    """Scores of one method on one code over the test set.
+
+    Attributes:
+        method: method key (``"B0"``, ``"B1-oracle"``, ``"B1-est"`` or a model name).
+        label: what the tables print.
+        group: ``"baseline"``, ``"classical"``, ``"box-model"`` or ``"model"``.
+        code: the code as a '0'/'1' string.
+        code_kind: ``"anchor"``, ``"seen"``, ``"unseen"`` or ``"box"``.
+        strata: stratum label per sample.
+        psnr_strict, psnr_best, ssim_strict, ssim_best: per-sample per-frame scores ``(N, K)``.
+        reversed_better: per sample ``(N,)``.
+        params: parameters (models), else ``None``.
+        macs: multiply-accumulates of 512x512 -> 16 frames (models), else ``None``.
+        latency_ms: measured latency, ``None`` if not measured.
+    """
+
+    method: str
+    label: str
+    group: str
+    code: str
+    code_kind: str
+    strata: list[str] = field(default_factory=list)
+    psnr_strict: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.float64))
+    psnr_best: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.float64))
+    ssim_strict: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.float64))
+    ssim_best: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.float64))
+    reversed_better: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    params: int | None = None
+    macs: int | None = None
+    latency_ms: float | None = None
+
+    @property
+    def key(self) -> str:
+        """``"<method>@<code>"``."""
+        return f"{self.method}@{self.code}"
+
+    def add(self, scores: FrameScores, strata: Sequence[str]) -> None:
+        """Append the scores of a batch and its stratum labels."""
+        if self.psnr_strict.numel() == 0:
+            self.psnr_strict, self.psnr_best = scores.psnr_strict, scores.psnr_best
+            self.ssim_strict, self.ssim_best = scores.ssim_strict, scores.ssim_best
+            self.reversed_better = scores.reversed_better
+        else:
+            self.psnr_strict = torch.cat([self.psnr_strict, scores.psnr_strict])
+            self.psnr_best = torch.cat([self.psnr_best, scores.psnr_best])
+            self.ssim_strict = torch.cat([self.ssim_strict, scores.ssim_strict])
+            self.ssim_best = torch.cat([self.ssim_best, scores.ssim_best])
+            self.reversed_better = torch.cat([self.reversed_better, scores.reversed_better])
+        self.strata.extend(strata)
+
+    def frames(self, metric: str, order: str) -> Tensor:
+        """Per-sample per-frame scores ``(N, K)``; ``metric`` psnr|ssim, ``order`` strict|best."""
+        if metric not in ("psnr", "ssim") or order not in ("strict", "best"):
+            raise ValueError(f"metric must be psnr|ssim and order strict|best; got {metric!r}, "
+                             f"{order!r}.")
+        return getattr(self, f"{metric}_{order}")
+
+    def summary(self, metric: str = "psnr", order: str = "strict") -> dict[str, float]:
+        """:func:`aggregate` of the per-sample means over frames."""
+        return aggregate(self.frames(metric, order).mean(dim=1), self.strata)
+
+    def per_chip(self, metric: str = "psnr", order: str = "strict",
+                 sigma: str | None = None) -> tuple[list[float], list[float]]:
+        """Chip-centre times ``t`` and the mean score at each (optionally one noise level only,
+        ``sigma="sigma=0.01"``)."""
+        x = self.frames(metric, order)
+        if sigma is not None:
+            keep = torch.tensor([s.partition("/")[2] == sigma for s in self.strata])
+            x = x[keep]
+        k = x.shape[1]
+        ts = [(i + 0.5) / k for i in range(k)]
+        return ts, x.mean(dim=0).tolist() if x.shape[0] else [math.nan] * k
+
+    def per_t_bins(self, metric: str = "psnr", order: str = "strict",
+                   n_bins: int = N_T_BINS) -> list[float]:
+        """Mean score per bin of t (:func:`t_bins`); NaN for a bin without a chip centre."""
+        x = self.frames(metric, order)
+        bins = t_bins(x.shape[1], n_bins)
+        out = []
+        for b in range(n_bins):
+            cols = [k for k, v in enumerate(bins) if v == b]
+            out.append(float(x[:, cols].mean()) if cols else math.nan)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    """What one evaluation run does (see :func:`main` for the command-line flags).
+
+    Attributes:
+        size: side of the test frames in pixels.
+        per_stratum: scenes per stratum (6 strata).
+        threads: torch CPU threads (0: leave as is).
+        device: where the models run (``"cpu"``, ``"cuda"``, ``"auto"``).
+        models_dir: folder of the model cards and weights.
+        models: model names looked for there.
+        n_seen: family codes drawn with :func:`recon.scenes.sample_code` besides the anchor.
+        n_unseen: held-out codes taken from :data:`recon.scenes.UNSEEN_CODES`.
+        seen_seed: seed of the generator drawing the seen codes.
+        classical: run B1.
+        max_px: velocity search bound of B1 (capped at half the frame side).
+        batch: scenes rendered at a time.
+        latency_size: side of the frame timed for latency (0: no latency measured).
+        latency_frames: frames reconstructed in the latency measurement.
+        latency_repeats: timed runs of the models (median; after one warm-up run). Classical: one.
+        photos_dir: folder of photographs instead of the Debian packages' (tests, other machines).
+        quick: a smoke run (recorded in the report).
+    """
+
+    size: int = 128
+    per_stratum: int = 16
+    threads: int = 2
+    device: str = "cpu"
+    models_dir: Path = field(default_factory=lambda: _weights_dir())
+    models: tuple[str, ...] = DEFAULT_MODELS
+    n_seen: int = 2
+    n_unseen: int = 2
+    seen_seed: int = SEEN_CODES_SEED
+    classical: bool = True
+    max_px: float = 64.0
+    batch: int = 8
+    latency_size: int = 512
+    latency_frames: int = 16
+    latency_repeats: int = 3
+    photos_dir: Path | None = None
+    quick: bool = False
+
+
+def _weights_dir() -> Path:
+    return Path(__file__).resolve().parent / "models" / "weights"
+
+
+@dataclass
+class EvalReport:
+    """The outcome of :func:`evaluate`.
+
+    Attributes:
+        config: what was run.
+        rows: results, one per method and code.
+        codes: ``(code, kind)`` in evaluation order.
+        notes: sentences for the report (models left out, ...).
+        n_scenes: scenes in the test set.
+        wall_s: duration of the run.
+        machine: processor, cores, threads and torch version.
+        started: UTC time of the start.
+    """
+
+    config: EvalConfig
+    rows: list[RowResult]
+    codes: list[tuple[str, str]]
+    notes: list[str]
+    n_scenes: int
+    wall_s: float
+    machine: str
+    started: _dt.datetime
+
+    def row(self, method: str, code: str) -> RowResult | None:
+        """The row of a method on a code, or ``None``."""
+        return next((r for r in self.rows if r.method == method and r.code == code), None)
+
+
+def machine_description() -> str:
+    """Processor model, core count, OS, torch version and thread count, in one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} cores{gpu}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, "
+            f"torch threads: {torch.get_num_threads()}")
+
+
+def seen_codes(n: int, seed: int = SEEN_CODES_SEED) -> list[str]:
+    """``n`` distinct family codes drawn with :func:`recon.scenes.sample_code`, not the anchor.
+
+    >>> len(seen_codes(2)), ANCHOR_CODE in seen_codes(2)
+    (2, False)
+    """
+    from recon.scenes import sample_code
+
+    gen = torch.Generator().manual_seed(seed)
+    out: list[str] = []
+    while len(out) < n:
+        s = "".join(str(b) for b in sample_code(gen))
+        if s != ANCHOR_CODE and s not in out:
+            out.append(s)
+    return out
+
+
+@dataclass
+class _Model:
+    name: str
+    engine: object  # LearnedEngine
+    family: str
+    params: int
+    macs: int
+
+
+def _load_models(cfg: EvalConfig, notes: list[str]) -> list[_Model]:
+    from recon.engine import LearnedEngine, ModelFileError, load_model
+    from recon.models import count_macs
+
+    found = []
+    for name in cfg.models:
+        card = Path(cfg.models_dir) / f"{name}.json"
+        if not card.exists():
+            notes.append(f"Model `{name}` is not in `{cfg.models_dir}` (not trained or exported "
+                         "yet): its rows are left out.")
+            continue
+        try:
+            model, meta = load_model(card)
+            engine = LearnedEngine(card, device=cfg.device)
+        except (ModelFileError, KeyError, RuntimeError) as e:
+            notes.append(f"Model `{name}` could not be loaded ({e}): its rows are left out.")
+            continue
+        params = sum(p.numel() for p in model.parameters())
+        macs = count_macs(model, 512, 512, 16)
+        found.append(_Model(name, engine, str(meta.get("family", "coded")), params, macs))
+    return found
+
+
+def _classical_frames(y: Tensor, bits: str, k: int, velocity: tuple[float, float] | None,
+                      max_px: float) -> Tensor:
+    from recon.classical import reconstruct_global
+
+    return reconstruct_global(y.double(), bits, n_frames=k, velocity=velocity, max_px=max_px,
+                              method="tv").frames.float()
+
+
+def _latency_frame(size: int) -> Tensor:
+    from recon.data import dead_leaves, linear_motion_clip
+
+    image = dead_leaves(size + 64, size + 64, seed=7)
+    clip = linear_motion_clip(image, ANCHOR_CODE, velocity_px=(20.0, -13.0), sub_steps=4,
+                              out_hw=(size, size), noise_sigma=0.01, seed=1)
+    return clip.blurred.float()
+
+
+def _time_ms(fn: Callable[[], object], repeats: int, warmup: bool) -> float:
+    if warmup:
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def evaluate(cfg: EvalConfig, *, progress: bool = True) -> EvalReport:
+    """Run the evaluation described by ``cfg``.
+
+    Args:
+        cfg: the configuration.
+        progress: show a tqdm progress bar (on stderr).
+
+    Returns:
+        The report (write it with :func:`write_report`).
+
+    Raises:
+        recon.scenes.PhotoLibraryError: no photographs (the message names the apt packages).
+    """
+    from tqdm import tqdm
+
+    from recon.scenes import UNSEEN_CODES, PhotoLibrary, default_photos, fixed_set
+
+    started = _dt.datetime.now(_dt.UTC)
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    notes: list[str] = []
+    photos = PhotoLibrary([cfg.photos_dir]) if cfg.photos_dir else default_photos()
+    models = _load_models(cfg, notes)
+    coded = [m for m in models if m.family != "box"]
+    boxed = [m for m in models if m.family == "box"]
+
+    codes: list[tuple[str, str]] = [(ANCHOR_CODE, "anchor")]
+    if coded:
+        codes += [(c, "seen") for c in seen_codes(cfg.n_seen, cfg.seen_seed)]
+        codes += [(c, "unseen") for c in UNSEEN_CODES[: cfg.n_unseen]]
+    if boxed:
+        codes.append(("1" * len(ANCHOR_CODE), "box"))
+    max_px = float(min(cfg.max_px, cfg.size / 2 - 1))
+
+    rows: list[RowResult] = []
+    n_scenes = 6 * cfg.per_stratum
+    bar = tqdm(total=n_scenes * len(codes), unit="scene", desc="evaluate", disable=not progress,
+               file=sys.stderr)
+    for code, kind in codes:
+        runners: list[tuple[RowResult, Callable]] = []
+        b0 = RowResult("B0", "B0 repeat coded frame", "baseline", code, kind)
+        runners.append((b0, lambda batch: batch.y.expand_as(batch.chips)))
+        if kind == "anchor" and cfg.classical:
+            for key, label, oracle in (("B1-oracle", "B1 TV, oracle velocity", True),
+                                       ("B1-est", "B1 TV, estimated velocity", False)):
+                row = RowResult(key, label, "classical", code, kind)
+
+                def run_b1(batch, oracle: bool = oracle, code: str = code) -> Tensor:
+                    k = batch.chips.shape[1]
+                    out = []
+                    for i in range(batch.y.shape[0]):
+                        v = (tuple(float(x) for x in batch.scenes[i].layers[0].velocity_px)
+                             if oracle else None)
+                        out.append(_classical_frames(batch.y[i, 0], code, k, v, max_px))
+                    return torch.stack(out)
+
+                runners.append((row, run_b1))
+        for m in boxed if kind == "box" else coded:
+            label = f"B2 {m.name} (box-trained)" if m.family == "box" else m.name
+            row = RowResult(m.name, label, "box-model" if m.family == "box" else "model", code,
+                            kind, params=m.params, macs=m.macs)
+
+            def run_model(batch, m: _Model = m) -> Tensor:
+                return m.engine.reconstruct(batch.y[:, 0], batch.bits,  # type: ignore[attr-defined]
+                                            n_frames=batch.chips.shape[1])
+
+            runners.append((row, run_model))
+        fs = fixed_set("test", size=cfg.size, n_per_stratum=cfg.per_stratum, code=code,
+                       photos=photos)
+        for batch in fs.batches(cfg.batch):
+            for row, fn in runners:
+                bar.set_postfix_str(f"{code} {row.method}")
+                pred = fn(batch).float().clamp(0.0, 1.0)
+                row.add(score_frames(pred, batch.chips), batch.stratum)
+            bar.update(batch.y.shape[0])
+        rows.extend(r for r, _ in runners)
+    bar.close()
+
+    if cfg.latency_size > 0:
+        _measure_latency(cfg, rows, models, max_px_latency=cfg.max_px, progress=progress)
+    return EvalReport(config=cfg, rows=rows, codes=codes, notes=notes, n_scenes=n_scenes,
+                      wall_s=time.perf_counter() - t_start, machine=machine_description(),
+                      started=started)
+
+
+def _measure_latency(cfg: EvalConfig, rows: list[RowResult], models: list[_Model], *,
+                     max_px_latency: float, progress: bool) -> None:
+    """Latency of one ``latency_size``^2 coded frame -> ``latency_frames`` frames per method."""
+    y = _latency_frame(cfg.latency_size)
+    n = cfg.latency_frames
+    lat: dict[str, float] = {}
+    for m in models:
+        bits = [1] * len(ANCHOR_CODE) if m.family == "box" else [int(c) for c in ANCHOR_CODE]
+        eng = m.engine
+        lat[m.name] = _time_ms(lambda eng=eng, bits=bits: eng.reconstruct(y, bits, n),  # type: ignore[attr-defined]
+                               cfg.latency_repeats, warmup=True)
+        if progress:
+            print(f"latency {m.name}: {lat[m.name]:.0f} ms", file=sys.stderr)
+    if cfg.classical:
+        bound = float(min(max_px_latency, cfg.latency_size / 2 - 1))
+        lat["B1-oracle"] = _time_ms(
+            lambda: _classical_frames(y, ANCHOR_CODE, n, (20.0, -13.0), bound), 1, warmup=False)
+        lat["B1-est"] = _time_ms(
+            lambda: _classical_frames(y, ANCHOR_CODE, n, None, bound), 1, warmup=False)
+        if progress:
+            print(f"latency B1: oracle {lat['B1-oracle']:.0f} ms, estimated "
+                  f"{lat['B1-est']:.0f} ms", file=sys.stderr)
+    for r in rows:
+        r.latency_ms = lat.get(r.method)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bars and the report
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One acceptance bar: its statement, whether it is met (``None``: not evaluated) and the
+    numbers."""
+
+    statement: str
+    met: bool | None
+    detail: str
+
+
+def _sigma01(report: EvalReport, method: str, code: str, order: str = "strict") -> float | None:
+    r = report.row(method, code)
+    if r is None:
+        return None
+    return r.summary("psnr", order).get("sigma=0.01")
+
+
+def _box_row(report: EvalReport, variant: str) -> RowResult | None:
+    box = [r for r in report.rows if r.group == "box-model"]
+    same = [r for r in box if r.method == f"{variant}-box"]
+    return (same or box or [None])[0]
+
+
+def check_bars(report: EvalReport) -> list[Bar]:
+    """The issue's bars, on PSNR at sigma = 0.01 over all motion strata, code ``11100101`` (B2: its
+    box code), strict order: tiny >= B0 + 5 dB and above B1 with estimated velocity; base >= B0 +
+    8 dB and >= B2 + 2 dB."""
+    a = ANCHOR_CODE
+    b0, b1 = _sigma01(report, "B0", a), _sigma01(report, "B1-est", a)
+    bars = []
+
+    def cmp(statement: str, model: str, ref: float | None, ref_name: str, margin: float,
+            strict_gt: bool = False) -> None:
+        v = _sigma01(report, model, a)
+        if v is None or ref is None:
+            missing = model if v is None else ref_name
+            bars.append(Bar(statement, None, f"{missing} absent"))
+            return
+        ok = v > ref + margin if strict_gt else v >= ref + margin
+        bars.append(Bar(statement, ok, f"{model} {v:.2f} dB vs {ref_name} {ref:.2f} dB "
+                                       f"(difference {v - ref:+.2f} dB)"))
+
+    cmp("tiny >= B0 + 5 dB", "tiny", b0, "B0", 5.0)
+    cmp("tiny > B1 (estimated velocity)", "tiny", b1, "B1-est", 0.0, strict_gt=True)
+    cmp("base >= B0 + 8 dB", "base", b0, "B0", 8.0)
+    b2 = _box_row(report, "base")
+    b2v = b2.summary("psnr", "strict").get("sigma=0.01") if b2 is not None else None
+    cmp("base >= B2 + 2 dB", "base", b2v, f"B2 {b2.method}" if b2 else "B2", 2.0)
+    return bars
+
+
+def _f(x: float | None, nd: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
+    align = align or "l" * 2 + "r" * (len(header) - 2)
+    sep = ["---:" if c == "r" else "---" for c in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1000:.1f} s" if x >= 10_000 else f"{x:.0f} ms"
+
+
+def render_markdown(report: EvalReport, command: str, plot_name: str = "results.png") -> str:
+    """The text of ``results.md``."""
+    cfg = report.config
+    rows = report.rows
+    lat_size = cfg.latency_size
+    strata_keys = list(rows[0].summary().keys()) if rows else []
+    full = [k for k in strata_keys if "/" in k]
+    motions = [k for k in strata_keys if k != "all" and "/" not in k and not k.startswith("sigma")]
+    noises = [k for k in strata_keys if k.startswith("sigma")]
+    out = [
+        "# Results: coded-exposure video reconstruction",
+        "",
+        f"Produced by `{command}` on {report.started:%Y-%m-%d %H:%M} UTC in "
+        f"{report.wall_s / 60:.1f} min"
+        + (" (**quick smoke run: a tiny set, not the numbers to quote**)" if cfg.quick else "")
+        + ".",
+        "",
+        f"Machine: {report.machine}.",
+        "",
+        f"Test set: `fixed_set(\"test\", size={cfg.size}, n_per_stratum={cfg.per_stratum})`, "
+        f"{report.n_scenes} scenes: motion slow (<= 8 px per exposure), medium (8-24 px), fast "
+        "(24-48 px), each with Gaussian noise sigma 0.002 and 0.01; the same scenes are rendered "
+        "with every code (4 sub-steps per chip). Every method reconstructs the K chip frames "
+        "(K = code length), clipped to [0, 1]; ground truth is the scene averaged over each chip. "
+        f"PSNR: per frame (capped at {PSNR_CAP_DB:.0f} dB), averaged over frames, then over "
+        "scenes; "
+        "SSIM likewise (11-tap Gaussian window). **Strict**: frame k against chip k. **Best-of**: "
+        "per scene the better (by PSNR) of the prediction and its time reversal; the gap between "
+        "the two is the cost of not knowing the direction of time. "
+        "B1 runs TV deconvolution (`reconstruct_global`, noise level fitted) with the background "
+        f"layer's true displacement (oracle) or with the velocity estimated (|v| <= "
+        f"{min(cfg.max_px, cfg.size / 2 - 1):g} px); scenes also hold independently moving "
+        "sprites that a global velocity cannot describe.",
+        "",
+        "Codes:",
+        "",
+        _table(["code", "kind", "chips", "open"],
+               [[f"`{c}`", k, str(len(c)), f"{c.count('1')}/{len(c)}"] for c, k in report.codes],
+               "llrr"),
+        "",
+    ]
+    if report.notes:
+        out += ["Notes:", ""] + [f"- {n}" for n in report.notes] + [""]
+
+    lat_head = f"latency {lat_size}->{cfg.latency_frames}" if lat_size else "latency"
+    out += ["## Overall", "",
+            "PSNR in dB over all scenes; the sigma = 0.01 column is the one the bars use; "
+            "'vs B0' is that column minus B0 on the same code. Parameters and MACs: one "
+            "512x512 coded frame -> 16 frames; latency: models through `LearnedEngine` "
+            f"(device {cfg.device}, its default precision: fp32 on the CPU), median of "
+            f"{cfg.latency_repeats} runs after a warm-up; classical: one run of "
+            "`reconstruct_global` (TV) on the CPU; torch threads: "
+            f"{cfg.threads or torch.get_num_threads()}.", ""]
+    body = []
+    for r in rows:
+        s, b = r.summary("psnr", "strict"), r.summary("psnr", "best")
+        ss, sb = r.summary("ssim", "strict"), r.summary("ssim", "best")
+        ref = report.row("B0", r.code)
+        d = (s.get("sigma=0.01", math.nan) - ref.summary()["sigma=0.01"]
+             if ref is not None and r.method != "B0" and "sigma=0.01" in s else None)
+        body.append([
+            r.label, f"`{r.code}` ({r.code_kind})", _f(s["all"]), _f(b["all"]),
+            _f(b["all"] - s["all"]), _f(ss["all"], 3), _f(sb["all"], 3),
+            _f(s.get("sigma=0.01")), "-" if d is None else f"{d:+.2f}",
+            f"{r.params / 1e6:.3f} M" if r.params else "-",
+            f"{r.macs / 1e9:.2f}" if r.macs else "-", _ms(r.latency_ms),
+        ])
+    out += [_table(["method", "code", "PSNR strict", "PSNR best-of", "gap", "SSIM strict",
+                    "SSIM best-of", "PSNR sigma=0.01", "vs B0", "params", "GMAC", lat_head],
+                   body), ""]
+
+    for metric, order, title, nd in (("psnr", "strict", "PSNR (dB) per stratum, strict order", 2),
+                                     ("psnr", "best", "PSNR (dB) per stratum, best of "
+                                      "forward/reversed", 2),
+                                     ("ssim", "strict", "SSIM per stratum, strict order", 3)):
+        cols = full + motions + noises
+        body = [[r.label, f"`{r.code}`"] + [_f(r.summary(metric, order).get(c), nd) for c in cols]
+                for r in rows]
+        out += [f"## {title}", "", _table(["method", "code"] + cols, body), ""]
+
+    edges = [f"{(b + 0.5) / N_T_BINS:.2f}" for b in range(N_T_BINS)]
+    body = [[r.label, f"`{r.code}`"] + [_f(v) for v in r.per_t_bins("psnr", "strict")]
+            for r in rows]
+    out += ["## PSNR (dB) against time, strict order", "",
+            f"Chip centres t = (k + 1/2)/K binned into {N_T_BINS} equal parts of the exposure "
+            "(columns: bin centres); all scenes.", "",
+            _table(["method", "code"] + [f"t={e}" for e in edges], body), ""]
+
+    out += ["## Reading", ""] + _reading(report) + [""]
+    out += [f"![PSNR against t per method (left), PSNR per stratum (right)]({plot_name})", ""]
+    return "\n".join(out)
+
+
+def _reading(report: EvalReport) -> list[str]:
+    lines = []
+    bars = check_bars(report)
+    for b in bars:
+        verdict = {True: "**met**", False: "**not met**", None: "not evaluated"}[b.met]
+        lines.append(f"- Bar `{b.statement}` (sigma = 0.01, `{ANCHOR_CODE}`, strict): {verdict}; "
+                     f"{b.detail}.")
+    for r in report.rows:
+        if r.group in ("model", "box-model") and r.code_kind in ("anchor", "box"):
+            s, b = r.summary("psnr", "strict")["all"], r.summary("psnr", "best")["all"]
+            share = float(r.reversed_better.double().mean()) * 100
+            lines.append(f"- Direction: {r.method} on `{r.code}` gains {b - s:.2f} dB when the "
+                         f"time-reversed output may be taken ({share:.0f} % of scenes score better "
+                         "reversed).")
+    for name in sorted({r.method for r in report.rows if r.group == "model"}):
+        gain = {k: [] for k in ("anchor", "seen", "unseen")}
+        for r in report.rows:
+            ref = report.row("B0", r.code)
+            if r.method == name and ref is not None and r.code_kind in gain:
+                gain[r.code_kind].append(r.summary()["all"] - ref.summary()["all"])
+        parts = [f"{k} {sum(v) / len(v):+.2f} dB" for k, v in gain.items() if v]
+        lines.append(f"- Codes: {name}'s mean gain over B0 (all scenes, strict) by code kind: "
+                     + ", ".join(parts) + " (unseen codes: held out from training).")
+    lat = {r.method: r.latency_ms for r in report.rows if r.latency_ms is not None}
+    if lat:
+        parts = [f"{k} {_ms(v)}" for k, v in sorted(lat.items(), key=lambda kv: kv[1])]
+        lines.append(f"- Latency ({report.config.latency_size}x{report.config.latency_size} -> "
+                     f"{report.config.latency_frames} frames, CPU): " + ", ".join(parts) + ".")
+    if report.config.quick:
+        lines.append("- This was a quick smoke run on a tiny set: the numbers only show that the "
+                     "pipeline works.")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The plot (OpenCV; matplotlib is not a dependency)
+# ---------------------------------------------------------------------------------------------
+
+_COLOURS = {  # BGR
+    "B0": (140, 140, 140), "B1-oracle": (180, 110, 20), "B1-est": (235, 190, 120),
+    "box": (0, 140, 255), "tiny": (50, 160, 40), "base": (40, 40, 210),
+}
+_EXTRA = [(150, 60, 150), (60, 120, 120), (200, 100, 200), (20, 90, 160)]
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float = 0.45,
+          colour: tuple[int, int, int] = (30, 30, 30), anchor: str = "left",
+          thick: int = 1) -> None:
+    (w, h), _ = cv2.getTextSize(s, _FONT, scale, thick)
+    x, y = org
+    if anchor == "centre":
+        x -= w // 2
+    elif anchor == "right":
+        x -= w
+    cv2.putText(img, s, (int(x), int(y + h // 2)), _FONT, scale, colour, thick, cv2.LINE_AA)
+
+
+def _vtext(img: np.ndarray, s: str, centre: tuple[int, int], scale: float = 0.5) -> None:
+    (w, h), base = cv2.getTextSize(s, _FONT, scale, 1)
+    tile = np.full((h + base + 4, w + 4, 3), 255, np.uint8)
+    cv2.putText(tile, s, (2, h + 2), _FONT, scale, (30, 30, 30), 1, cv2.LINE_AA)
+    tile = cv2.rotate(tile, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    th, tw = tile.shape[:2]
+    y0, x0 = centre[1] - th // 2, centre[0] - tw // 2
+    img[y0:y0 + th, x0:x0 + tw] = np.minimum(img[y0:y0 + th, x0:x0 + tw], tile)
+
+
+def _nice_range(values: Sequence[float]) -> tuple[float, float, float]:
+    v = [x for x in values if math.isfinite(x)] or [0.0, 1.0]
+    lo, hi = min(v), max(v)
+    if hi - lo < 1e-6:
+        lo, hi = lo - 1, hi + 1
+    span = hi - lo
+    step = next(s for s in (0.5, 1, 2, 5, 10, 20, 50) if span / s <= 8)
+    return math.floor(lo / step) * step - step / 2, math.ceil(hi / step) * step + step / 2, step
+
+
+class _Axes:
+    def __init__(self, img: np.ndarray, box: tuple[int, int, int, int],
+                 xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
+        self.img, self.box, self.xlim, self.ylim = img, box, xlim, ylim
+
+    def px(self, x: float, y: float) -> tuple[int, int]:
+        x0, y0, x1, y1 = self.box
+        fx = (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0])
+        fy = (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
+        return round(x0 + fx * (x1 - x0)), round(y1 - fy * (y1 - y0))
+
+    def frame(self, title: str, xlabel: str, ylabel: str, ystep: float,
+              xticks: Sequence[tuple[float, str]]) -> None:
+        x0, y0, x1, y1 = self.box
+        img = self.img
+        v = math.ceil(self.ylim[0] / ystep) * ystep
+        while v <= self.ylim[1] + 1e-9:
+            _, py = self.px(self.xlim[0], v)
+            cv2.line(img, (x0, py), (x1, py), (225, 225, 225), 1)
+            _text(img, f"{v:g}", (x0 - 6, py), anchor="right")
+            v += ystep
+        for xv, lab in xticks:
+            px, _ = self.px(xv, self.ylim[0])
+            cv2.line(img, (px, y1), (px, y1 + 5), (30, 30, 30), 1)
+            for i, part in enumerate(lab.split("\n")):
+                _text(img, part, (px, y1 + 16 + 16 * i), anchor="centre")
+        cv2.rectangle(img, (x0, y0), (x1, y1), (30, 30, 30), 1)
+        _text(img, title, ((x0 + x1) // 2, y0 - 18), 0.55, anchor="centre", thick=1)
+        _text(img, xlabel, ((x0 + x1) // 2, y1 + 62), 0.5, anchor="centre")
+        _vtext(img, ylabel, (x0 - 55, (y0 + y1) // 2))
+
+
+def _plot_rows(report: EvalReport) -> list[RowResult]:
+    main = [r for r in report.rows
+            if (r.code_kind == "anchor") or (r.code_kind == "box" and r.group == "box-model")]
+    return main
+
+
+def _colour(r: RowResult, i: int) -> tuple[int, int, int]:
+    if r.group == "box-model":
+        return _COLOURS["box"]
+    return _COLOURS.get(r.method, _EXTRA[i % len(_EXTRA)])
+
+
+def draw_plot(report: EvalReport, path: Path) -> Path:
+    """Draw ``results.png``: PSNR (strict) against t per method on ``11100101`` (B2 on its box
+    code) and a bar chart of PSNR per stratum, with a shared legend.
+
+    Args:
+        report: the evaluation.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    rows = _plot_rows(report)
+    width, height = 1500, 660
+    img = np.full((height, width, 3), 255, np.uint8)
+    curves = [r.per_chip("psnr", "strict") for r in rows]
+    lo, hi, step = _nice_range([v for _, ys in curves for v in ys])
+    left = _Axes(img, (100, 60, 690, 500), (0.0, 1.0), (lo, hi))
+    left.frame("PSNR against time (strict order, all scenes)", "t (fraction of the exposure)",
+               "PSNR (dB)", step, [(x, f"{x:g}") for x in (0, 0.25, 0.5, 0.75, 1)])
+    for i, (r, (ts, ys)) in enumerate(zip(rows, curves, strict=True)):
+        pts = [left.px(t, v) for t, v in zip(ts, ys, strict=True) if math.isfinite(v)]
+        col = _colour(r, i)
+        if len(pts) > 1:
+            cv2.polylines(img, [np.array(pts, np.int32)], False, col, 2, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(img, p, 4, col, -1, cv2.LINE_AA)
+
+    strata = [k for k in (rows[0].summary().keys() if rows else []) if "/" in k]
+    vals = [[r.summary("psnr", "strict").get(s, math.nan) for s in strata] for r in rows]
+    lo2, hi2, step2 = _nice_range([v for vs in vals for v in vs])
+    lo2 = lo2 + step2 / 2 - step2  # bars start one step below the lowest value
+    n_g, n_r = max(1, len(strata)), max(1, len(rows))
+    right = _Axes(img, (830, 60, 1460, 500), (0.0, float(n_g)), (lo2, hi2))
+    labels = [(g + 0.5, s.replace("/", "\n")) for g, s in enumerate(strata)]
+    right.frame("PSNR per stratum (strict order)", "motion / noise sigma", "PSNR (dB)", step2,
+                labels)
+    bw = 0.8 / n_r
+    for g in range(len(strata)):
+        for i, r in enumerate(rows):
+            v = vals[i][g]
+            if not math.isfinite(v):
+                continue
+            xa = g + 0.1 + i * bw
+            p0 = right.px(xa, lo2)
+            p1 = right.px(xa + bw, v)
+            cv2.rectangle(img, (p0[0] + 1, p1[1]), (p1[0] - 1, p0[1]), _colour(r, i), -1)
+
+    x, y = 100, 615
+    for i, r in enumerate(rows):
+        name = r.label if r.code_kind != "box" else f"{r.label} on box{len(r.code)}"
+        cv2.rectangle(img, (x, y - 7), (x + 24, y + 7), _colour(r, i), -1)
+        _text(img, name, (x + 32, y))
+        (w, _), _ = cv2.getTextSize(name, _FONT, 0.45, 1)
+        x += w + 70
+        if x > width - 250 and i + 1 < len(rows):
+            x, y = 100, y + 24
+    title = (f"code {ANCHOR_CODE} (B2: box exposure), {report.n_scenes} scenes of "
+             f"{report.config.size}px")
+    _text(img, title, (width // 2, 18), 0.5, anchor="centre")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"OpenCV could not write {path}.")
+    return path
+
+
+def write_report(report: EvalReport, out_dir: Path, command: str) -> tuple[Path, Path]:
+    """Write ``results.md`` and ``results.png`` into ``out_dir``; returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = draw_plot(report, out_dir / "results.png")
+    md = out_dir / "results.md"
+    md.write_text(render_markdown(report, command, png.name), encoding="utf-8")
+    return md, png
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    p = argparse.ArgumentParser(prog="python -m recon.evaluate",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=None, help="frame side (128; quick: 48)")
+    p.add_argument("--per-stratum", type=int, default=None,
+                   help="scenes per stratum, 6 strata (16; quick: 1)")
+    p.add_argument("--out", default="docs", help="folder for results.md and results.png")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: default)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: tiny set, latency at 128 px, one timed run")
+    p.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, auto")
+    p.add_argument("--models-dir", default=None,
+                   help="folder of model cards and weights (default: recon/models/weights)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated model names looked for there")
+    p.add_argument("--batch", type=int, default=8, help="scenes rendered at a time")
+    p.add_argument("--no-classical", dest="classical", action="store_false",
+                   help="leave out B1 (slow: ~1.5 s per scene)")
+    p.add_argument("--latency-size", type=int, default=None,
+                   help="frame side timed for latency (512; quick: 128; 0: none)")
+    p.add_argument("--photos", default=None,
+                   help="folder of photographs instead of the Debian wallpaper packages")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    """An :class:`EvalConfig` from parsed options (``--quick`` changes the defaults)."""
+    q = bool(args.quick)
+    return EvalConfig(
+        size=args.size if args.size is not None else (48 if q else 128),
+        per_stratum=args.per_stratum if args.per_stratum is not None else (1 if q else 16),
+        threads=int(args.threads),
+        device=args.device,
+        models_dir=Path(args.models_dir) if args.models_dir else _weights_dir(),
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        classical=bool(args.classical),
+        batch=int(args.batch),
+        latency_size=(args.latency_size if args.latency_size is not None
+                      else (128 if q else 512)),
+        latency_repeats=1 if q else 3,
+        photos_dir=Path(args.photos) if args.photos else None,
+        quick=q,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation and write the report; prints the bars and the paths."""
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(args_list)
+    cfg = config_from_args(args)
+    report = evaluate(cfg, progress=not args.quiet)
+    command = "python -m recon.evaluate" + ("" if not args_list else " " + " ".join(args_list))
+    md, png = write_report(report, Path(args.out), command)
+    for note in report.notes:
+        print(f"note: {note}")
+    for r in report.rows:
+        s = r.summary()
+        best = r.summary("psnr", "best")["all"]
+        print(f"{r.label:32s} {r.code:>24s}  PSNR strict {s['all']:6.2f}  best-of {best:6.2f}  "
+              f"sigma=0.01 {s.get('sigma=0.01', math.nan):6.2f}  latency {_ms(r.latency_ms)}")
+    for b in check_bars(report):
+        verdict = {True: "met", False: "NOT met", None: "not evaluated"}[b.met]
+        print(f"bar {b.statement}: {verdict} ({b.detail})")
+    print(f"wrote {md} and {png} in {report.wall_s:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
