@@ -7,10 +7,11 @@ BIN    := $(VENV)/bin
 # Debian packages the tests use: hdf5-tools (captures must be readable by the standard HDF5 tools), the
 # system libraries Qt needs to load (pytest-qt imports QtGui/QtWidgets when pytest starts), and the
 # shutter firmware's toolchain: the AVR compiler and Arduino core, simavr to run it, clang's libFuzzer
-# for the protocol parser, avrdude to flash a board.
+# for the protocol parser, avrdude to flash a board; and the free-licence photographs the learned
+# reconstruction's synthetic scenes are cut from.
 APT_PACKAGES := hdf5-tools libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
 	make gcc libc6-dev gcc-avr avr-libc arduino-core-avr libsimavr-dev libelf-dev simavr \
-	clang libclang-rt-14-dev avrdude
+	clang libclang-rt-14-dev avrdude lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds
 OUT ?= out/demo
 
 .PHONY: run test venv apt lint bench clean
