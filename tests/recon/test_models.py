@@ -25,7 +25,7 @@ CODE = (1, 1, 1, 0, 0, 1, 0, 1)
 
 
 def randomised(model: CodeVideoNet, seed: int = 0) -> CodeVideoNet:
-    """A model whose output head is not zero (a fresh model returns y exactly)."""
+    """A model with perturbed weights (for tests that need outputs to depend on their inputs)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -33,15 +33,13 @@ def randomised(model: CodeVideoNet, seed: int = 0) -> CodeVideoNet:
     return model.eval()
 
 
-def test_shapes_and_identity_at_initialisation():
+def test_shapes():
     model = build_model("tiny").eval()
     y = torch.rand(2, 1, 40, 56)
     bits, n = pad_code(CODE)
     t = torch.rand(2, 7)
     out = model(y, torch.stack([bits, bits]), torch.tensor([n, n]), t)
-    assert out.shape == (2, 7, 40, 56)
-    # the residual head starts at zero: every frame is the coded frame
-    assert torch.allclose(out, y.expand_as(out))
+    assert out.shape == (2, 7, 40, 56) and torch.isfinite(out).all()
 
 
 def test_output_depends_on_t_and_on_the_code():
