@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +14,7 @@ from hw.sim.genicam_producers import (
     locate_test_producers,
     producers_dir,
 )
+from tests.ci import missing_install
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,6 +44,4 @@ def producers() -> dict[str, Path]:
         f"The GenTL simulator producers are not available ({problem}). Run `{FETCH_COMMAND}` (or "
         f"set {PRODUCERS_ENV} to a folder holding viky.cti, TLSimu.cti and libVirtualFG.so)."
     )
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
+    missing_install(msg)

@@ -6,7 +6,6 @@ command. The others use dead-leaves textures only (a two-image bank, to stay fas
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from recon.scenes import (
     render_batch,
     sample_code,
 )
+from tests.ci import missing_install
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +49,7 @@ def photos() -> PhotoLibrary:
         return sc.default_photos()
     except PhotoLibraryError as e:
         msg = f"The photo packages are missing ({e}); install them with `{sc.APT_COMMAND}`."
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        missing_install(msg)
 
 
 def _static(scene: Scene) -> Scene:
