@@ -18,7 +18,15 @@ import time
 import cv2
 import torch
 
-from recon.scenes import PhotoLibrary, make_batch, preload_dead_leaves, sample_code
+from recon.scenes import (
+    PhotoLibrary,
+    SceneSampler,
+    coded_batch,
+    default_photos,
+    make_batch,
+    preload_dead_leaves,
+    sample_code,
+)
 
 
 def main() -> None:
@@ -30,10 +38,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--chips", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--no-photos", action="store_true", help="dead-leaves textures only")
+    ap.add_argument("--device", default="cpu",
+                    help="also time drawing the scenes on the CPU and rendering them on this "
+                         "device (e.g. cuda), as recon.train does on a GPU")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    photos = None if args.no_photos else PhotoLibrary()
+    photos = None if args.no_photos else default_photos()
     t1 = time.perf_counter()
     preload_dead_leaves("train")
     t2 = time.perf_counter()
@@ -62,6 +73,39 @@ def main() -> None:
             cpu = (time.process_time() - cpu0) / args.batches
             print(f"{threads:>7} {k:>5} {k * args.sub_steps:>5} {dt * 1e3:>9.1f} {1 / dt:>9.2f} "
                   f"{args.batch_size / dt:>9.1f} {cpu * 1e3:>12.1f}")
+
+
+    if args.device != "cpu":
+        bench_device(args, photos)
+
+
+def bench_device(args: argparse.Namespace, photos: PhotoLibrary | None) -> None:
+    """Scene drawing (CPU, one thread: what one DataLoader worker does) and rendering on a GPU."""
+    dev = torch.device(args.device)
+    sampler = SceneSampler(photos, args.size, split="train")
+    torch.set_num_threads(1)
+    print(f"\nscenes drawn on 1 CPU thread, rendered on {dev} "
+          f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else dev})")
+    print(f"{'chips':>5} {'draw ms/batch':>13} {'render ms/batch':>15} {'samples/s render':>16}")
+    for k in args.chips:
+        gen = torch.Generator().manual_seed(99 + k)
+        bits = sample_code(gen, [k])
+        draws, renders = [], []
+        for i in range(args.batches + 1):
+            t0 = time.perf_counter()
+            scenes = [sampler.sample(1000 + k, i * args.batch_size + j)
+                      for j in range(args.batch_size)]
+            t1 = time.perf_counter()
+            b = coded_batch(scenes, bits, sub_steps=args.sub_steps, sigma=0.005, device=dev)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t2 = time.perf_counter()
+            if i:  # the first is a warm-up
+                draws.append(t1 - t0)
+                renders.append(t2 - t1)
+        del b
+        d, r = sum(draws) / len(draws), sum(renders) / len(renders)
+        print(f"{k:>5} {d * 1e3:>13.1f} {r * 1e3:>15.1f} {args.batch_size / r:>16.1f}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -221,6 +222,55 @@ class PhotoLibrary:
         #: SHA-256 of the sorted paths and max_side: identifies the library a fixed set came from.
         self.fingerprint = hashlib.sha256(f"{max_side}\n{names}".encode()).hexdigest()
 
+    def save_cache(self, path: str | Path) -> Path:
+        """Write the decoded library to one ``.npz`` file (16-bit grey levels, splits kept).
+
+        A machine without the photo packages (a GPU box used for training) can then load the
+        same photographs with :meth:`from_cache`, or through the ``BLURVID_PHOTO_CACHE``
+        environment variable read by :func:`default_photos`. Grey levels are rounded to 1/65535,
+        so scenes rendered from a cache differ from those rendered from the packages by at most
+        that much: use it for training, and the packages for the fixed evaluation sets.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        arrays = {f"img{i:03d}": np.round(im * 65535.0).astype(np.uint16)
+                  for i, im in enumerate(self._images)}
+        np.savez_compressed(path, paths=np.array([str(p) for p in self.paths]),
+                            groups=np.array(self.groups, dtype=np.int64),
+                            max_side=np.array(self.max_side), fingerprint=np.array(
+                                self.fingerprint), **arrays)  # fmt: skip
+        return path
+
+    @classmethod
+    def from_cache(cls, path: str | Path) -> PhotoLibrary:
+        """A library written by :meth:`save_cache`.
+
+        Raises:
+            PhotoLibraryError: the file is missing or not such a cache.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                paths = tuple(Path(str(p)) for p in z["paths"])
+                groups = tuple(int(g) for g in z["groups"])
+                images = []
+                for i in range(len(paths)):
+                    im = (z[f"img{i:03d}"].astype(np.float32) / np.float32(65535.0))
+                    im.setflags(write=False)
+                    images.append(im)
+                max_side, fingerprint = int(z["max_side"]), str(z["fingerprint"])
+        except (OSError, KeyError, ValueError) as e:
+            raise PhotoLibraryError(f"Cannot read the photo cache {path}: {e}. Write one with "
+                                    "`python -m recon.scenes --save-cache FILE`.") from e
+        lib = cls.__new__(cls)
+        lib.max_side, lib.paths, lib._images, lib.groups = max_side, paths, images, groups
+        lib._split = {s: tuple(i for i, g in enumerate(groups) if _split_of_group(g) == s)
+                      for s in SPLITS}
+        lib.fingerprint = fingerprint
+        return lib
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -251,7 +301,18 @@ class PhotoLibrary:
 
 @functools.cache
 def default_photos(max_side: int = 512) -> PhotoLibrary:
-    """The package photo library, built once per process (see :class:`PhotoLibrary`)."""
+    """The package photo library, built once per process (see :class:`PhotoLibrary`).
+
+    With the environment variable ``BLURVID_PHOTO_CACHE`` naming a file written by
+    :meth:`PhotoLibrary.save_cache`, the library is read from that file instead.
+    """
+    cache = os.environ.get("BLURVID_PHOTO_CACHE")
+    if cache:
+        lib = PhotoLibrary.from_cache(cache)
+        if lib.max_side != max_side:
+            raise PhotoLibraryError(f"The photo cache {cache} holds max_side={lib.max_side}, "
+                                    f"not {max_side}; write a cache with that size.")
+        return lib
     return PhotoLibrary(None, max_side)
 
 
@@ -495,6 +556,8 @@ def _fill_grid(grid: Tensor, layer: Layer, shake: CameraShake, t: np.ndarray, xs
     for comp, (mx, my) in enumerate(((2 * c / w, 2 * s / w), (-2 * s / h, 2 * c / h))):
         gx = torch.from_numpy((mx[:, None] * dx).astype(np.float32)).unsqueeze(1)
         gy = torch.from_numpy((my[:, None] * dy).astype(np.float32)).unsqueeze(2)
+        if grid.device.type != "cpu":
+            gx, gy = gx.to(grid.device, non_blocking=True), gy.to(grid.device, non_blocking=True)
         torch.add(gx, gy, out=grid[..., comp])
 
 
@@ -513,7 +576,8 @@ def _sprite_window(layer: Layer, shake: CameraShake, t: np.ndarray,
     return y0, y1, x0, x1
 
 
-def render_batch(scenes: Sequence[Scene], times: Sequence[float] | Tensor) -> Tensor:
+def render_batch(scenes: Sequence[Scene], times: Sequence[float] | Tensor,
+                 device: torch.device | str = "cpu") -> Tensor:
     """Instantaneous views of several scenes at the same times.
 
     Each layer is warped by one bilinear ``grid_sample`` call over all times (a sprite only over
@@ -526,9 +590,12 @@ def render_batch(scenes: Sequence[Scene], times: Sequence[float] | Tensor) -> Te
     Args:
         scenes: scenes of one ``size_hw``.
         times: ``T`` times in ``[0, 1]``.
+        device: where to render (textures are copied there). A GPU renders training batches
+            far faster than the CPU; results agree with the CPU's to float rounding, not bit
+            for bit, so the fixed sets are rendered on the CPU.
 
     Returns:
-        The views, float32 in ``[0, 1]``.
+        The views, float32 in ``[0, 1]``, on ``device``.
 
     Raises:
         ValueError: no scene, scenes of different sizes, a scene without an opaque background,
@@ -550,11 +617,12 @@ def render_batch(scenes: Sequence[Scene], times: Sequence[float] | Tensor) -> Te
     hh, ww = hw
     xs = np.arange(ww) - (ww - 1) / 2
     ys = np.arange(hh) - (hh - 1) / 2
-    out = torch.empty(len(scenes), n_t, hh, ww)
-    grid = torch.empty(n_t, hh, ww, 2)  # reused: one sample at a time is as fast, less memory
+    dev = torch.device(device)
+    out = torch.empty(len(scenes), n_t, hh, ww, device=dev)
+    grid = torch.empty(n_t, hh, ww, 2, device=dev)  # reused: one sample at a time is as fast
     for i, s in enumerate(scenes):
         _fill_grid(grid, s.layers[0], s.shake, t, xs, ys)
-        tex = s.layers[0].texture.float()[None, None]
+        tex = s.layers[0].texture.float().to(dev)[None, None]
         out[i] = F.grid_sample(tex, grid.view(1, n_t * hh, ww, 2), mode="bilinear",
                                padding_mode="border", align_corners=False).view(n_t, hh, ww)
         for layer in s.layers[1:]:
@@ -563,12 +631,12 @@ def render_batch(scenes: Sequence[Scene], times: Sequence[float] | Tensor) -> Te
             y0, y1, x0, x1 = _sprite_window(layer, s.shake, t, hw)
             if y0 >= y1 or x0 >= x1:
                 continue
-            g = torch.empty(n_t, y1 - y0, x1 - x0, 2)
+            g = torch.empty(n_t, y1 - y0, x1 - x0, 2, device=dev)
             _fill_grid(g, layer, s.shake, t, xs[x0:x1], ys[y0:y1])
             alpha = layer.alpha.float()
-            tex = torch.stack([layer.texture.float() * alpha, alpha]).unsqueeze(0)
             # Zero alpha all round the texture: "border" equals "zeros" padding and is faster.
             edge = torch.cat([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+            tex = torch.stack([layer.texture.float() * alpha, alpha]).unsqueeze(0).to(dev)
             pad = "border" if float(edge.abs().max()) == 0.0 else "zeros"
             pa = F.grid_sample(tex, g.view(1, n_t * (y1 - y0), x1 - x0, 2), mode="bilinear",
                                padding_mode=pad, align_corners=False).view(2, n_t, y1 - y0,
@@ -584,9 +652,12 @@ def render(scene: Scene, times: Sequence[float] | Tensor) -> Tensor:
     Args:
         scene: the scene.
         times: ``T`` times in ``[0, 1]``.
+        device: where to render (textures are copied there). A GPU renders training batches
+            far faster than the CPU; results agree with the CPU's to float rounding, not bit
+            for bit, so the fixed sets are rendered on the CPU.
 
     Returns:
-        The views, float32 in ``[0, 1]``.
+        The views, float32 in ``[0, 1]``, on ``device``.
 
     Raises:
         ValueError: as :func:`render_batch`.
@@ -1055,8 +1126,12 @@ def _sub_times(k: int, sub_steps: int) -> np.ndarray:
 def coded_batch(scenes: Sequence[Scene], bits: CodeLike, *, sub_steps: int = 4,
                 sigma: float | Sequence[float] = 0.0, noise_seed: int | Sequence[int] = 0,
                 sensor: SensorModel | None = None,
-                stratum: Sequence[str] | None = None) -> CodedBatch:
+                stratum: Sequence[str] | None = None,
+                device: torch.device | str = "cpu") -> CodedBatch:
     """Code given scenes: render ``K * S`` views, average them per chip, integrate, add noise.
+
+    ``device`` renders there (see :func:`render_batch`); the Gaussian noise is drawn on the CPU
+    from the seeds either way, and a sensor model needs the CPU.
 
     Args:
         scenes: scenes of one size.
@@ -1085,18 +1160,19 @@ def coded_batch(scenes: Sequence[Scene], bits: CodeLike, *, sub_steps: int = 4,
         raise ValueError(f"sigma, noise_seed and stratum need one value per scene ({n}).")
     if any(not (v >= 0 and math.isfinite(v)) for v in sig):
         raise ValueError(f"sigma must be finite and >= 0; got {sig!r}.")
-    return _coded_batch(scenes, c, sub_steps, sig, seeds, labels, sensor)
+    return _coded_batch(scenes, c, sub_steps, sig, seeds, labels, sensor, device)
 
 
 def _coded_batch(scenes: Sequence[Scene], bits: tuple[int, ...], sub_steps: int,
                  sigmas: Sequence[float], noise_seeds: Sequence[int],
-                 strata: Sequence[str], sensor: SensorModel | None) -> CodedBatch:
+                 strata: Sequence[str], sensor: SensorModel | None,
+                 device: torch.device | str = "cpu") -> CodedBatch:
     k = len(bits)
     t = _sub_times(k, sub_steps)
-    sub = render_batch(scenes, t)
+    sub = render_batch(scenes, t, device)
     b, _, hh, ww = sub.shape
     chips = sub.view(b, k, sub_steps, hh, ww).mean(dim=2)
-    c = torch.tensor(bits, dtype=torch.float32)
+    c = torch.tensor(bits, dtype=torch.float32, device=sub.device)
     y_clean = ((c.view(1, k, 1, 1) * chips).sum(dim=1) / c.sum()).unsqueeze(1)
     noisy = []
     sig_out = []
@@ -1104,7 +1180,8 @@ def _coded_batch(scenes: Sequence[Scene], bits: tuple[int, ...], sub_steps: int,
         gen = torch.Generator().manual_seed(int(noise_seeds[i]))
         if sensor is None:
             s = float(sigmas[i])
-            noisy.append(y_clean[i] + s * torch.randn(y_clean[i].shape, generator=gen))
+            noise = torch.randn(y_clean[i].shape, generator=gen).to(sub.device)
+            noisy.append(y_clean[i] + s * noise)
             sig_out.append(s)
         else:
             white = sensor.max_dn - sensor.dark_offset_dn
@@ -1300,3 +1377,23 @@ def fixed_set(name: str, size: int | tuple[int, int] = 128, n_per_stratum: int |
     return FixedSet(name=name, size_hw=hw, bits=c, sub_steps=sub_steps,
                     photos=photos if photos is not None else default_photos(),
                     strata=tuple(strata), motion_ranges=tuple(ranges), sigmas=tuple(sigmas))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recon.scenes --save-cache FILE``: write the photo library to one file."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m recon.scenes",
+                                description="Tools for the synthetic training scenes.")
+    p.add_argument("--save-cache", metavar="FILE", required=True,
+                   help="write the package photo library (see PhotoLibrary.save_cache) to FILE; "
+                        "set BLURVID_PHOTO_CACHE=FILE where the packages are not installed")
+    args = p.parse_args(argv)
+    lib = PhotoLibrary(None)
+    path = lib.save_cache(args.save_cache)
+    print(f"wrote {lib!r} to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -23,7 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=1, help="processes rendering batches (0: in the loop)"
     )
+    p.add_argument("--render-in-loop", action="store_true",
+                   help="render batches in the training process (default on a GPU: workers "
+                        "only draw the scenes)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--log-every", type=int, default=0,
+                   help="also print a plain progress line every N steps (for logs)")
     p.add_argument("--quiet", action="store_true")

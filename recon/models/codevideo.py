@@ -1,8 +1,12 @@
 """CodeVideoNet: one encoder pass per coded frame, a light decoder queried at any time t.
 
-The encoder is a small U-Net over the coded frame ``y`` whose bottleneck is modulated (FiLM) by an
-embedding of the whole exposure code, so one network serves a family of codes. It ends in a set of
-``features`` basis images ``B_c`` at full resolution. The decoder gives the sharp frame at time
+The encoder is a U-Net of residual blocks over the coded frame ``y`` whose every level is
+modulated (FiLM) by an embedding of the whole exposure code, so one network serves a family of
+codes; its deepest level works at 1/16 of the resolution, so the receptive field (~200 px) covers
+the longest streaks of training (48 px) with context on both sides. It ends in a set of
+``features`` basis images ``B_c`` at full resolution. The input is divided by its mean level and
+the output scaled back, so the network sees the same picture at any exposure (the forward model is
+linear). The decoder gives the sharp frame at time
 ``t`` in ``[0, 1]`` (the exposure's time, as in :mod:`recon.data`) as ``y + sum_c a_c(t) B_c``,
 where the coefficients ``a(t)`` come from a small MLP of Fourier features of ``t``, the code's state
 at ``t`` (open or closed), the open fraction of the code before ``t`` and the code embedding. So
@@ -31,6 +35,7 @@ class ModelConfig:
 
     variant: str
     widths: tuple[int, ...]  # encoder channels: full resolution, then one entry per level
+    blocks: tuple[int, ...]  # residual blocks per level after its (strided) entry conv
     features: int  # channels of F
     code_embed: int
     t_freqs: int
@@ -44,13 +49,14 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["widths"] = tuple(d["widths"])
+        d["blocks"] = tuple(d["blocks"])
         return cls(**d)
 
 
-TINY = ModelConfig("tiny", widths=(16, 24, 32, 48), features=32, code_embed=32, t_freqs=4,
-                   cond_hidden=64)  # fmt: skip
-BASE = ModelConfig("base", widths=(32, 64, 96, 128), features=64, code_embed=64, t_freqs=6,
-                   cond_hidden=128)  # fmt: skip
+TINY = ModelConfig("tiny", widths=(12, 24, 32, 48, 64), blocks=(0, 1, 1, 1, 2), features=32,
+                   code_embed=32, t_freqs=4, cond_hidden=64)  # fmt: skip
+BASE = ModelConfig("base", widths=(24, 48, 64, 96, 128), blocks=(1, 1, 2, 2, 3), features=48,
+                   code_embed=64, t_freqs=6, cond_hidden=128)  # fmt: skip
 VARIANTS = {"tiny": TINY, "base": BASE}
 
 
@@ -97,6 +103,36 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
 
 
+class _ResBlock(nn.Module):
+    """x + conv(SiLU(conv(x))), the second conv starting at zero (the block starts as identity)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.a, self.b = _conv(ch, ch), _conv(ch, ch)
+        nn.init.zeros_(self.b.weight)
+        nn.init.zeros_(self.b.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.b(F.silu(self.a(x)))
+
+
+class _Level(nn.Module):
+    """Entry conv (strided below full resolution), SiLU, residual blocks, then code FiLM."""
+
+    def __init__(self, cin: int, cout: int, stride: int, n_blocks: int, embed: int) -> None:
+        super().__init__()
+        self.entry = _conv(cin, cout, stride=stride)
+        self.blocks = nn.Sequential(*[_ResBlock(cout) for _ in range(n_blocks)])
+        self.film = nn.Linear(embed, 2 * cout)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: Tensor, code: Tensor) -> Tensor:
+        h = self.blocks(F.silu(self.entry(x)))
+        gamma, beta = self.film(code)[:, :, None, None].chunk(2, dim=1)
+        return h * (1 + gamma) + beta
+
+
 class CodeVideoNet(nn.Module):
     """The code-conditioned continuous-time decoder network.
 
@@ -117,16 +153,14 @@ class CodeVideoNet(nn.Module):
         self.code_mlp = nn.Sequential(
             nn.Linear(2 * config.max_chips + 2, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU()
         )
-        self.stem = nn.Sequential(_conv(1, w[0]), nn.SiLU())
+        if len(config.blocks) != len(w):
+            raise ValueError("ModelConfig.blocks needs one entry per width.")
         self.down = nn.ModuleList(
-            nn.Sequential(_conv(w[i], w[i + 1], stride=2), nn.SiLU(), _conv(w[i + 1], w[i + 1]),
-                          nn.SiLU())  # fmt: skip
-            for i in range(len(w) - 1)
+            _Level(1 if i == 0 else w[i - 1], w[i], 1 if i == 0 else 2, config.blocks[i], e)
+            for i in range(len(w))
         )
-        self.film_mid = nn.Linear(e, 2 * w[-1])
         self.up = nn.ModuleList(
-            nn.Sequential(_conv(w[i + 1] + w[i], w[i]), nn.SiLU())
-            for i in reversed(range(len(w) - 1))
+            _Level(w[i + 1] + w[i], w[i], 1, 0, e) for i in reversed(range(len(w) - 1))
         )
         self.to_basis = _conv(w[0], config.features)
         cond_in = 2 * config.t_freqs + 2 + e
@@ -149,19 +183,18 @@ class CodeVideoNet(nn.Module):
         return self.code_mlp(torch.cat([bits * mask, mask, extra], dim=1))
 
     def encode(self, y: Tensor, code: Tensor) -> Tensor:
-        """[B,1,H,W] coded frame and [B,E] code embedding -> basis images [B,features,H,W]."""
-        h = self.stem(y)
-        skips = [h]
-        for block in self.down:
-            h = block(h)
+        """[B,1,H,W] coded frame (normalised) and [B,E] code embedding -> basis images
+        [B,features,H,W]."""
+        skips = []
+        h = y
+        for level in self.down:
+            h = level(h, code)
             skips.append(h)
-        gamma, beta = self.film_mid(code)[:, :, None, None].chunk(2, dim=1)
-        h = h * (1 + gamma) + beta
         skips.pop()
-        for block in self.up:
+        for level in self.up:
             skip = skips.pop()
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            h = block(torch.cat([h, skip], dim=1))
+            h = level(torch.cat([h, skip], dim=1), code)
         return self.to_basis(h)
 
     def decode(
@@ -184,8 +217,10 @@ class CodeVideoNet(nn.Module):
 
     def forward(self, y: Tensor, bits: Tensor, lengths: Tensor, t: Tensor) -> Tensor:
         code = self.embed_code(bits.to(y.dtype), lengths)
-        feats = self.encode(y, code)
-        return self.decode(y, feats, code, bits.to(y.dtype), lengths, t)
+        # Exposure normalisation: frames scale with the coded frame (the forward model is linear).
+        level = y.detach().float().mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3).to(y.dtype)
+        feats = self.encode(y / level, code)
+        return self.decode(y, feats * level, code, bits.to(y.dtype), lengths, t)
 
 
 def build_model(variant: str = "tiny") -> CodeVideoNet:

@@ -240,6 +240,42 @@ def test_photo_library_loads_and_splits_by_picture(photos: PhotoLibrary) -> None
                    for i in splits[t])
 
 
+def test_photo_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    for i in range(6):  # distinct random pictures: six groups, so all three splits get some
+        img = (rng.random((80 + 8 * i, 96)) * 255).astype(np.uint8)
+        assert sc.cv2.imwrite(str(tmp_path / f"p{i}.png"), img)
+    lib = PhotoLibrary(roots=[tmp_path], max_side=64)
+    cache = lib.save_cache(tmp_path / "cache.npz")
+    back = PhotoLibrary.from_cache(cache)
+    assert back.paths == lib.paths and back.groups == lib.groups
+    assert back.fingerprint == lib.fingerprint and back.max_side == 64
+    assert all(back.split(s) == lib.split(s) for s in sc.SPLITS)
+    err = max(float(np.abs(back[i] - lib[i]).max()) for i in range(len(lib)))
+    assert err <= 0.5 / 65535 + 1e-7  # 16-bit grey levels
+    with pytest.raises(PhotoLibraryError, match="photo cache"):
+        PhotoLibrary.from_cache(tmp_path / "p0.png")
+    # default_photos reads the cache named by the environment (its own cache cleared around it)
+    monkeypatch.setenv("BLURVID_PHOTO_CACHE", str(cache))
+    sc.default_photos.cache_clear()
+    try:
+        with pytest.raises(PhotoLibraryError, match="max_side=64"):
+            sc.default_photos()
+        assert sc.default_photos(64).fingerprint == lib.fingerprint
+    finally:
+        sc.default_photos.cache_clear()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_rendering_matches_the_cpu() -> None:
+    sampler = sc.SceneSampler(None, 48)
+    scenes = [sampler.sample(5, i, motion_px=20.0) for i in range(3)]
+    times = np.linspace(0.05, 0.95, 7)
+    cpu = sc.render_batch(scenes, times)
+    gpu = sc.render_batch(scenes, times, device="cuda").cpu()
+    assert torch.allclose(cpu, gpu, atol=1e-4)
+
+
 def test_training_batches_use_training_photos(photos: PhotoLibrary) -> None:
     b = make_batch(4, 32, "11100101", generator=torch.Generator().manual_seed(0), photos=photos)
     train = {str(photos.paths[i]) for i in photos.split("train")}
