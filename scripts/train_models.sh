@@ -4,6 +4,7 @@
 # and at the end) its exported weights with model card under OUT.
 #
 #   bash scripts/train_models.sh [MINUTES] [OUT]        # defaults: 20, out/train
+#   MODELS='tiny:tiny:9:2e-3 tiny-box:tiny:5:2e-3' bash scripts/train_models.sh 5
 #
 # On a machine without the Debian photo packages, point BLURVID_PHOTO_CACHE at a file written
 # with `python -m recon.scenes --save-cache FILE` where they are installed.
@@ -22,9 +23,12 @@ run() {  # name variant workers lr [extra options]
     --quiet "$@" > "$out/$name.log" 2>&1
   echo "$name exited with $?" >> "$out/status"
 }
-run tiny tiny 3 2e-3 &
-run base base 4 1e-3 &
-run base-box base 3 1e-3 --box &
-run tiny-box tiny 2 2e-3 --box &
+# name:variant:workers:lr, side by side; box twins get --box. MODELS overrides the set.
+for spec in ${MODELS:-tiny:tiny:3:2e-3 base:base:4:1e-3 base-box:base:3:1e-3 tiny-box:tiny:2:2e-3}; do
+  IFS=: read -r name variant workers lr <<< "$spec"
+  extra=()
+  [[ $name == *-box ]] && extra=(--box)
+  run "$name" "$variant" "$workers" "$lr" "${extra[@]}" &
+done
 wait
 echo done >> "$out/status"
