@@ -1,5 +1,5 @@
 # blurvid-rig: the two set-up commands of the README.
-#   make run   - create .venv, install, run the main job on the simulated rig
+#   make run   - create .venv, install, open the rig window on the simulated rig (no display: run the demo)
 #   make test  - install what the tests need (apt when root), create .venv, run every check and test
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +17,7 @@ OUT ?= out/demo
 .PHONY: run test venv apt lint bench clean
 
 run: venv
-	$(BIN)/blurvid-rig demo --out $(OUT)
+	$(BIN)/blurvid-rig gui --fallback-demo $(OUT)
 
 venv: $(VENV)/.installed
 

@@ -307,6 +307,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    from blurvid_rig import gui
+
+    if not gui.has_display():
+        print(gui.NO_DISPLAY_MESSAGE)
+        if args.fallback_demo:
+            print(f"Running the demo into {args.fallback_demo} instead.")
+            from blurvid_rig.demo import run_demo
+
+            run_demo(Path(args.fallback_demo), quiet=args.quiet)
+        return 0
+    return gui.run(sim_size=args.sim_size, out_dir=args.out, autoconnect=not args.no_connect,
+                   quit_after_s=args.quit_after)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="blurvid-rig",
@@ -465,6 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--top", type=int, default=5)
     k.set_defaults(func=cmd_code)
+
+    g = sub.add_parser("gui", help="the rig window: live view, code designer, capture")
+    g.add_argument("--sim-size", type=int, default=512, help="sensor size of the simulated rig")
+    g.add_argument("--out", default="captures", help="default folder of capture files")
+    g.add_argument("--no-connect", action="store_true",
+                   help="do not connect the simulated rig and start live view at once")
+    g.add_argument("--quit-after", type=float, default=0.0, help=argparse.SUPPRESS)
+    g.add_argument("--fallback-demo", default="", metavar="OUT",
+                   help="without a display, run `blurvid-rig demo --out OUT` instead")
+    g.set_defaults(func=cmd_gui)
 
     d = sub.add_parser("demo", help="end to end on the simulated rig: capture, reconstruct, export")
     d.add_argument("--out", default="out/demo", help="output folder")

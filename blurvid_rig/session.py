@@ -44,7 +44,7 @@ from hw.errors import (
     ProtocolError,
     RigError,
 )
-from hw.types import CameraSettings, Frame, ShutterCode
+from hw.types import CameraSettings, Frame, ShutterCode, ShutterStatus
 from recon.codes import code_metrics
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,23 @@ class RigSession:
         """Counters of the recording in progress (or the last one)."""
         rec = self._rec or self._last_rec
         return rec.stats if rec is not None else None
+
+    @property
+    def shutter_status(self) -> ShutterStatus | None:
+        """What the controller reported when the code was loaded (its echo of the code)."""
+        return self._shutter_status
+
+    @property
+    def recording_file(self) -> Path | None:
+        """Path of the file being written (or the last one written); None before any."""
+        rec = self._rec or self._last_rec
+        return rec.writer.path if rec is not None else None
+
+    @property
+    def writer_queue(self) -> int:
+        """Frames waiting for the writer (0 when not recording)."""
+        rec = self._rec
+        return rec.frames.qsize() if rec is not None else 0
 
     def _set_state(self, state: SessionState, reason: str = "") -> None:
         with self._lock:

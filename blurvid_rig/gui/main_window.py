@@ -1,0 +1,401 @@
+"""The rig window: devices, code designer, live view, capture and a status bar.
+
+It drives the same :class:`~blurvid_rig.session.RigSession` as the command line. Device and file
+calls run on a :class:`~blurvid_rig.gui.tasks.TaskRunner` worker; the session's state callbacks
+arrive from its threads and are turned into a Qt signal; frames are polled from the session's
+newest-frame slot on a timer, so the display skips frames instead of slowing acquisition.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from blurvid_rig.gui.code_designer import CodeDesigner
+from blurvid_rig.gui.live_view import LiveView
+from blurvid_rig.gui.tasks import TaskRunner
+from blurvid_rig.session import CaptureResult, RigSession, SessionState
+from hw.types import ShutterCode
+
+log = logging.getLogger(__name__)
+
+#: Display refresh (the newest frame is taken at this rate, whatever the camera delivers).
+DISPLAY_HZ = 30
+CAPTURE_MODES = ("Single frame", "Burst of N", "Continuous")
+
+
+class StateBridge(QObject):
+    """Turns ``RigSession.on_state`` calls (from any thread) into a queued Qt signal."""
+
+    changed = Signal(str, str)
+
+    def __call__(self, state: SessionState, reason: str) -> None:
+        self.changed.emit(state.value, reason)
+
+
+def sim_rig_factory(size: int, **camera_kw: Any) -> Callable[[], tuple[Any, Any]]:
+    """A factory of the simulated camera and shutter (``size`` x ``size`` sensor)."""
+
+    def make() -> tuple[Any, Any]:
+        from hw.sim.camera import make_sim_rig
+
+        return make_sim_rig(width=size, height=size, **camera_kw)
+
+    return make
+
+
+class MainWindow(QMainWindow):
+    """The rig window.
+
+    Args:
+        rig_factory: returns ``(camera, shutter)`` (not opened) when the user connects; default:
+            the simulated rig at the size chosen in the Devices panel.
+        out_dir: default folder of capture files.
+    """
+
+    def __init__(self, rig_factory: Callable[[], tuple[Any, Any]] | None = None,
+                 out_dir: Path = Path("captures")) -> None:  # fmt: skip
+        super().__init__()
+        self.setWindowTitle("blurvid-rig")
+        self.resize(1400, 900)
+        self._rig_factory = rig_factory
+        self.session: RigSession | None = None
+        self.tasks = TaskRunner(self)
+        self.bridge = StateBridge()
+        self.bridge.changed.connect(self._on_state)
+        self.last_result: CaptureResult | None = None
+        self.last_error = ""
+        self._last_count = 0
+        self._count_t = time.perf_counter()
+        self.camera_fps = 0.0
+        self._configured_sha = ""
+        self._shown_count = 0
+
+        self.live = LiveView()
+        self.setCentralWidget(self.live)
+        self.designer = CodeDesigner()
+        self.designer.upload_requested.connect(self.upload_code)
+        panel = QWidget()
+        col = QVBoxLayout(panel)
+        col.addWidget(self._devices_box())
+        col.addWidget(self._capture_box())
+        code_box = QGroupBox("Exposure code")
+        QVBoxLayout(code_box).addWidget(self.designer)
+        col.addWidget(code_box)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(panel)
+        scroll.setWidgetResizable(True)
+        dock = QDockWidget("Rig", self)
+        dock.setObjectName("rig-dock")
+        dock.setWidget(scroll)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self._status_labels()
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self._poll)
+        self.timer.start(int(1000 / DISPLAY_HZ))
+        self._update_buttons()
+
+    # -- panels ----------------------------------------------------------------------------------
+    def _devices_box(self) -> QGroupBox:
+        box = QGroupBox("Devices")
+        form = QFormLayout(box)
+        self.rig_choice = QComboBox()
+        self.rig_choice.addItem("Simulated rig (camera + shutter)")
+        self.sim_size = QSpinBox()
+        self.sim_size.setRange(64, 4096)
+        self.sim_size.setSingleStep(64)
+        self.sim_size.setValue(512)
+        self.connect_btn = QPushButton("Connect")
+        self.connect_btn.clicked.connect(self.connect_rig)
+        self.disconnect_btn = QPushButton("Disconnect")
+        self.disconnect_btn.clicked.connect(self.disconnect_rig)
+        self.live_btn = QPushButton("Start live")
+        self.live_btn.clicked.connect(self.toggle_live)
+        self.clear_btn = QPushButton("Clear error")
+        self.clear_btn.clicked.connect(self.clear_error)
+        self.device_label = QLabel("not connected")
+        self.device_label.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.connect_btn)
+        row.addWidget(self.disconnect_btn)
+        form.addRow("rig", self.rig_choice)
+        form.addRow("sim sensor", self.sim_size)
+        form.addRow(row)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.live_btn)
+        row2.addWidget(self.clear_btn)
+        form.addRow(row2)
+        form.addRow(self.device_label)
+        return box
+
+    def _capture_box(self) -> QGroupBox:
+        box = QGroupBox("Capture")
+        form = QFormLayout(box)
+        self.mode = QComboBox()
+        self.mode.addItems(CAPTURE_MODES)
+        self.burst_n = QSpinBox()
+        self.burst_n.setRange(1, 1_000_000)
+        self.burst_n.setValue(10)
+        self.folder = QLineEdit("captures")
+        browse = QPushButton("...")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._browse)
+        frow = QHBoxLayout()
+        frow.addWidget(self.folder)
+        frow.addWidget(browse)
+        self.name = QLineEdit("capture")
+        self.name.setToolTip("file name: <yymmdd_HHMMSS>_<name>.h5 in the folder")
+        self.record_btn = QPushButton("Record")
+        self.record_btn.clicked.connect(self.start_recording)
+        self.stop_rec_btn = QPushButton("Stop recording")
+        self.stop_rec_btn.clicked.connect(self.stop_recording)
+        self.progress = QLabel("")
+        self.progress.setWordWrap(True)
+        form.addRow("mode", self.mode)
+        form.addRow("frames (burst)", self.burst_n)
+        form.addRow("folder", frow)
+        form.addRow("name", self.name)
+        row = QHBoxLayout()
+        row.addWidget(self.record_btn)
+        row.addWidget(self.stop_rec_btn)
+        form.addRow(row)
+        form.addRow(self.progress)
+        return box
+
+    def _status_labels(self) -> None:
+        bar = self.statusBar()
+        self.st_state = QLabel("IDLE (not connected)")
+        self.st_fps = QLabel("camera - fps")
+        self.st_dropped = QLabel("dropped 0")
+        self.st_queue = QLabel("writer queue 0")
+        self.st_triggers = QLabel("triggers 0")
+        self.st_file = QLabel("")
+        self.st_error = QLabel("")
+        self.st_error.setStyleSheet("color: #c0392b")
+        for w in (self.st_state, self.st_fps, self.st_dropped, self.st_queue, self.st_triggers,
+                  self.st_file):  # fmt: skip
+            bar.addWidget(w)
+        bar.addPermanentWidget(self.st_error, 1)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def connect_rig(self) -> None:
+        if self.session is not None or self.tasks.busy:
+            return
+        factory = self._rig_factory or sim_rig_factory(self.sim_size.value())
+        code = self.designer.code
+        bridge = self.bridge
+
+        def work() -> RigSession:
+            camera, shutter = factory()
+            session = RigSession(camera, shutter, on_state=bridge)
+            session.open()
+            try:
+                if code is not None:
+                    session.configure(code)
+            except Exception:
+                session.close()
+                raise
+            return session
+
+        self.device_label.setText("connecting...")
+        self.tasks.run(work, self._connected, self._show_error)
+        self._update_buttons()
+
+    def _connected(self, session: RigSession) -> None:
+        self.session = session
+        info, sh = session.camera.info, session.shutter.info
+        self.device_label.setText(
+            f"camera {info.vendor} {info.model} ({info.serial_number}), "
+            f"{info.sensor_width}x{info.sensor_height}; shutter {sh.controller} "
+            f"{sh.port or ''} firmware {sh.firmware_version}"
+        )
+        self._show_configured(session)
+        self._on_state(session.state.value, session.reason)
+
+    def _show_configured(self, session: RigSession) -> None:
+        code = session.code
+        status = session.shutter_status
+        if code is None or status is None:
+            return
+        self._configured_sha = status.code_sha256
+        ok = status.echo_verified and status.code_sha256 == code.sha256
+        verdict = "verified" if ok else "MISMATCH"
+        self.designer.set_echo(f"controller holds {code} ({status.code_sha256[:12]}...): echo "
+                               f"{verdict}", ok)  # fmt: skip
+
+    def disconnect_rig(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        self.session = None
+        self.device_label.setText("disconnecting...")
+        self.tasks.run(session.close, lambda _: self._disconnected(), self._show_error)
+        self._update_buttons()
+
+    def _disconnected(self) -> None:
+        self.device_label.setText("not connected")
+        self.st_state.setText("IDLE (not connected)")
+        self._update_buttons()
+
+    def upload_code(self, code: ShutterCode) -> None:
+        session = self.session
+        if session is None:
+            self.designer.set_echo("connect the rig first: the code is loaded on connect", False)
+            return
+        if session.state != SessionState.IDLE:
+            self.designer.set_echo(f"stop live view or recording first (the session is "
+                                   f"{session.state.value})", False)  # fmt: skip
+            return
+        self.designer.set_echo("uploading...", True)
+        self.tasks.run(lambda: session.configure(code), lambda _: self._show_configured(session),
+                       lambda msg: self.designer.set_echo(msg, False))  # fmt: skip
+
+    def toggle_live(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        if session.state == SessionState.LIVE:
+            self.tasks.run(session.stop, None, self._show_error)
+        elif session.state == SessionState.IDLE:
+            self.tasks.run(session.start_live, None, self._show_error)
+
+    def start_recording(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        mode = self.mode.currentText()
+        n = {"Single frame": 1, "Burst of N": self.burst_n.value(), "Continuous": 0}[mode]
+        folder, name = Path(self.folder.text().strip() or "."), self.name.text().strip()
+        self.progress.setText("starting...")
+
+        def work() -> CaptureResult:
+            folder.mkdir(parents=True, exist_ok=True)
+            session.record(n, folder, name=name or "capture", settings={"gui_mode": mode})
+            return session.wait()
+
+        self.tasks.pool.setMaxThreadCount(2)  # the wait must not block stop_recording
+        self.tasks.run(work, self._recorded, self._show_error)
+
+    def stop_recording(self) -> None:
+        session = self.session
+        if session is not None and session.state == SessionState.RECORDING:
+            self.tasks.run(session.stop_recording, None, self._show_error)
+
+    def clear_error(self) -> None:
+        session = self.session
+        if session is not None:
+            self.st_error.setText("")
+            self.last_error = ""
+            self.tasks.run(session.clear_error, None, self._show_error)
+
+    def _recorded(self, result: CaptureResult) -> None:
+        self.last_result = result
+        st = result.stats
+        lost = st.frame_id_gaps + st.trigger_gaps
+        text = (f"wrote {result.path} ({st.written} frames"
+                + (f", {lost} lost" if lost else "") + ")")
+        if result.error:
+            text += f"; ended with an error: {result.error}"
+            self._show_error(result.error)
+        self.progress.setText(text)
+
+    def _browse(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Folder for capture files", self.folder.text())
+        if d:
+            self.folder.setText(d)
+
+    # -- feedback --------------------------------------------------------------------------------
+    def _show_error(self, message: str) -> None:
+        self.last_error = message
+        self.st_error.setText(message)
+        self.st_error.setToolTip(message)
+        if self.session is None:
+            self.device_label.setText("not connected")
+        self._update_buttons()
+
+    def _on_state(self, state: str, reason: str) -> None:
+        self.st_state.setText(state.upper())
+        if state == SessionState.ERROR.value and reason:
+            self._show_error(reason)
+        self.live_btn.setText("Stop live" if state == SessionState.LIVE.value else "Start live")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        s = self.session
+        state = s.state if s is not None else None
+        connected = s is not None
+        self.connect_btn.setEnabled(not connected and not self.tasks.busy)
+        self.disconnect_btn.setEnabled(connected)
+        self.live_btn.setEnabled(state in (SessionState.IDLE, SessionState.LIVE))
+        self.record_btn.setEnabled(state in (SessionState.IDLE, SessionState.LIVE))
+        self.stop_rec_btn.setEnabled(state == SessionState.RECORDING)
+        self.clear_btn.setEnabled(state == SessionState.ERROR)
+        self.designer.upload_btn.setEnabled(state == SessionState.IDLE
+                                            and self.designer.code is not None)  # fmt: skip
+
+    def _poll(self) -> None:
+        """Timer tick: newest frame to the screen, counters to the status bar."""
+        s = self.session
+        if s is None:
+            return
+        frame, count = s.latest.get()
+        now = time.perf_counter()
+        if now - self._count_t >= 1.0:
+            self.camera_fps = (count - self._last_count) / (now - self._count_t)
+            self._last_count, self._count_t = count, now
+            self.st_fps.setText(f"camera {self.camera_fps:.1f} fps")
+        if frame is not None and count != self._shown_count:
+            max_value = (1 << s.camera.settings.bit_depth) - 1
+            self.live.show_frame(frame.image, max_value)
+            self._shown_count = count
+        st = s.recording_stats
+        dropped = s.live_gaps + ((st.frame_id_gaps + st.trigger_gaps) if st else 0)
+        self.st_dropped.setText(f"dropped {dropped}")
+        self.st_queue.setText(f"writer queue {s.writer_queue}")
+        status_count = st.triggers_fired if st else 0
+        self.st_triggers.setText(f"triggers {status_count}")
+        path = s.recording_file
+        if path is not None:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = None
+            self.st_file.setText(f"{path.name}: {size / 1e6:.1f} MB" if size is not None
+                                 else path.name)  # fmt: skip
+        if s.state == SessionState.RECORDING and st is not None:
+            total = f"/{st.requested}" if st.requested else ""
+            self.progress.setText(f"recording: {st.written}{total} frames written")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.timer.stop()
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                session.close()  # finishes a recording as it stands: nothing is lost
+            except Exception as e:
+                log.warning("closing the rig: %s", e)
+        self.tasks.wait(5000)
+        super().closeEvent(event)

@@ -1,0 +1,143 @@
+"""The rig window under pytest-qt (offscreen): it drives a real RigSession on the simulated rig."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from blurvid_rig.capture_file import CaptureFile  # noqa: E402
+from blurvid_rig.gui import NO_DISPLAY_MESSAGE, has_display  # noqa: E402
+from blurvid_rig.gui.code_designer import CodeDesigner, code_spectrum  # noqa: E402
+from blurvid_rig.gui.live_view import LiveView, percentile_levels, saturation_mask  # noqa: E402
+from blurvid_rig.gui.main_window import MainWindow, sim_rig_factory  # noqa: E402
+from blurvid_rig.session import SessionState  # noqa: E402
+
+WAIT_MS = 15_000
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path):
+    win = MainWindow(rig_factory=sim_rig_factory(96), out_dir=tmp_path)
+    win.folder.setText(str(tmp_path))
+    qtbot.addWidget(win)
+    yield win
+    win.close()
+
+
+def connect(qtbot, win: MainWindow) -> None:
+    win.connect_rig()
+    qtbot.waitUntil(lambda: win.session is not None, timeout=WAIT_MS)
+    assert win.session.state == SessionState.IDLE
+
+
+def test_connect_shows_the_verified_code_echo(qtbot, window: MainWindow) -> None:
+    connect(qtbot, window)
+    assert "echo verified" in window.designer.echo.text()
+    assert window.session.shutter_status.code_sha256 == window.designer.code.sha256
+    # a new code is loaded and echoed
+    window.designer.bits_edit.setText("1101000110")
+    window.designer.upload_btn.click()
+    qtbot.waitUntil(lambda: "1101000110" in window.designer.echo.text(), timeout=WAIT_MS)
+    assert "echo verified" in window.designer.echo.text()
+    assert window.session.code.as_string() == "1101000110"
+
+
+def test_bad_code_text_is_refused_with_a_reason(qtbot) -> None:
+    d = CodeDesigner()
+    qtbot.addWidget(d)
+    d.bits_edit.setText("10x1")
+    assert d.code is None and d.error.text() and not d.upload_btn.isEnabled()
+    d.bits_edit.setText("0000")
+    assert d.code is None and "open" in d.error.text().lower()
+    d.bits_edit.setText("1011")
+    assert d.code is not None and d.error.text() == "" and "4 chips" in d.metrics.text()
+
+
+def test_live_view_shows_frames(qtbot, window: MainWindow) -> None:
+    connect(qtbot, window)
+    window.toggle_live()
+    qtbot.waitUntil(lambda: window.live.frames_shown >= 3, timeout=WAIT_MS)
+    assert window.session.state == SessionState.LIVE
+    assert window.live.roi_stats() is not None
+    window.toggle_live()
+    qtbot.waitUntil(lambda: window.session.state == SessionState.IDLE, timeout=WAIT_MS)
+
+
+def test_record_a_burst_of_three_frames(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    connect(qtbot, window)
+    window.mode.setCurrentText("Burst of N")
+    window.burst_n.setValue(3)
+    window.name.setText("gui burst")
+    window.record_btn.click()
+    qtbot.waitUntil(lambda: window.last_result is not None, timeout=WAIT_MS)
+    result = window.last_result
+    assert not result.error and result.stats.written == 3
+    assert result.path.parent == tmp_path and result.path.name.endswith("_gui_burst.h5")
+    with CaptureFile.open(result.path) as f:
+        assert f.n_frames == 3
+        assert f.code.as_string() == window.designer.code.as_string()
+    assert "3 frames" in window.progress.text()
+
+
+def test_camera_disconnect_shows_an_error_and_the_window_stays_responsive(
+    qtbot, tmp_path: Path
+) -> None:
+    win = MainWindow(rig_factory=sim_rig_factory(64, disconnect_after_n=4), out_dir=tmp_path)
+    qtbot.addWidget(win)
+    connect(qtbot, win)
+    win.toggle_live()
+    qtbot.waitUntil(lambda: win.session.state == SessionState.ERROR, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "disconnected" in win.st_error.text(), timeout=WAIT_MS)
+    assert win.clear_btn.isEnabled() and not win.record_btn.isEnabled()
+    # the event loop keeps turning: timers fire on time while the device is gone
+    ticks = []
+    start = time.perf_counter()
+    from PySide6.QtCore import QTimer
+
+    for i in range(5):
+        QTimer.singleShot(20 * i, lambda: ticks.append(time.perf_counter() - start))
+    qtbot.waitUntil(lambda: len(ticks) == 5, timeout=2000)
+    assert max(ticks) < 1.0
+    win.close()
+
+
+def test_live_view_levels_and_saturation(qtbot) -> None:
+    v = LiveView()
+    qtbot.addWidget(v)
+    img = np.zeros((32, 48), np.uint16)
+    img[:, 24:] = 4095
+    img[0, 0] = 1000
+    v.show_frame(img, 4095)
+    assert v.frames_shown == 1
+    mask = saturation_mask(img, 4095)
+    assert mask[0, 30, 3] == 200 and mask[0, 0, 3] == 0
+    v.hist.setLevels(10, 20)  # the user's levels persist across frames
+    v.show_frame(img, 4095)
+    assert tuple(round(x) for x in v.hist.getLevels()) == (10, 20)
+    lo, hi = percentile_levels(img)
+    assert hi > lo
+
+
+def test_code_spectrum_minimum_matches_the_metric() -> None:
+    from recon.codes import code_metrics
+
+    bits = (1, 1, 1, 0, 0, 1, 0, 1)
+    _, mag = code_spectrum(bits)
+    assert abs(float(mag.min()) - code_metrics(bits).min_dft) < 0.01
+
+
+def test_no_display_message_and_fallback(monkeypatch, capsys, tmp_path: Path) -> None:
+    from blurvid_rig.cli import main
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    assert not has_display()
+    assert main(["gui"]) == 0
+    out = capsys.readouterr().out
+    assert NO_DISPLAY_MESSAGE in out and "blurvid-rig demo" in out
