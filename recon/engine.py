@@ -204,6 +204,43 @@ class LearnedEngine:
         return out / weight.clamp(min=1e-6)
 
 
+class ClassicalEngine:
+    """The classical global reconstruction (:func:`recon.classical.reconstruct_global`) behind
+    the same ``reconstruct(y, bits, n_frames)`` call as :class:`LearnedEngine`, for live preview
+    when no learned model applies.
+
+    The frame is first reduced (area average) so that its longer side is at most ``max_side``:
+    velocity estimation and deconvolution then take a fraction of a second on a CPU. Frames come
+    back at the reduced size. ``max_px`` bounds the velocity search at that size (32 px: about 1 s
+    for 256 x 256 on one core; the full search takes several times longer).
+    """
+
+    def __init__(self, method: str = "wiener", max_side: int = 256, max_px: float = 32.0) -> None:
+        if method not in ("wiener", "tv"):
+            raise ValueError(f"method must be 'wiener' or 'tv', got {method!r}.")
+        self.method, self.max_side, self.max_px = method, int(max_side), float(max_px)
+        self.device = torch.device("cpu")
+        self.name = f"classical ({method})"
+
+    def reconstruct(self, y: Tensor, bits: Sequence[int], n_frames: int | None = None) -> Tensor:
+        """[T, h, w] frames from one coded frame ``y`` [H, W] scaled to [0, 1]."""
+        import torch.nn.functional as F
+
+        from recon.classical import reconstruct_global
+
+        if y.dim() != 2:
+            raise ValueError(f"y must be [H, W], got shape {tuple(y.shape)}.")
+        y = y.float()
+        f = max(y.shape) / self.max_side
+        if f > 1:
+            size = (max(8, round(y.shape[0] / f)), max(8, round(y.shape[1] / f)))
+            y = F.interpolate(y[None, None], size=size, mode="area")[0, 0]
+        n = len(bits) if n_frames is None else int(n_frames)
+        res = reconstruct_global(y, tuple(int(b) for b in bits), n_frames=n, method=self.method,
+                                 max_px=min(self.max_px, min(y.shape) / 2))  # fmt: skip
+        return res.frames.float()
+
+
 @dataclass
 class PreviewResult:
     """One live reconstruction: the frames, which input frame they came from, and how long it

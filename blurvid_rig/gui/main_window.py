@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from blurvid_rig.gui.code_designer import CodeDesigner
 from blurvid_rig.gui.live_view import LiveView
+from blurvid_rig.gui.preview import PreviewPanel
 from blurvid_rig.gui.tasks import TaskRunner
 from blurvid_rig.session import CaptureResult, RigSession, SessionState
 from hw.types import ShutterCode
@@ -112,6 +113,11 @@ class MainWindow(QMainWindow):
         dock.setWidget(scroll)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.preview = PreviewPanel()
+        pdock = QDockWidget("Live reconstruction", self)
+        pdock.setObjectName("preview-dock")
+        pdock.setWidget(self.preview)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, pdock)
         self._status_labels()
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._poll)
@@ -371,6 +377,9 @@ class MainWindow(QMainWindow):
             max_value = (1 << s.camera.settings.bit_depth) - 1
             self.live.show_frame(frame.image, max_value)
             self._shown_count = count
+            if s.code is not None:
+                self.preview.submit(frame.image, max_value, s.code.bits)
+        self.preview.poll()
         st = s.recording_stats
         dropped = s.live_gaps + ((st.frame_id_gaps + st.trigger_gaps) if st else 0)
         self.st_dropped.setText(f"dropped {dropped}")
@@ -391,6 +400,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.timer.stop()
+        self.preview.close_preview()
         session, self.session = self.session, None
         if session is not None:
             try:

@@ -69,6 +69,17 @@ def test_live_view_shows_frames(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(lambda: window.session.state == SessionState.IDLE, timeout=WAIT_MS)
 
 
+def test_live_reconstruction_preview_produces_frames(qtbot, window: MainWindow) -> None:
+    connect(qtbot, window)
+    window.preview.n_frames.setValue(4)
+    window.preview.enabled.setChecked(True)
+    window.toggle_live()
+    qtbot.waitUntil(lambda: window.preview.results >= 1, timeout=60_000)
+    assert "4 frames" in window.preview.label.text() and "CPU" in window.preview.label.text()
+    assert window.preview._frames.shape[0] == 4
+    assert np.isfinite(window.preview._frames).all()
+
+
 def test_record_a_burst_of_three_frames(qtbot, window: MainWindow, tmp_path: Path) -> None:
     connect(qtbot, window)
     window.mode.setCurrentText("Burst of N")

@@ -1,0 +1,195 @@
+"""Live reconstruction preview: the newest coded frame, reconstructed on a worker thread, shown as a
+looping playback and a strip, with its latency, rate and device.
+
+Frames are handed over through :class:`recon.engine.LivePreview`, which keeps only the newest
+one: when reconstruction is slower than the camera, frames are skipped, never queued, so capture
+is never slowed down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from recon.engine import ClassicalEngine, LearnedEngine, LivePreview, shipped_models
+
+METHODS = ("auto", "classical", "learned")
+
+
+def choose_engine(method: str, bits: tuple[int, ...]):
+    """The engine for ``method``: ``auto`` takes a shipped learned model whose code family holds
+    ``bits``, else the classical one. Returns ``(engine, why)``."""
+    if method in ("auto", "learned"):
+        models = shipped_models()
+        if models:
+            from recon.scenes import is_in_family
+
+            ok, reason = is_in_family(bits)
+            if ok or method == "learned":
+                return LearnedEngine(models[0]), f"learned model {models[0]}"
+            return ClassicalEngine(), f"classical: {reason}"
+        if method == "learned":
+            raise ValueError("No learned model is shipped yet; choose classical.")
+        return ClassicalEngine(), "classical (no learned model shipped)"
+    return ClassicalEngine(), "classical"
+
+
+def strip_image(frames: np.ndarray, gap: int = 2) -> np.ndarray:
+    """[T, H, W] -> one [H, T*W + (T-1)*gap] row of frames separated by NaN-free dark gaps.
+
+    >>> strip_image(np.ones((3, 2, 2))).shape
+    (2, 10)
+    """
+    t, h, w = frames.shape
+    out = np.zeros((h, t * w + (t - 1) * gap), dtype=np.float32)
+    for i in range(t):
+        out[:, i * (w + gap): i * (w + gap) + w] = frames[i]
+    return out
+
+
+class PreviewPanel(QWidget):
+    """The preview: call :meth:`submit` with new coded frames and :meth:`poll` on a timer."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.enabled = QCheckBox("Live reconstruction")
+        self.enabled.toggled.connect(self._toggled)
+        self.method = QComboBox()
+        self.method.addItems(METHODS)
+        self.n_frames = QSpinBox()
+        self.n_frames.setRange(2, 64)
+        self.n_frames.setValue(8)
+        self.label = QLabel("off")
+        self.label.setWordWrap(True)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.play_view = self.graphics.addViewBox(lockAspect=True, invertY=True)
+        self.play_item = pg.ImageItem(axisOrder="row-major")
+        self.play_view.addItem(self.play_item)
+        self.graphics.nextRow()
+        self.strip_view = self.graphics.addViewBox(lockAspect=True, invertY=True)
+        self.strip_item = pg.ImageItem(axisOrder="row-major")
+        self.strip_view.addItem(self.strip_item)
+        bar = QHBoxLayout()
+        for w in (self.enabled, QLabel("method"), self.method, QLabel("frames"), self.n_frames):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        lay = QVBoxLayout(self)
+        lay.addLayout(bar)
+        lay.addWidget(self.label)
+        lay.addWidget(self.graphics, 1)
+        self.preview: LivePreview | None = None
+        self.why = ""
+        self.results = 0
+        self._last_index = -1
+        self._frames: np.ndarray | None = None
+        self._play_i = 0
+        self._times: list[float] = []
+        self.play_timer = QTimer(self)
+        self.play_timer.timeout.connect(self._next_play_frame)
+        self.play_timer.start(80)  # ~12 frames/s playback loop
+        self._bits: tuple[int, ...] | None = None
+        self._n = 0
+        self._closing: list[threading.Thread] = []
+
+    # -- API -------------------------------------------------------------------------------------
+    def submit(self, image: np.ndarray, max_value: int, bits: tuple[int, ...]) -> None:
+        """Offer a new coded frame (only the newest waiting one is kept)."""
+        if not self.enabled.isChecked():
+            return
+        if self.preview is None or bits != self._bits or self.n_frames.value() != self._n:
+            self._start(bits)
+            if self.preview is None:
+                return
+        y = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / float(max_value))
+        self.preview.submit(y, bits)
+
+    def poll(self) -> None:
+        """Show a new result if there is one, and report errors."""
+        p = self.preview
+        if p is None:
+            return
+        if p.error is not None:
+            self.label.setText(f"reconstruction failed: {p.error}")
+            self._stop()
+            self.enabled.setChecked(False)
+            return
+        r = p.latest()
+        if r is None or r.source_index == self._last_index:
+            return
+        self._last_index = r.source_index
+        now = time.perf_counter()
+        self._times = [t for t in self._times if now - t < 5.0] + [now]
+        rate = (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-6)
+        frames = r.frames.numpy()
+        self._frames = frames
+        self.results += 1
+        lo, hi = float(np.percentile(frames, 0.5)), float(np.percentile(frames, 99.5))
+        self.strip_item.setImage(strip_image(frames), autoLevels=False, levels=(lo, hi))
+        self.play_item.setLevels((lo, hi))
+        if self.results == 1:
+            self.play_item.setImage(frames[0], autoLevels=False, levels=(lo, hi))
+            self.play_view.autoRange(padding=0.0)
+            self.strip_view.autoRange(padding=0.0)
+        dev = "GPU" if r.device.startswith("cuda") else "CPU"
+        self.label.setText(
+            f"{self.why}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} in "
+            f"{r.latency_s * 1e3:.0f} ms on the {dev} ({r.device}), {rate:.2f} results/s, "
+            f"{p.skipped} frames skipped"
+        )
+
+    def close_preview(self) -> None:
+        """Stop the worker and wait for it (at most one reconstruction): no thread may still be
+        inside torch when the interpreter exits."""
+        p, self.preview = self.preview, None
+        if p is not None:
+            p.close()
+        for t in self._closing:
+            t.join(timeout=30)
+        self._closing.clear()
+
+    # -- internals -------------------------------------------------------------------------------
+    def _start(self, bits: tuple[int, ...]) -> None:
+        self._stop()
+        try:
+            engine, self.why = choose_engine(self.method.currentText(), bits)
+        except ValueError as e:
+            self.label.setText(str(e))
+            self.enabled.setChecked(False)
+            return
+        self._bits, self._n = bits, self.n_frames.value()
+        self.preview = LivePreview(engine, n_frames=self._n)
+        self.label.setText(f"{self.why}: waiting for a frame")
+
+    def _stop(self) -> None:
+        if self.preview is not None:
+            # its worker may be mid-reconstruction: let it finish off the GUI thread
+            t = threading.Thread(target=self.preview.close, name="preview-close", daemon=True)
+            t.start()
+            self._closing = [c for c in self._closing if c.is_alive()] + [t]
+            self.preview = None
+        self._last_index = -1
+
+    def _toggled(self, on: bool) -> None:
+        if not on:
+            self._stop()
+            self.label.setText("off")
+
+    def _next_play_frame(self) -> None:
+        if self._frames is None or not self.isVisible():
+            return
+        self._play_i = (self._play_i + 1) % self._frames.shape[0]
+        self.play_item.setImage(self._frames[self._play_i], autoLevels=False)
