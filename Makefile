@@ -8,10 +8,13 @@ BIN    := $(VENV)/bin
 # system libraries Qt needs to load (pytest-qt imports QtGui/QtWidgets when pytest starts), and the
 # shutter firmware's toolchain: the AVR compiler and Arduino core, simavr to run it, clang's libFuzzer
 # for the protocol parser, avrdude to flash a board; and the free-licence photographs the learned
-# reconstruction's synthetic scenes are cut from.
+# reconstruction's synthetic scenes are cut from; Xvfb and the X11 libraries of Qt's xcb plugin, for
+# screenshots of the rig window in a real (virtual) X server.
 APT_PACKAGES := hdf5-tools libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
 	make gcc libc6-dev gcc-avr avr-libc arduino-core-avr libsimavr-dev libelf-dev simavr \
-	clang libclang-rt-14-dev avrdude lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds
+	clang libclang-rt-14-dev avrdude lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds \
+	xvfb xauth libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
+	libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0
 OUT ?= out/demo
 
 .PHONY: run test venv apt lint bench clean

@@ -87,7 +87,8 @@ class CodeDesigner(QWidget):
                                               brush=(80, 160, 255, 90), pen="w")  # fmt: skip
         self.spec_plot = pg.PlotWidget(title="|DFT| of the code")
         self.spec_plot.setMaximumHeight(160)
-        self.spec_plot.setLabel("bottom", "frequency", units="cycles/chip")
+        self.spec_plot.setLabel("bottom", "frequency (cycles per chip)")
+        self.spec_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.spec_curve = self.spec_plot.plot(pen="c")
         self.spec_min = self.spec_plot.plot(pen=None, symbol="o", symbolBrush="r", symbolSize=8)
 

@@ -101,11 +101,9 @@ class MainWindow(QMainWindow):
         col = QVBoxLayout(panel)
         col.addWidget(self._devices_box())
         col.addWidget(self._capture_box())
-        code_box = QGroupBox("Exposure code")
-        QVBoxLayout(code_box).addWidget(self.designer)
-        col.addWidget(code_box)
         col.addStretch(1)
         scroll = QScrollArea()
+        scroll.setMinimumWidth(340)
         scroll.setWidget(panel)
         scroll.setWidgetResizable(True)
         dock = QDockWidget("Rig", self)
@@ -113,11 +111,17 @@ class MainWindow(QMainWindow):
         dock.setWidget(scroll)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        cdock = QDockWidget("Exposure code", self)
+        cdock.setObjectName("code-dock")
+        cdock.setWidget(self.designer)
+        cdock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, cdock)
         self.preview = PreviewPanel()
         pdock = QDockWidget("Live reconstruction", self)
         pdock.setObjectName("preview-dock")
         pdock.setWidget(self.preview)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, pdock)
+        self.resizeDocks([pdock], [300], Qt.Orientation.Vertical)  # the live view keeps most
         self._status_labels()
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._poll)
@@ -372,7 +376,8 @@ class MainWindow(QMainWindow):
         if now - self._count_t >= 1.0:
             self.camera_fps = (count - self._last_count) / (now - self._count_t)
             self._last_count, self._count_t = count, now
-            self.st_fps.setText(f"camera {self.camera_fps:.1f} fps")
+            running = s.state in (SessionState.LIVE, SessionState.RECORDING)
+            self.st_fps.setText(f"camera {self.camera_fps:.1f} fps" if running else "camera - fps")
         if frame is not None and count != self._shown_count:
             max_value = (1 << s.camera.settings.bit_depth) - 1
             self.live.show_frame(frame.image, max_value)
