@@ -28,11 +28,13 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from blurvid_rig.gui.code_designer import CodeDesigner
+from blurvid_rig.gui.files import FilesPanel
 from blurvid_rig.gui.live_view import LiveView
 from blurvid_rig.gui.preview import PreviewPanel
 from blurvid_rig.gui.tasks import TaskRunner
@@ -94,7 +96,11 @@ class MainWindow(QMainWindow):
         self._shown_count = 0
 
         self.live = LiveView()
-        self.setCentralWidget(self.live)
+        self.files = FilesPanel()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.live, "Live")
+        self.tabs.addTab(self.files, "Files")
+        self.setCentralWidget(self.tabs)
         self.designer = CodeDesigner()
         self.designer.upload_requested.connect(self.upload_code)
         panel = QWidget()
@@ -331,6 +337,8 @@ class MainWindow(QMainWindow):
             text += f"; ended with an error: {result.error}"
             self._show_error(result.error)
         self.progress.setText(text)
+        if result.path is not None and st.written:
+            self.files.open_file(result.path)  # ready to browse and reconstruct
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Folder for capture files", self.folder.text())
@@ -413,4 +421,5 @@ class MainWindow(QMainWindow):
             except Exception as e:
                 log.warning("closing the rig: %s", e)
         self.tasks.wait(5000)
+        self.files.tasks.wait(60_000)  # a reconstruction in progress finishes its file
         super().closeEvent(event)

@@ -96,6 +96,31 @@ def test_record_a_burst_of_three_frames(qtbot, window: MainWindow, tmp_path: Pat
     assert "3 frames" in window.progress.text()
 
 
+def test_files_reconstruct_and_batch(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    connect(qtbot, window)
+    window.mode.setCurrentText("Burst of N")
+    window.burst_n.setValue(2)
+    window.record_btn.click()
+    qtbot.waitUntil(lambda: window.last_result is not None, timeout=WAIT_MS)
+    files = window.files
+    qtbot.waitUntil(lambda: files.path == window.last_result.path, timeout=WAIT_MS)
+    assert len(files.frames) == 2 and "11100101" in files.meta.toPlainText()
+    files.method.setCurrentText("classical")
+    files.export_boxes["mp4"].setChecked(False)
+    files.export_boxes["png"].setChecked(True)
+    files.reconstruct()
+    qtbot.waitUntil(lambda: files.video is not None, timeout=120_000)
+    assert files.video.shape[:2] == (2, 8)
+    assert files.recon_path.exists() and any(p.suffix == ".png" for p in files.exports)
+    bad = tmp_path / "not_a_capture.h5"
+    bad.write_bytes(b"nope")
+    files.batch([window.last_result.path, bad], method="classical")
+    qtbot.waitUntil(lambda: len(files.batch_outcomes) == 2, timeout=120_000)
+    assert not files.batch_outcomes[0].error and files.batch_outcomes[1].error
+    text = files.status.text()
+    assert "1 of 2 reconstructed" in text and "not_a_capture.h5" in text
+
+
 def test_camera_disconnect_shows_an_error_and_the_window_stays_responsive(
     qtbot, tmp_path: Path
 ) -> None:
