@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from blurvid_rig.gui.camera_panel import CameraPanel, FeatureTree
 from blurvid_rig.gui.code_designer import CodeDesigner
 from blurvid_rig.gui.files import FilesPanel
 from blurvid_rig.gui.live_view import LiveView
@@ -100,12 +101,17 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live, "Live")
         self.tabs.addTab(self.files, "Files")
+        self.features = FeatureTree()
+        self.tabs.addTab(self.features, "Camera features")
         self.setCentralWidget(self.tabs)
         self.designer = CodeDesigner()
         self.designer.upload_requested.connect(self.upload_code)
         panel = QWidget()
         col = QVBoxLayout(panel)
         col.addWidget(self._devices_box())
+        self.camera_panel = CameraPanel()
+        self.camera_panel.apply_requested.connect(self.apply_camera)
+        col.addWidget(self.camera_panel)
         col.addWidget(self._capture_box())
         col.addStretch(1)
         scroll = QScrollArea()
@@ -223,32 +229,72 @@ class MainWindow(QMainWindow):
         factory = self._rig_factory or sim_rig_factory(self.sim_size.value())
         code = self.designer.code
         bridge = self.bridge
+        configure = self._configure_call(code)
 
-        def work() -> RigSession:
+        def work() -> tuple[RigSession, Any]:
             camera, shutter = factory()
             session = RigSession(camera, shutter, on_state=bridge)
             session.open()
             try:
-                if code is not None:
-                    session.configure(code)
-            except Exception:
-                session.close()
-                raise
-            return session
+                return session, (configure(session) if code is not None else None)
+            except Exception as e:
+                # the devices stay usable: connected, with the problem shown
+                return session, e
 
         self.device_label.setText("connecting...")
         self.tasks.run(work, self._connected, self._show_error)
         self._update_buttons()
 
-    def _connected(self, session: RigSession) -> None:
+    def _configure_call(self, code: ShutterCode | None) -> Callable[[RigSession], Any]:
+        """What configuring ``session`` for ``code`` with the camera panel's settings runs on the
+        worker: returns ``(camera settings held, feature snapshot)``."""
+        panel = self.camera_panel
+        mode, exposure_us = panel.mode, panel.timed_exposure_us
+
+        def call(session: RigSession):
+            settings = panel.settings_from(session.camera.settings)
+            cam = session.configure(code, exposure_mode=mode, exposure_us=exposure_us,
+                                    settings=settings)  # fmt: skip
+            return cam, session.camera.node_map_snapshot()
+
+        return call
+
+    def _configured(self, session: RigSession, result: Any) -> None:
+        if isinstance(result, Exception):
+            msg = str(result)
+            self.camera_panel.show_problem(msg)
+            self.designer.set_echo(f"not loaded: {msg}", False)
+            return
+        cam, features = result
+        self.camera_panel.show_settings(cam)
+        self.features.set_features(features)
+        self._show_configured(session)
+
+    def apply_camera(self) -> None:
+        """Apply the camera panel (and load the designer's code) while IDLE."""
+        session, code = self.session, self.designer.code
+        if session is None or code is None:
+            self.camera_panel.show_problem("connect the rig and enter a valid code first")
+            return
+        if session.state != SessionState.IDLE:
+            self.camera_panel.show_problem(f"stop live view or recording first (the session is "
+                                           f"{session.state.value})")  # fmt: skip
+            return
+        configure = self._configure_call(code)
+        self.tasks.run(lambda: configure(session), lambda r: self._configured(session, r),
+                       lambda msg: self._configured(session, RuntimeError(msg)))  # fmt: skip
+
+    def _connected(self, result: tuple[RigSession, Any]) -> None:
+        session, configured = result
         self.session = session
+        if configured is not None:
+            self._configured(session, configured)
         info, sh = session.camera.info, session.shutter.info
         self.device_label.setText(
             f"camera {info.vendor} {info.model} ({info.serial_number}), "
             f"{info.sensor_width}x{info.sensor_height}; shutter {sh.controller} "
             f"{sh.port or ''} firmware {sh.firmware_version}"
         )
-        self._show_configured(session)
         self._on_state(session.state.value, session.reason)
 
     def _show_configured(self, session: RigSession) -> None:
@@ -286,8 +332,9 @@ class MainWindow(QMainWindow):
                                    f"{session.state.value})", False)  # fmt: skip
             return
         self.designer.set_echo("uploading...", True)
-        self.tasks.run(lambda: session.configure(code), lambda _: self._show_configured(session),
-                       lambda msg: self.designer.set_echo(msg, False))  # fmt: skip
+        configure = self._configure_call(code)
+        self.tasks.run(lambda: configure(session), lambda r: self._configured(session, r),
+                       lambda msg: self._configured(session, RuntimeError(msg)))  # fmt: skip
 
     def toggle_live(self) -> None:
         session = self.session
@@ -373,6 +420,7 @@ class MainWindow(QMainWindow):
         self.clear_btn.setEnabled(state == SessionState.ERROR)
         self.designer.upload_btn.setEnabled(state == SessionState.IDLE
                                             and self.designer.code is not None)  # fmt: skip
+        self.camera_panel.apply_btn.setEnabled(state == SessionState.IDLE)
 
     def _poll(self) -> None:
         """Timer tick: newest frame to the screen, counters to the status bar."""

@@ -48,6 +48,29 @@ def test_connect_shows_the_verified_code_echo(qtbot, window: MainWindow) -> None
     assert window.session.code.as_string() == "1101000110"
 
 
+def test_camera_panel_applies_settings_and_shows_problems(qtbot, window: MainWindow) -> None:
+    connect(qtbot, window)
+    panel = window.camera_panel
+    assert "camera holds" in panel.held.text()
+    assert len(window.features.visible_names()) > 3  # the camera's node map snapshot
+    # an ROI and gain are applied and read back
+    for spin, v in zip(panel.roi, (8, 4, 48, 40), strict=True):
+        spin.setValue(v)
+    panel.gain.setValue(6.0)
+    panel.apply_btn.click()
+    qtbot.waitUntil(lambda: "48x40 at (8, 4)" in panel.held.text(), timeout=WAIT_MS)
+    assert window.session.camera.settings.roi.width == 48 and "6.0 dB" in panel.held.text()
+    # a timed exposure shorter than the code (8 x 1000 us) is refused with the reason shown
+    panel.exposure_mode.setCurrentText("Timed")
+    panel.exposure_us.setValue(1000.0)
+    panel.apply_btn.click()
+    qtbot.waitUntil(lambda: "shorter than the code" in panel.warning.text(), timeout=WAIT_MS)
+    assert "not loaded" in window.designer.echo.text()
+    # the feature tree filters by name
+    window.features.search.setText("zzz-no-such-feature")
+    assert window.features.visible_names() == []
+
+
 def test_bad_code_text_is_refused_with_a_reason(qtbot) -> None:
     d = CodeDesigner()
     qtbot.addWidget(d)
