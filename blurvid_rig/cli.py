@@ -105,7 +105,13 @@ RIG_KEYS = {
     "camera": {"type": "camera", "cti": "cti", "serial": "serial", "index": "index",
                "trigger_source": "trigger_source"},
     "shutter": {"type": "shutter", "port": "port", "firmware": "firmware"},
+    # the other tables of a rig profile saved by the rig window (blurvid_rig.profile)
+    "code": {"bits": "code", "chip_us": "chip_us"},
+    "capture": {"folder": "out", "name": "name"},
+    "sim": {"width": "width", "height": "height", "seed": "seed"},
 }  # fmt: skip
+#: rig-profile tables that capture leaves to its own options (the window's camera panel)
+RIG_IGNORED = ("camera_settings",)
 
 
 def _apply_rig_file(args: argparse.Namespace, parser_defaults: dict[str, object]) -> None:
@@ -140,9 +146,10 @@ def _apply_rig_file(args: argparse.Namespace, parser_defaults: dict[str, object]
         for key, dest in keys.items():
             if key in table and getattr(args, dest) == parser_defaults.get(dest):
                 setattr(args, dest, table[key])
-    unknown_sections = sorted(set(data) - set(RIG_KEYS))
+    unknown_sections = sorted(set(data) - set(RIG_KEYS) - set(RIG_IGNORED))
     if unknown_sections:
-        raise RigError(f"{path}: unknown section(s) {unknown_sections}; known: camera, shutter.")
+        raise RigError(f"{path}: unknown section(s) {unknown_sections}; known: "
+                       f"{', '.join([*RIG_KEYS, *RIG_IGNORED])}.")  # fmt: skip
 
 
 def cmd_ports(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ newest-frame slot on a timer, so the display skips frames instead of slowing acq
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,13 @@ from blurvid_rig.gui.files import FilesPanel
 from blurvid_rig.gui.live_view import LiveView
 from blurvid_rig.gui.preview import PreviewPanel
 from blurvid_rig.gui.tasks import TaskRunner
+from blurvid_rig.profile import (
+    Devices,
+    RigProfile,
+    load_profile,
+    profile_from_capture,
+    save_profile,
+)
 from blurvid_rig.session import CaptureResult, RigSession, SessionState
 from hw.types import ShutterCode
 
@@ -47,6 +55,14 @@ log = logging.getLogger(__name__)
 #: Display refresh (the newest frame is taken at this rate, whatever the camera delivers).
 DISPLAY_HZ = 30
 CAPTURE_MODES = ("Single frame", "Burst of N", "Continuous")
+#: rig choices of the Devices panel: label -> (camera type, shutter type)
+RIG_CHOICES = {
+    "Simulated rig (camera + shutter)": ("sim", "sim"),
+    "GenICam camera + Arduino controller": ("genicam", "arduino"),
+    "GenICam camera + firmware in simavr": ("genicam", "simavr"),
+    "Simulated camera + Arduino controller": ("sim", "arduino"),
+    "Simulated camera + firmware in simavr": ("sim", "simavr"),
+}
 
 
 class StateBridge(QObject):
@@ -58,10 +74,10 @@ class StateBridge(QObject):
         self.changed.emit(state.value, reason)
 
 
-def sim_rig_factory(size: int, **camera_kw: Any) -> Callable[[], tuple[Any, Any]]:
+def sim_rig_factory(size: int, **camera_kw: Any) -> Callable[..., tuple[Any, Any]]:
     """A factory of the simulated camera and shutter (``size`` x ``size`` sensor)."""
 
-    def make() -> tuple[Any, Any]:
+    def make(stack: contextlib.ExitStack | None = None) -> tuple[Any, Any]:
         from hw.sim.camera import make_sim_rig
 
         return make_sim_rig(width=size, height=size, **camera_kw)
@@ -73,12 +89,13 @@ class MainWindow(QMainWindow):
     """The rig window.
 
     Args:
-        rig_factory: returns ``(camera, shutter)`` (not opened) when the user connects; default:
-            the simulated rig at the size chosen in the Devices panel.
+        rig_factory: called with an ``ExitStack`` (closed at disconnect) when the user connects,
+            returns ``(camera, shutter)`` (not opened); default: the devices chosen in the
+            Devices panel.
         out_dir: default folder of capture files.
     """
 
-    def __init__(self, rig_factory: Callable[[], tuple[Any, Any]] | None = None,
+    def __init__(self, rig_factory: Callable[..., tuple[Any, Any]] | None = None,
                  out_dir: Path = Path("captures")) -> None:  # fmt: skip
         super().__init__()
         self.setWindowTitle("blurvid-rig")
@@ -95,6 +112,7 @@ class MainWindow(QMainWindow):
         self.camera_fps = 0.0
         self._configured_sha = ""
         self._shown_count = 0
+        self._stack: contextlib.ExitStack | None = None
 
         self.live = LiveView()
         self.files = FilesPanel()
@@ -145,11 +163,21 @@ class MainWindow(QMainWindow):
         box = QGroupBox("Devices")
         form = QFormLayout(box)
         self.rig_choice = QComboBox()
-        self.rig_choice.addItem("Simulated rig (camera + shutter)")
+        self.rig_choice.addItems(list(RIG_CHOICES))
         self.sim_size = QSpinBox()
         self.sim_size.setRange(64, 4096)
         self.sim_size.setSingleStep(64)
         self.sim_size.setValue(512)
+        self.cti = QLineEdit()
+        self.cti.setPlaceholderText("GenTL producer .cti (empty: GENICAM_GENTL64_PATH)")
+        self.cam_serial = QComboBox()
+        self.cam_serial.setEditable(True)
+        self.cam_serial.setToolTip("serial number of the GenICam camera (empty: the first)")
+        self.port = QComboBox()
+        self.port.setEditable(True)
+        self.port.setToolTip("serial port of the Arduino shutter controller")
+        self.find_btn = QPushButton("Find devices")
+        self.find_btn.clicked.connect(self.find_devices)
         self.connect_btn = QPushButton("Connect")
         self.connect_btn.clicked.connect(self.connect_rig)
         self.disconnect_btn = QPushButton("Disconnect")
@@ -160,15 +188,27 @@ class MainWindow(QMainWindow):
         self.clear_btn.clicked.connect(self.clear_error)
         self.device_label = QLabel("not connected")
         self.device_label.setWordWrap(True)
+        prof = QHBoxLayout()
+        for text, slot in (("Load profile...", self._load_profile_dialog),
+                           ("Save profile...", self._save_profile_dialog),
+                           ("From capture...", self._from_capture_dialog)):  # fmt: skip
+            b = QPushButton(text)
+            b.clicked.connect(slot)
+            prof.addWidget(b)
         row = QHBoxLayout()
         row.addWidget(self.connect_btn)
         row.addWidget(self.disconnect_btn)
-        form.addRow("rig", self.rig_choice)
-        form.addRow("sim sensor", self.sim_size)
-        form.addRow(row)
         row2 = QHBoxLayout()
         row2.addWidget(self.live_btn)
         row2.addWidget(self.clear_btn)
+        form.addRow("rig", self.rig_choice)
+        form.addRow("sim sensor", self.sim_size)
+        form.addRow("GenTL .cti", self.cti)
+        form.addRow("camera serial", self.cam_serial)
+        form.addRow("shutter port", self.port)
+        form.addRow(self.find_btn)
+        form.addRow(prof)
+        form.addRow(row)
         form.addRow(row2)
         form.addRow(self.device_label)
         return box
@@ -226,15 +266,20 @@ class MainWindow(QMainWindow):
     def connect_rig(self) -> None:
         if self.session is not None or self.tasks.busy:
             return
-        factory = self._rig_factory or sim_rig_factory(self.sim_size.value())
+        factory = self._rig_factory or self._devices_factory(self.devices())
         code = self.designer.code
         bridge = self.bridge
-        configure = self._configure_call(code)
+        configure = self._configure_call(code, self.devices().trigger_source)
+        stack = self._stack = contextlib.ExitStack()
 
         def work() -> tuple[RigSession, Any]:
-            camera, shutter = factory()
-            session = RigSession(camera, shutter, on_state=bridge)
-            session.open()
+            try:
+                camera, shutter = factory(stack)
+                session = RigSession(camera, shutter, on_state=bridge)
+                session.open()
+            except BaseException:
+                stack.close()
+                raise
             try:
                 return session, (configure(session) if code is not None else None)
             except Exception as e:
@@ -245,7 +290,120 @@ class MainWindow(QMainWindow):
         self.tasks.run(work, self._connected, self._show_error)
         self._update_buttons()
 
-    def _configure_call(self, code: ShutterCode | None) -> Callable[[RigSession], Any]:
+    def devices(self) -> Devices:
+        """The devices chosen in the Devices panel."""
+        camera, shutter = RIG_CHOICES[self.rig_choice.currentText()]
+        serial = self.cam_serial.currentText().strip()
+        return Devices(camera=camera, shutter=shutter, cti=self.cti.text().strip(),
+                       serial=serial.split(" ")[0] if serial else "",
+                       port=self.port.currentText().strip().split(" ")[0],
+                       trigger_source="Line1", width=self.sim_size.value(),
+                       height=self.sim_size.value())  # fmt: skip
+
+    @staticmethod
+    def _devices_factory(devices: Devices) -> Callable[[contextlib.ExitStack], tuple[Any, Any]]:
+        return devices.open
+
+    def find_devices(self) -> None:
+        """List GenTL cameras and serial ports (in the background) into the choosers."""
+        cti = self.cti.text().strip() or None
+
+        def work():
+            from hw.serial_ports import list_serial_ports
+
+            ports = [f"{p.device} {p.board_guess or p.description}".strip()
+                     for p in list_serial_ports()]  # fmt: skip
+            try:
+                from hw.genicam_camera import list_devices
+
+                cams = [f"{d.serial} ({d.vendor} {d.model})" for d in list_devices(cti)]
+                cam_note = "" if cams else "no GenICam camera found"
+            except Exception as e:  # a missing producer must not hide the ports
+                cams, cam_note = [], f"cameras: {e}"
+            return ports, cams, cam_note
+
+        def done(result) -> None:
+            ports, cams, note = result
+            for box, items in ((self.port, ports), (self.cam_serial, cams)):
+                box.clear()
+                box.addItems(items)
+            self.device_label.setText(f"{len(ports)} serial port(s), {len(cams)} camera(s)"
+                                      + (f"; {note}" if note else ""))  # fmt: skip
+
+        self.device_label.setText("looking for devices...")
+        self.tasks.run(work, done, self._show_error)
+
+    # -- profiles ------------------------------------------------------------------------------
+    def current_profile(self) -> RigProfile:
+        code = self.designer.code
+        panel = self.camera_panel
+        base = self.session.camera.settings if self.session is not None else None
+        from hw.types import CameraSettings
+
+        cam = panel.settings_from(base or CameraSettings()).replace(
+            exposure_mode=panel.mode, exposure_us=panel.exposure_us.value())
+        return RigProfile(devices=self.devices(),
+                          bits=code.as_string() if code else self.designer.bits_edit.text(),
+                          chip_us=self.designer.chip_us.value(), camera=cam,
+                          folder=self.folder.text(), name=self.name.text())  # fmt: skip
+
+    def apply_profile(self, profile: RigProfile) -> None:
+        """Show a profile in the panels (devices apply at the next Connect, settings at Apply)."""
+        d = profile.devices
+        for label, kinds in RIG_CHOICES.items():
+            if kinds == (d.camera, d.shutter):
+                self.rig_choice.setCurrentText(label)
+        self.sim_size.setValue(d.width)
+        self.cti.setText(d.cti)
+        self.cam_serial.setEditText(d.serial)
+        self.port.setEditText(d.port)
+        self.designer.bits_edit.setText(profile.bits)
+        self.designer.chip_us.setValue(profile.chip_us)
+        self.camera_panel.show_settings(profile.camera)
+        self.folder.setText(profile.folder)
+        self.name.setText(profile.name)
+
+    def load_profile(self, path: Path) -> None:
+        try:
+            self.apply_profile(load_profile(path))
+        except Exception as e:
+            self._show_error(str(e))
+        else:
+            self.device_label.setText(f"profile {path.name} loaded; Apply or Connect to use it")
+
+    def save_profile(self, path: Path) -> None:
+        try:
+            save_profile(self.current_profile(), path)
+        except Exception as e:
+            self._show_error(f"could not save the profile: {e}")
+        else:
+            self.device_label.setText(f"profile saved to {path}")
+
+    def settings_from_capture(self, path: Path) -> None:
+        self.tasks.run(lambda: profile_from_capture(path, self.current_profile()),
+                       lambda p: (self.apply_profile(p), self.device_label.setText(
+                           f"code and camera settings of {Path(path).name} loaded; Apply to "
+                           "use them")), self._show_error)  # fmt: skip
+
+    def _load_profile_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a rig profile", "", "TOML (*.toml)")
+        if path:
+            self.load_profile(Path(path))
+
+    def _save_profile_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the rig profile", "rig.toml",
+                                              "TOML (*.toml)")  # fmt: skip
+        if path:
+            self.save_profile(Path(path))
+
+    def _from_capture_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Settings of a capture file", "",
+                                              "Capture files (*.h5)")  # fmt: skip
+        if path:
+            self.settings_from_capture(Path(path))
+
+    def _configure_call(self, code: ShutterCode | None,
+                        trigger_source: str = "Line1") -> Callable[[RigSession], Any]:  # fmt: skip
         """What configuring ``session`` for ``code`` with the camera panel's settings runs on the
         worker: returns ``(camera settings held, feature snapshot)``."""
         panel = self.camera_panel
@@ -254,7 +412,7 @@ class MainWindow(QMainWindow):
         def call(session: RigSession):
             settings = panel.settings_from(session.camera.settings)
             cam = session.configure(code, exposure_mode=mode, exposure_us=exposure_us,
-                                    settings=settings)  # fmt: skip
+                                    settings=settings, trigger_source=trigger_source)
             return cam, session.camera.node_map_snapshot()
 
         return call
@@ -313,8 +471,17 @@ class MainWindow(QMainWindow):
         if session is None:
             return
         self.session = None
+        stack, self._stack = self._stack, None
         self.device_label.setText("disconnecting...")
-        self.tasks.run(session.close, lambda _: self._disconnected(), self._show_error)
+
+        def work() -> None:
+            try:
+                session.close()
+            finally:
+                if stack is not None:
+                    stack.close()
+
+        self.tasks.run(work, lambda _: self._disconnected(), self._show_error)
         self._update_buttons()
 
     def _disconnected(self) -> None:
@@ -468,6 +635,8 @@ class MainWindow(QMainWindow):
                 session.close()  # finishes a recording as it stands: nothing is lost
             except Exception as e:
                 log.warning("closing the rig: %s", e)
+        if self._stack is not None:
+            self._stack.close()
         self.tasks.wait(5000)
         self.files.tasks.wait(60_000)  # a reconstruction in progress finishes its file
         super().closeEvent(event)

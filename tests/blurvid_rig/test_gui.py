@@ -71,6 +71,28 @@ def test_camera_panel_applies_settings_and_shows_problems(qtbot, window: MainWin
     assert window.features.visible_names() == []
 
 
+def test_profile_save_and_load_and_default_devices(qtbot, tmp_path: Path) -> None:
+    a = MainWindow(out_dir=tmp_path)  # no factory: the Devices panel decides
+    qtbot.addWidget(a)
+    a.sim_size.setValue(64)
+    a.designer.bits_edit.setText("1101000110")
+    a.camera_panel.gain.setValue(4.5)
+    a.name.setText("profiled")
+    a.save_profile(tmp_path / "rig.toml")
+    b = MainWindow(out_dir=tmp_path)
+    qtbot.addWidget(b)
+    b.load_profile(tmp_path / "rig.toml")
+    assert b.designer.code.as_string() == "1101000110" and b.name.text() == "profiled"
+    assert b.camera_panel.gain.value() == 4.5 and b.sim_size.value() == 64
+    connect(qtbot, b)
+    assert b.session.camera.info.sensor_width == 64
+    assert b.session.camera.settings.gain_db == 4.5
+    b.load_profile(tmp_path / "missing.toml")
+    assert "Could not read the rig profile" in b.st_error.text()
+    a.close()
+    b.close()
+
+
 def test_bad_code_text_is_refused_with_a_reason(qtbot) -> None:
     d = CodeDesigner()
     qtbot.addWidget(d)
