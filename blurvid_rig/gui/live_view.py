@@ -105,11 +105,10 @@ class LiveView(QWidget):
         else:
             levels = self.hist.getLevels()
         self.image.setImage(image, autoLevels=False, levels=levels)
-        if self.show_sat.isChecked():
+        saturated = self.show_sat.isChecked() and bool((image >= self._max_value).any())
+        if saturated:  # most frames have no saturated pixel: no overlay to build or draw
             self.overlay.setImage(saturation_mask(image, self._max_value), autoLevels=False)
-            self.overlay.setVisible(True)
-        else:
-            self.overlay.setVisible(False)
+        self.overlay.setVisible(saturated)
         if first:
             self.view.autoRange(padding=0.0)
             h, w = image.shape
@@ -146,10 +145,14 @@ class LiveView(QWidget):
         """Mean, std, min and max of the ROI on the newest frame (None before any frame)."""
         if self._frame is None:
             return None
-        region = self.roi.getArrayRegion(self._frame, self.image)
-        if region is None or region.size == 0:
+        # the ROI is an axis-aligned rectangle in image pixels: slice, no interpolation
+        (x, y), (w, h) = self.roi.pos(), self.roi.size()
+        x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+        x1 = min(self._frame.shape[1], int(round(x + w)))
+        y1 = min(self._frame.shape[0], int(round(y + h)))
+        if x1 <= x0 or y1 <= y0:
             return None
-        r = np.asarray(region, dtype=np.float64)
+        r = self._frame[y0:y1, x0:x1].astype(np.float64)
         return {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()),
                 "max": float(r.max())}
 
