@@ -85,6 +85,19 @@ def sim_rig_factory(size: int, **camera_kw: Any) -> Callable[..., tuple[Any, Any
     return make
 
 
+def _banner(port: str) -> str:
+    """The shutter firmware's banner on ``port``, or why there is none (never raises)."""
+    from hw.serial_ports import identify
+
+    try:
+        info = identify(port, timeout_s=2.5)
+    except Exception as e:
+        return f"cannot open: {e}"
+    if info is None:
+        return "not blurvid shutter firmware"
+    return f"blurvid shutter firmware {info.firmware_version}"
+
+
 class MainWindow(QMainWindow):
     """The rig window.
 
@@ -113,6 +126,9 @@ class MainWindow(QMainWindow):
         self._configured_sha = ""
         self._shown_count = 0
         self._stack: contextlib.ExitStack | None = None
+        self._stat_t = 0.0
+        #: the camera settings held after the last configure (read on the worker, kept here)
+        self.held_settings = None
 
         self.live = LiveView()
         self.files = FilesPanel()
@@ -311,8 +327,12 @@ class MainWindow(QMainWindow):
         def work():
             from hw.serial_ports import list_serial_ports
 
-            ports = [f"{p.device} {p.board_guess or p.description}".strip()
-                     for p in list_serial_ports()]  # fmt: skip
+            ports = []
+            for p in list_serial_ports():
+                label = f"{p.device} {p.board_guess or p.description}".strip()
+                if p.looks_like_arduino:  # ask for the firmware banner (the board resets)
+                    label += f" [{_banner(p.device)}]"
+                ports.append(label)
             try:
                 from hw.genicam_camera import list_devices
 
@@ -337,7 +357,7 @@ class MainWindow(QMainWindow):
     def current_profile(self) -> RigProfile:
         code = self.designer.code
         panel = self.camera_panel
-        base = self.session.camera.settings if self.session is not None else None
+        base = self.held_settings  # what the camera held at the last Apply (no device call here)
         from hw.types import CameraSettings
 
         cam = panel.settings_from(base or CameraSettings()).replace(
@@ -424,6 +444,7 @@ class MainWindow(QMainWindow):
             self.designer.set_echo(f"not loaded: {msg}", False)
             return
         cam, features = result
+        self.held_settings = cam
         self.camera_panel.show_settings(cam)
         self.features.set_features(features)
         self._show_configured(session)
@@ -602,7 +623,8 @@ class MainWindow(QMainWindow):
             running = s.state in (SessionState.LIVE, SessionState.RECORDING)
             self.st_fps.setText(f"camera {self.camera_fps:.1f} fps" if running else "camera - fps")
         if frame is not None and count != self._shown_count:
-            max_value = (1 << s.camera.settings.bit_depth) - 1
+            held = self.held_settings
+            max_value = (1 << held.bit_depth) - 1 if held else int(frame.image.max())
             self.live.show_frame(frame.image, max_value)
             self._shown_count = count
             if s.code is not None:
@@ -615,7 +637,8 @@ class MainWindow(QMainWindow):
         status_count = st.triggers_fired if st else 0
         self.st_triggers.setText(f"triggers {status_count}")
         path = s.recording_file
-        if path is not None:
+        if path is not None and now - self._stat_t >= 1.0:  # one file-size check per second
+            self._stat_t = now
             try:
                 size = path.stat().st_size
             except OSError:

@@ -93,6 +93,17 @@ def test_profile_save_and_load_and_default_devices(qtbot, tmp_path: Path) -> Non
     b.close()
 
 
+def test_find_devices_lists_genicam_cameras(qtbot, tmp_path: Path, producers) -> None:
+    win = MainWindow(out_dir=tmp_path)
+    qtbot.addWidget(win)
+    win.cti.setText(str(producers["viky"]))
+    win.find_devices()
+    qtbot.waitUntil(lambda: "camera(s)" in win.device_label.text(), timeout=WAIT_MS)
+    assert win.cam_serial.count() >= 1  # viky's simulated devices
+    assert "serial port(s)" in win.device_label.text()
+    win.close()
+
+
 def test_bad_code_text_is_refused_with_a_reason(qtbot) -> None:
     d = CodeDesigner()
     qtbot.addWidget(d)
