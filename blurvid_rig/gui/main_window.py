@@ -127,6 +127,7 @@ class MainWindow(QMainWindow):
         self._shown_count = 0
         self._stack: contextlib.ExitStack | None = None
         self._stat_t = 0.0
+        self._trigger_source = "Line1"
         #: the camera settings held after the last configure (read on the worker, kept here)
         self.held_settings = None
 
@@ -192,6 +193,12 @@ class MainWindow(QMainWindow):
         self.port = QComboBox()
         self.port.setEditable(True)
         self.port.setToolTip("serial port of the Arduino shutter controller")
+        self.trigger = QComboBox()
+        self.trigger.addItems(["Line1", "Software"])
+        self.trigger.setToolTip(
+            "Line1: the camera input wired to the controller's camera trigger (the rig). "
+            "Software: for camera simulators without trigger lines; the exposure is then NOT "
+            "synchronised with the code (pipeline tests only, never data).")
         self.find_btn = QPushButton("Find devices")
         self.find_btn.clicked.connect(self.find_devices)
         self.connect_btn = QPushButton("Connect")
@@ -222,6 +229,7 @@ class MainWindow(QMainWindow):
         form.addRow("GenTL .cti", self.cti)
         form.addRow("camera serial", self.cam_serial)
         form.addRow("shutter port", self.port)
+        form.addRow("camera trigger", self.trigger)
         form.addRow(self.find_btn)
         form.addRow(prof)
         form.addRow(row)
@@ -285,7 +293,8 @@ class MainWindow(QMainWindow):
         factory = self._rig_factory or self._devices_factory(self.devices())
         code = self.designer.code
         bridge = self.bridge
-        configure = self._configure_call(code, self.devices().trigger_source)
+        self._trigger_source = self.devices().trigger_source  # fixed while connected
+        configure = self._configure_call(code, self._trigger_source)
         stack = self._stack = contextlib.ExitStack()
 
         def work() -> tuple[RigSession, Any]:
@@ -313,7 +322,7 @@ class MainWindow(QMainWindow):
         return Devices(camera=camera, shutter=shutter, cti=self.cti.text().strip(),
                        serial=serial.split(" ")[0] if serial else "",
                        port=self.port.currentText().strip().split(" ")[0],
-                       trigger_source="Line1", width=self.sim_size.value(),
+                       trigger_source=self.trigger.currentText(), width=self.sim_size.value(),
                        height=self.sim_size.value())  # fmt: skip
 
     @staticmethod
@@ -377,6 +386,7 @@ class MainWindow(QMainWindow):
         self.cti.setText(d.cti)
         self.cam_serial.setEditText(d.serial)
         self.port.setEditText(d.port)
+        self.trigger.setCurrentText(d.trigger_source)
         self.designer.bits_edit.setText(profile.bits)
         self.designer.chip_us.setValue(profile.chip_us)
         self.camera_panel.show_settings(profile.camera)
@@ -459,7 +469,7 @@ class MainWindow(QMainWindow):
             self.camera_panel.show_problem(f"stop live view or recording first (the session is "
                                            f"{session.state.value})")  # fmt: skip
             return
-        configure = self._configure_call(code)
+        configure = self._configure_call(code, self._trigger_source)
         self.tasks.run(lambda: configure(session), lambda r: self._configured(session, r),
                        lambda msg: self._configured(session, RuntimeError(msg)))  # fmt: skip
 
@@ -520,7 +530,7 @@ class MainWindow(QMainWindow):
                                    f"{session.state.value})", False)  # fmt: skip
             return
         self.designer.set_echo("uploading...", True)
-        configure = self._configure_call(code)
+        configure = self._configure_call(code, self._trigger_source)
         self.tasks.run(lambda: configure(session), lambda r: self._configured(session, r),
                        lambda msg: self._configured(session, RuntimeError(msg)))  # fmt: skip
 
