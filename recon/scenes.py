@@ -652,12 +652,9 @@ def render(scene: Scene, times: Sequence[float] | Tensor) -> Tensor:
     Args:
         scene: the scene.
         times: ``T`` times in ``[0, 1]``.
-        device: where to render (textures are copied there). A GPU renders training batches
-            far faster than the CPU; results agree with the CPU's to float rounding, not bit
-            for bit, so the fixed sets are rendered on the CPU.
 
     Returns:
-        The views, float32 in ``[0, 1]``, on ``device``.
+        The views, float32 in ``[0, 1]``.
 
     Raises:
         ValueError: as :func:`render_batch`.

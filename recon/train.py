@@ -24,7 +24,6 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +73,6 @@ def chip_centres(n_chips: int) -> Tensor:
 
 
 # -- one step --------------------------------------------------------------------------------------
-@dataclass
-class StepOut:
-    loss: float
-    psnr_chips: float
-
-
 def model_inputs(bits: tuple[int, ...], batch: int, device: torch.device, max_chips: int):
     v, n = pad_code(bits, max_chips)
     return v[None].expand(batch, -1).to(device), torch.full((batch,), n, device=device)

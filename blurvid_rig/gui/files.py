@@ -51,7 +51,7 @@ def read_video(path: Path) -> np.ndarray:
     from blurvid_rig.recon_file import ReconFile
 
     with ReconFile.open(path) as f:
-        return np.stack([np.asarray(f.read_video(i)) for i in range(f.video_shape[0])])
+        return np.asarray(f.video)
 
 
 class FilesPanel(QWidget):

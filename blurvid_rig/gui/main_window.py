@@ -123,7 +123,6 @@ class MainWindow(QMainWindow):
         self._last_count = 0
         self._count_t = time.perf_counter()
         self.camera_fps = 0.0
-        self._configured_sha = ""
         self._shown_count = 0
         self._stack: contextlib.ExitStack | None = None
         self._stat_t = 0.0
@@ -491,7 +490,6 @@ class MainWindow(QMainWindow):
         status = session.shutter_status
         if code is None or status is None:
             return
-        self._configured_sha = status.code_sha256
         ok = status.echo_verified and status.code_sha256 == code.sha256
         verdict = "verified" if ok else "MISMATCH"
         self.designer.set_echo(f"controller holds {code} ({status.code_sha256[:12]}...): echo "
