@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from hw.errors import DeviceDisconnected
+from hw.optics import SimLens
 from hw.sim.camera_base import SIM_EXPOSURE_US_MAX as SIM_EXPOSURE_US_MAX
 from hw.sim.camera_base import SIM_EXPOSURE_US_MIN as SIM_EXPOSURE_US_MIN
 from hw.sim.camera_base import SIM_FRAME_RATE_HZ_MAX as SIM_FRAME_RATE_HZ_MAX
@@ -114,6 +115,9 @@ class _Exposure:
     code_sha256: str
     exposure_us: float
     settings: CameraSettings
+    scene: SimScene
+    # with a non-ideal shutter: (offset from t_start in us, weight in chips) of each render sample
+    samples: tuple[tuple[float, float], ...] = ()
 
 
 def _box_code(exposure_us: float) -> ShutterCode:
@@ -140,6 +144,17 @@ class SimCamera(_SimCameraBase):
         prnu: photo-response non-uniformity, relative rms of the fixed gain pattern.
         dsnu_e: dark-signal non-uniformity, electrons rms of the fixed offset pattern.
         dark_current_e_per_s: mean dark current.
+        linear_exposure_ref_us: None (default): frames keep their brightness whatever the code or
+            exposure (see the module docstring). A number: the camera stands under fixed light,
+            as a real one does: a static full-scale scene gives ``full_scale_dn`` after this many
+            microseconds of open shutter, and proportionally more or less light for other
+            exposures (what calibration measures against). A plain attribute.
+        vignetting: relative light lost at the sensor corners by the lens (0.3 = corners get
+            70 %), falling off with the squared distance from the centre. A plain attribute.
+        hot_pixel_fraction: fraction of pixels with ``hot_pixel_e_per_s`` of extra dark current.
+        hot_pixel_e_per_s: dark current of a hot pixel.
+        lens: the lens (:class:`~hw.optics.SimLens`) through which calibration targets are
+            rendered; a moderate barrel-distorting one when None.
         noise: False = no noise and no fixed patterns (deterministic frames).
         render_sub_steps: time samples per chip when rendering.
         buffer_frames: capacity of the output queue; frames that arrive while it is full are lost
@@ -176,6 +191,11 @@ class SimCamera(_SimCameraBase):
         prnu: float = 0.01,
         dsnu_e: float = 1.0,
         dark_current_e_per_s: float = 5.0,
+        linear_exposure_ref_us: float | None = None,
+        vignetting: float = 0.0,
+        hot_pixel_fraction: float = 0.0,
+        hot_pixel_e_per_s: float = 20_000.0,
+        lens: SimLens | None = None,
         noise: bool = True,
         render_sub_steps: int = 2,
         buffer_frames: int = 16,
@@ -209,6 +229,7 @@ class SimCamera(_SimCameraBase):
             ("dsnu_e", dsnu_e),
             ("dark_current_e_per_s", dark_current_e_per_s),
             ("fetch_latency_s", fetch_latency_s),
+            ("hot_pixel_e_per_s", hot_pixel_e_per_s),
         ):
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be >= 0, got {v!r}.")
@@ -218,6 +239,16 @@ class SimCamera(_SimCameraBase):
             raise ValueError("render_sub_steps, buffer_frames and history_frames must be >= 1.")
         if not 0.0 <= drop_rate <= 1.0:
             raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate!r}.")
+        if not 0.0 <= vignetting < 1.0:
+            raise ValueError(f"vignetting must be in [0, 1), got {vignetting!r}.")
+        if not 0.0 <= hot_pixel_fraction <= 0.1:
+            raise ValueError(f"hot_pixel_fraction must be in [0, 0.1], got {hot_pixel_fraction!r}.")
+        if linear_exposure_ref_us is not None and not (
+            math.isfinite(linear_exposure_ref_us) and linear_exposure_ref_us > 0
+        ):
+            raise ValueError(
+                f"linear_exposure_ref_us must be > 0 (or None), got {linear_exposure_ref_us!r}."
+            )
 
         super().__init__(
             shutter, (sw, sh), seed=seed, pixel_size_um=pixel_size_um, buffer_frames=buffer_frames
@@ -230,6 +261,13 @@ class SimCamera(_SimCameraBase):
         self.prnu = float(prnu)
         self.dsnu_e = float(dsnu_e)
         self.dark_current_e_per_s = float(dark_current_e_per_s)
+        self.linear_exposure_ref_us = (
+            None if linear_exposure_ref_us is None else float(linear_exposure_ref_us)
+        )
+        self.vignetting = float(vignetting)
+        self.hot_pixel_fraction = float(hot_pixel_fraction)
+        self.hot_pixel_e_per_s = float(hot_pixel_e_per_s)
+        self.lens = lens if lens is not None else SimLens.default(sw, sh)
         self.noise = bool(noise)
         self.render_sub_steps = int(render_sub_steps)
         self._history_frames = int(history_frames)
@@ -247,6 +285,7 @@ class SimCamera(_SimCameraBase):
         self._disconnected = False
         self._drop_rng = np.random.default_rng([self._seed, 0xD209])
         self._patterns: tuple[np.ndarray, np.ndarray] | None = None
+        self._maps: dict[tuple[str, float], np.ndarray] = {}
         self._patterns_lock = threading.Lock()
         if shutter is not None:
             shutter.connect_trigger(self._on_trigger)
@@ -255,6 +294,18 @@ class SimCamera(_SimCameraBase):
     @property
     def scene(self) -> SimScene:
         return self._scene
+
+    @scene.setter
+    def scene(self, scene: SimScene) -> None:
+        """Put another scene in front of the camera (frames already triggered keep theirs)."""
+        sw, sh = self._sensor
+        if (scene.width, scene.height) != (sw, sh):
+            raise ValueError(
+                f"The scene is {scene.width}x{scene.height} but the sensor is {sw}x{sh}; "
+                "make the scene the size of the sensor."
+            )
+        with self._cond:
+            self._scene = scene
 
     @property
     def clock(self) -> SimClock:
@@ -309,7 +360,7 @@ class SimCamera(_SimCameraBase):
         chip_s = exp.code.chip_us * 1e-6
         k = exp.code.n_chips
         t0 = exp.t_start_s + np.arange(k) * chip_s
-        frames = self._scene.render_means(t0, t0 + chip_s, self.render_sub_steps, region)
+        frames = exp.scene.render_means(t0, t0 + chip_s, self.render_sub_steps, region)
         frames *= scale
         return SimGroundTruth(
             frame_id=exp.frame_id,
@@ -368,11 +419,31 @@ class SimCamera(_SimCameraBase):
 
     def _line1_frame(self, event: TriggerEvent, window_us: float, now: float) -> None:
         code = event.code
-        weights = tuple(
-            float(b) * min(1.0, max(0.0, (window_us - k * code.chip_us) / code.chip_us))
-            for k, b in enumerate(code.bits)
+        if event.optics.is_ideal:
+            weights = tuple(
+                float(b) * min(1.0, max(0.0, (window_us - k * code.chip_us) / code.chip_us))
+                for k, b in enumerate(code.bits)
+            )
+            self._enqueue(
+                event.t_start_s, code, weights, event.trigger_index, code.sha256, window_us
+            )
+            return
+        # A real shutter: integrate its transmittance over sub-steps of the exposure window,
+        # which may extend past the code (Timed exposures) where the shutter is closing or leaks.
+        n_sub = self.render_sub_steps
+        step = code.chip_us / n_sub
+        n_steps = max(1, math.ceil(window_us / step - 1e-9))
+        edges = np.minimum(np.arange(n_steps + 1) * step, window_us)
+        w = event.optics.integrate(edges, code.bits, code.chip_us) / code.chip_us
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        per_chip = np.zeros(code.n_chips)
+        k_of = np.minimum(np.arange(n_steps) // n_sub, code.n_chips - 1)
+        np.add.at(per_chip, k_of, w)
+        samples = tuple((float(c), float(x)) for c, x in zip(centres, w, strict=True) if x > 0)
+        self._enqueue(
+            event.t_start_s, code, tuple(per_chip), event.trigger_index, code.sha256, window_us,
+            samples,
         )
-        self._enqueue(event.t_start_s, code, weights, event.trigger_index, code.sha256, window_us)
 
     def _enqueue(
         self,
@@ -382,6 +453,7 @@ class SimCamera(_SimCameraBase):
         trigger_index: int,
         sha: str,
         exposure_us: float,
+        samples: tuple[tuple[float, float], ...] = (),
     ) -> None:
         """Create the next frame (caller holds ``_cond``): queued, or lost if the queue is full."""
         exp = _Exposure(
@@ -393,6 +465,8 @@ class SimCamera(_SimCameraBase):
             code_sha256=sha,
             exposure_us=float(exposure_us),
             settings=self._acq,
+            scene=self._scene,
+            samples=samples,
         )
         self._next_frame_id += 1
         self._history[exp.frame_id] = exp
@@ -472,29 +546,70 @@ class SimCamera(_SimCameraBase):
                 self._patterns = (gain_z, offset_z)
             return self._patterns
 
+    def vignetting_map(self) -> np.ndarray:
+        """Full-sensor relative illumination of the lens, ``1 - vignetting * r^2`` (r = 1 at the
+        corners), float32."""
+        key = ("vignetting", self.vignetting)
+        if key not in self._maps:
+            sw, sh = self._sensor
+            y, x = np.mgrid[0:sh, 0:sw].astype(np.float32)
+            r2 = ((x - (sw - 1) / 2) ** 2 + (y - (sh - 1) / 2) ** 2) / (
+                ((sw - 1) / 2) ** 2 + ((sh - 1) / 2) ** 2
+            )
+            self._maps[key] = (1.0 - np.float32(self.vignetting) * r2).astype(np.float32)
+        return self._maps[key]
+
+    def hot_pixel_map(self) -> np.ndarray:
+        """Full-sensor boolean map of the hot pixels (fixed by the seed and the fraction)."""
+        key = ("hot", self.hot_pixel_fraction)
+        if key not in self._maps:
+            sw, sh = self._sensor
+            rng = np.random.default_rng([self._seed, 0x407])
+            self._maps[key] = rng.random((sh, sw)) < self.hot_pixel_fraction
+        return self._maps[key]
+
     def _render(self, exp: _Exposure) -> np.ndarray:
         s = exp.settings
         roi = s.roi
         region = (roi.offset_x, roi.offset_y, roi.width, roi.height)
         n_sub = self.render_sub_steps
         chip_s = exp.code.chip_us * 1e-6
-        norm = self.full_scale_dn(s) / (n_sub * exp.code.n_open)
+        # DN per chip of full weight: see the brightness convention and linear_exposure_ref_us
+        ref_us = self.linear_exposure_ref_us
+        per_chip = self.full_scale_dn(s) * (
+            1.0 / exp.code.n_open if ref_us is None else exp.code.chip_us / ref_us
+        )
         times: list[float] = []
         wts: list[float] = []
-        for k, wk in enumerate(exp.weights):
-            if wk <= 0.0:
-                continue
-            t0 = exp.t_start_s + k * chip_s
-            dt = wk * chip_s / n_sub
-            times.extend(t0 + (i + 0.5) * dt for i in range(n_sub))
-            wts.extend([norm * wk] * n_sub)
-        signal = self._scene.render_weighted(times, wts, region)
+        if exp.samples:
+            for off_us, wk in exp.samples:
+                times.append(exp.t_start_s + off_us * 1e-6)
+                wts.append(per_chip * wk)
+        else:
+            norm = per_chip / n_sub
+            for k, wk in enumerate(exp.weights):
+                if wk <= 0.0:
+                    continue
+                t0 = exp.t_start_s + k * chip_s
+                dt = wk * chip_s / n_sub
+                times.extend(t0 + (i + 0.5) * dt for i in range(n_sub))
+                wts.extend([norm * wk] * n_sub)
+        if not times:  # nothing reached the sensor (a closed ideal shutter)
+            signal = np.zeros((roi.height, roi.width), np.float32)
+        else:
+            signal = exp.scene.render_weighted(times, wts, region)
         return self._expose(signal, exp)
 
     def _expose(self, signal_dn: np.ndarray, exp: _Exposure) -> np.ndarray:
         """Sensor model: ``signal_dn`` (noise-free DN above dark) -> image in the pixel format."""
         s = exp.settings
         if not self.noise:
+            if self.vignetting > 0:
+                roi = s.roi
+                signal_dn = signal_dn * self.vignetting_map()[
+                    roi.offset_y : roi.offset_y + roi.height,
+                    roi.offset_x : roi.offset_x + roi.width,
+                ]
             dn = signal_dn + np.float32(self.dark_dn(exp.exposure_us, s))
         else:
             e_per_dn = self.gain_e_per_dn(s)
@@ -509,7 +624,12 @@ class SimCamera(_SimCameraBase):
                 tmp = gain_z[crop] * np.float32(self.prnu)
                 tmp += np.float32(1.0)
                 mean_e *= tmp
+            if self.vignetting > 0:
+                mean_e *= self.vignetting_map()[crop]
             mean_e += np.float32(self.dark_current_e_per_s * exp.exposure_us * 1e-6)
+            if self.hot_pixel_fraction > 0:
+                hot = self.hot_pixel_map()[crop]
+                mean_e[hot] += np.float32(self.hot_pixel_e_per_s * exp.exposure_us * 1e-6)
             np.maximum(mean_e, 0.0, out=mean_e)
             read = np.float32(self.read_noise_e)
             # Shot + read noise, Gaussian approximation. cv2.randn is ~5x faster than numpy; its

@@ -17,6 +17,10 @@ Fault knobs (plain attributes, may be changed at any time):
     * ``disconnect_after_n``: after that many fires since ``open()``, the controller "goes away":
       the next request raises :class:`~hw.errors.DeviceDisconnected` until the shutter is closed
       and opened again.
+
+Optics knob: ``optics`` (:class:`~hw.optics.ShutterOptics`) makes the shutter leak, pass less
+than 100 %, open late and ramp, as an LC shutter does; cameras integrate that transmittance. The
+default is ideal (the transmittance is exactly the code's bits).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 
 from hw.base import Shutter
 from hw.errors import DeviceDisconnected, ProtocolError, UnsupportedFeatureError
+from hw.optics import ShutterOptics
 from hw.types import ShutterCode, ShutterInfo, ShutterStatus, code_sha256
 
 #: The firmware's limits (see firmware/PROTOCOL.md): chip durations are uint16 microseconds.
@@ -73,11 +78,13 @@ class TriggerEvent:
         trigger_index: the controller's trigger counter for this fire (0 for the first since open).
         code: the code played (chip ``k`` spans ``t_start_s + [k, k + 1) * chip_us * 1e-6``).
         t_start_s: simulated time at which the first chip started (and the camera line went high).
+        optics: how the shutter's transmittance follows the code (ideal: exactly the bits).
     """
 
     trigger_index: int
     code: ShutterCode
     t_start_s: float
+    optics: ShutterOptics = ShutterOptics()
 
 
 TriggerCallback = Callable[[TriggerEvent], None]
@@ -122,6 +129,7 @@ class SimShutter(TriggerOutput, Shutter):
         gap_s: simulated time between the end of one code and the start of the next fire.
         realtime: when True, ``fire()`` also sleeps for the code period, as the hardware takes.
         clock: simulated clock to use (shared with cameras); a new one when None.
+        optics: transmittance model of the shutter itself (default ideal); a plain attribute.
 
     Example::
 
@@ -140,6 +148,7 @@ class SimShutter(TriggerOutput, Shutter):
         gap_s: float = 0.002,
         realtime: bool = False,
         clock: SimClock | None = None,
+        optics: ShutterOptics | None = None,
     ) -> None:
         super().__init__()
         if not latency_s >= 0 or not gap_s >= 0:
@@ -149,6 +158,7 @@ class SimShutter(TriggerOutput, Shutter):
         self.disconnect_after_n = disconnect_after_n
         self.gap_s = float(gap_s)
         self.realtime = bool(realtime)
+        self.optics = optics if optics is not None else ShutterOptics()
         self._clock = clock if clock is not None else SimClock()
         # Controller-side state (what the "firmware" holds).
         self._dev_bits: tuple[int, ...] | None = None
@@ -258,7 +268,9 @@ class SimShutter(TriggerOutput, Shutter):
         self._trigger_count += 1
         self._fires_since_open += 1
         period_s = code.period_us * 1e-6
-        event = TriggerEvent(index, code, self._clock.reserve(period_s + self.gap_s))
+        event = TriggerEvent(
+            index, code, self._clock.reserve(period_s + self.gap_s), self.optics
+        )
         self._emit(event)
         if self.realtime:
             time.sleep(period_s)

@@ -1,0 +1,160 @@
+"""What is in front of the camera during a calibration step, and who puts it there.
+
+Procedures ask a :class:`Bench` for a target (``bench.setup(target, instruction, view=i)``)
+before they take frames:
+
+=================  ==========================================================================
+``"cap"``          no light reaches the sensor (lens cap on, room dark)
+``"flat"``         a uniform, diffuse, static light filling the field (integrating sphere, a
+                   diffusor on a light panel); also used for photon transfer
+``"bright"``       a static bright target for shutter timing (the flat target does)
+``"checkerboard"`` view ``i`` of a printed checkerboard at a new pose (tilt it, move it)
+=================  ==========================================================================
+
+On a real bench a person does it: the wizard shows the instruction and waits for "Next", and the
+command line waits for Enter (:class:`PromptBench`). :class:`SimBench` does it for the simulated
+rig: it puts the matching scene in front of the :class:`~hw.sim.SimCamera`, and renders each
+checkerboard view through the camera's lens (:class:`~hw.optics.SimLens`), so geometry
+calibration has a known answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from hw.sim.camera import SimCamera
+from hw.sim.scene import SimScene
+
+TARGETS = ("cap", "flat", "bright", "checkerboard")
+
+
+class Bench(Protocol):
+    """Puts a target in front of the camera (or asks a person to)."""
+
+    def setup(self, target: str, instruction: str, *, view: int = 0) -> None: ...
+
+
+class PromptBench:
+    """A person sets up the bench; ``ask(instruction)`` returns when it is done (e.g. Enter)."""
+
+    def __init__(self, ask: Callable[[str], object] = input) -> None:
+        self._ask = ask
+
+    def setup(self, target: str, instruction: str, *, view: int = 0) -> None:
+        self._ask(f"{instruction}  [Enter when ready] ")
+
+
+@dataclass(frozen=True)
+class Board:
+    """A checkerboard: ``cols`` x ``rows`` inner corners, squares of ``square_mm``."""
+
+    cols: int = 9
+    rows: int = 6
+    square_mm: float = 10.0
+
+    def object_points(self) -> np.ndarray:
+        """Inner-corner coordinates on the board plane (z = 0), row by row, ``(N, 3)`` float32."""
+        j, i = np.mgrid[0 : self.rows, 0 : self.cols]
+        pts = np.stack([i.ravel(), j.ravel(), np.zeros(i.size)], -1) * self.square_mm
+        return pts.astype(np.float32)
+
+
+def board_poses(n: int, board: Board, focal_px: float, width: int, height: int) -> list[
+    tuple[np.ndarray, np.ndarray]
+]:
+    """``n`` varied poses ``(rvec, tvec)`` (board -> camera, mm) that keep the board in view."""
+    bw = (board.cols + 1) * board.square_mm
+    bh = (board.rows + 1) * board.square_mm
+    z0 = focal_px * bw / (0.62 * width)
+    rng = np.random.default_rng(12345)
+    poses = []
+    for k in range(n):
+        ax = math.radians(28.0 * math.sin(2.0 * math.pi * k / max(n, 1)) + rng.uniform(-4, 4))
+        ay = math.radians(28.0 * math.cos(2.0 * math.pi * k / max(n, 1)) + rng.uniform(-4, 4))
+        az = math.radians(rng.uniform(-15, 15))
+        rmat = cv2.Rodrigues(np.array([ax, ay, az]))[0]
+        centre = np.array([(board.cols - 1) * board.square_mm / 2,
+                           (board.rows - 1) * board.square_mm / 2, 0.0])
+        z = z0 * rng.uniform(0.9, 1.15)
+        shift = np.array([rng.uniform(-0.12, 0.12) * width * z / focal_px,
+                          rng.uniform(-0.12, 0.12) * height * z / focal_px, z])
+        tvec = shift - rmat @ centre
+        poses.append((cv2.Rodrigues(rmat)[0].ravel(), tvec))
+    del bh
+    return poses
+
+
+class SimBench:
+    """Sets up the simulated rig's camera for each calibration target (see the module docstring).
+
+    Args:
+        camera: the simulated camera whose scene is replaced.
+        level: radiance of the flat / bright target (0..1 of the camera's full scale).
+        board: the checkerboard rendered for geometry.
+        oversample: samples per pixel side when rendering the checkerboard (anti-aliasing).
+        n_views: how many checkerboard poses there are.
+        ref_exposure_us: a real camera's frames brighten with exposure; the simulated one is
+            made to (``linear_exposure_ref_us``), the target giving ``level`` of its full scale
+            after this exposure (default: the camera's current exposure).
+    """
+
+    def __init__(
+        self, camera: SimCamera, *, level: float = 0.8, board: Board | None = None,
+        oversample: int = 4, n_views: int = 12, ref_exposure_us: float | None = None,
+    ) -> None:
+        self.camera = camera
+        if camera.linear_exposure_ref_us is None:
+            camera.linear_exposure_ref_us = float(
+                ref_exposure_us or (camera.settings.exposure_us if camera.is_open else 10_000.0)
+            )
+        self.level = float(level)
+        self.board = board or Board()
+        self.oversample = int(oversample)
+        w, h = camera.scene.width, camera.scene.height
+        self.poses = board_poses(n_views, self.board, camera.lens.fx, w, h)
+        self.log: list[tuple[str, str]] = []
+
+    def setup(self, target: str, instruction: str, *, view: int = 0) -> None:
+        if target not in TARGETS:
+            raise ValueError(f"Unknown calibration target {target!r}; one of {TARGETS}.")
+        self.log.append((target, instruction))
+        w, h = self.camera.scene.width, self.camera.scene.height
+        if target == "cap":
+            image = np.zeros((h, w), np.float32)
+        elif target in ("flat", "bright"):
+            image = np.full((h, w), self.level, np.float32)
+        else:
+            image = self.render_board(view % len(self.poses))
+        self.camera.scene = SimScene.static(image)
+
+    def render_board(self, view: int) -> np.ndarray:
+        """Radiance image of checkerboard view ``view`` seen through the camera's lens."""
+        lens = self.camera.lens
+        w, h = self.camera.scene.width, self.camera.scene.height
+        o = self.oversample
+        grid = lens.undistorted_grid(w, h, o)
+        rvec, tvec = self.poses[view]
+        rmat = cv2.Rodrigues(rvec)[0]
+        m = np.column_stack([rmat[:, 0], rmat[:, 1], tvec])  # board (X, Y, 1) -> camera ray
+        minv = np.linalg.inv(m)
+        x, y = grid[..., 0], grid[..., 1]
+        b = minv[:, 0, None, None] * x + minv[:, 1, None, None] * y + minv[:, 2, None, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bx, by = b[0] / b[2], b[1] / b[2]
+        sq = self.board.square_mm
+        u, v = bx / sq, by / sq
+        cols, rows = self.board.cols, self.board.rows
+        inside = (u >= -1) & (u < cols) & (v >= -1) & (v < rows) & (b[2] > 0)
+        margin = (u >= -2) & (u < cols + 1) & (v >= -2) & (v < rows + 1) & (b[2] > 0)
+        dark = ((np.floor(u) + np.floor(v)) % 2 == 0) & inside
+        img = np.full(u.shape, 0.25, np.float32)  # the room behind the board
+        img[margin] = 0.85  # white border
+        img[dark] = 0.08
+        img = img.reshape(h, o, w, o).mean(axis=(1, 3))
+        return (img * (self.level / 0.85)).astype(np.float32)

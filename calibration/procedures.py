@@ -1,0 +1,631 @@
+"""Calibration procedures: Qt-free generators that take frames, yield progress, return a result.
+
+Each procedure is a generator function: iterate it (or hand it to :func:`run`) and it yields
+:class:`Progress` while it works and returns its result (``StopIteration.value``); closing it
+(``gen.close()``, which :func:`run` does on cancel) stops it between frames, and the camera and
+shutter are put back as they were. They drive the devices directly through the :class:`~hw.base`
+contracts, so the same code calibrates the simulated rig and a real one:
+
+* the camera is triggered by the shutter controller on Line1 and exposes for a timed window from
+  the trigger (``exposure_mode='Timed'``);
+* the shutter plays an all-open code covering that window (so an LC shutter is open), or the test
+  codes of the timing procedure;
+* what is in front of the camera comes from a :class:`~calibration.bench.Bench`.
+
+Procedures: :func:`dark_frames`, :func:`flat_field`, :func:`photon_transfer`,
+:func:`shutter_timing`, :func:`geometry`; :func:`calibrate_all` runs the ones asked for in order.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+from calibration.bench import Bench, Board
+from calibration.model import (
+    AppliesTo,
+    Calibration,
+    DarkResult,
+    FlatResult,
+    GeometryResult,
+    PtcResult,
+    ShutterTiming,
+)
+from hw.base import Camera, Shutter
+from hw.errors import RigError
+from hw.types import CameraSettings, ShutterCode
+
+T = TypeVar("T")
+
+
+class CalibrationFailed(RigError):
+    """A procedure could not produce a result; the message says what to change on the bench."""
+
+
+class Cancelled(RigError):
+    """The user cancelled a procedure."""
+
+
+@dataclass
+class Progress:
+    """How far a procedure is (``fraction`` 0..1) and what it is doing."""
+
+    fraction: float
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Procedure = Generator[Progress, None, T]
+
+
+def run(
+    proc: Procedure[T],
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> T:
+    """Drive a procedure to its result, reporting progress; raises :class:`Cancelled` when
+    ``cancel`` is set (the procedure is closed, so devices are restored)."""
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                proc.close()
+                raise Cancelled("Calibration cancelled; nothing was saved from this step.")
+            try:
+                p = next(proc)
+            except StopIteration as stop:
+                return stop.value
+            if on_progress is not None:
+                on_progress(p)
+    finally:
+        proc.close()
+
+
+# ============================================================================================
+# Taking frames
+# ============================================================================================
+
+
+@dataclass
+class Rig:
+    """The devices a calibration drives (opened by the caller) and the bench."""
+
+    camera: Camera
+    shutter: Shutter
+    bench: Bench
+    #: camera settings the calibration is made for (gain, ROI, pixel format); exposures vary
+    base: CameraSettings | None = None
+    #: the shutter controller's shortest chip and most chips
+    fetch_timeout_s: float = 5.0
+
+
+class _Session:
+    """Takes frames with given exposure and code; puts camera and shutter back on exit."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.cam, self.sh = rig.camera, rig.shutter
+        self._saved_settings = self.cam.settings
+        self._saved_code = self.sh.code
+        self._saved_armed = self.sh.is_armed
+        self.base = rig.base or self._saved_settings
+        self._exposure: float | None = None
+        self._code: ShutterCode | None = None
+        info = self.sh.info
+        self.chip_min, self.chip_max, self.max_chips = (
+            info.chip_us_min, info.chip_us_max, info.max_chips
+        )
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        try:
+            self.cam.stop()
+            self.sh.disarm()
+            self.cam.apply_settings(self._saved_settings)
+            if self._saved_code is not None:
+                self.sh.load_code(self._saved_code)
+                if self._saved_armed:
+                    self.sh.arm()
+        except RigError:  # the caller sees the original error; restoring is best effort
+            pass
+
+    @property
+    def saturation_dn(self) -> float:
+        return float(self.base.saturation_dn)
+
+    def settings(self, exposure_us: float) -> CameraSettings:
+        return self.base.replace(
+            trigger_mode="On", trigger_source="Line1", exposure_mode="Timed",
+            exposure_us=float(exposure_us),
+        )
+
+    def open_code(self, window_us: float) -> ShutterCode:
+        """An all-open code lasting at least ``window_us`` plus 1 ms (the shutter settles)."""
+        need = window_us + 1000.0
+        n = max(1, math.ceil(need / self.chip_max))
+        chip = max(self.chip_min, math.ceil(need / n))
+        if n > self.max_chips:
+            raise CalibrationFailed(
+                f"An exposure of {window_us:g} us is longer than the shutter controller can hold "
+                "open; use shorter exposures."
+            )
+        return ShutterCode((1,) * n, float(chip), name="calibration-open")
+
+    def set(self, exposure_us: float, code: ShutterCode | None = None) -> None:
+        code = code or self.open_code(exposure_us)
+        if exposure_us == self._exposure and code == self._code:
+            return
+        self.cam.stop()
+        if code != self._code:
+            self.sh.disarm()
+            self.sh.load_code(code)
+            self.sh.arm()
+            self._code = code
+        if exposure_us != self._exposure:
+            held = self.cam.apply_settings(self.settings(exposure_us))
+            self._exposure = float(held.exposure_us)
+        self.cam.start()
+
+    def grab(self) -> np.ndarray:
+        self.sh.fire()
+        timeout = self.rig.fetch_timeout_s + 2 * (self._exposure or 0.0) * 1e-6
+        return self.cam.fetch(timeout_s=timeout).image.astype(np.float32)
+
+
+def _robust_sigma(x: np.ndarray) -> float:
+    med = np.median(x)
+    return float(1.4826 * np.median(np.abs(x - med)))
+
+
+# ============================================================================================
+# Dark
+# ============================================================================================
+
+
+def dark_frames(
+    rig: Rig, exposures_us: Sequence[float], n_frames: int = 16, hot_sigma: float = 8.0
+) -> Procedure[DarkResult]:
+    """Average ``n_frames`` dark frames at each exposure; find hot pixels.
+
+    Hot pixels: above the median by ``hot_sigma`` robust standard deviations in the longest
+    exposure's mean dark frame.
+    """
+    exposures = sorted(float(e) for e in exposures_us)
+    if not exposures or n_frames < 2:
+        raise ValueError("dark_frames needs at least one exposure and n_frames >= 2.")
+    rig.bench.setup("cap", "Put the lens cap on (or block all light), then continue.")
+    total = len(exposures) * n_frames
+    means, noise_var = [], []
+    with _Session(rig) as s:
+        for ei, exp in enumerate(exposures):
+            s.set(exp)
+            acc = acc2 = None
+            for i in range(n_frames):
+                f = s.grab().astype(np.float64)
+                acc = f if acc is None else acc + f
+                acc2 = f * f if acc2 is None else acc2 + f * f
+                yield Progress((ei * n_frames + i + 1) / total,
+                               f"dark: {exp:g} us, frame {i + 1} of {n_frames}")
+            mean = acc / n_frames
+            var = (acc2 - n_frames * mean * mean) / (n_frames - 1)
+            means.append(mean.astype(np.float32))
+            noise_var.append(float(np.median(var)))
+    frames = np.stack(means)
+    longest = frames[-1]
+    sig = max(_robust_sigma(longest), 1e-6)
+    hot = longest > np.median(longest) + hot_sigma * max(sig, math.sqrt(noise_var[-1]))
+    first = frames[0][~hot]
+    temporal = math.sqrt(noise_var[0])
+    dsnu = math.sqrt(max(float(np.var(first)) - temporal**2 / n_frames, 0.0))
+    saturated = float(np.mean(frames[0])) > 0.5 * s.saturation_dn
+    if saturated:
+        raise CalibrationFailed(
+            f"The dark frames average {np.mean(frames[0]):.0f} DN, half the camera's range: light "
+            "reaches the sensor. Cap the lens and darken the room, then repeat."
+        )
+    return DarkResult(
+        exposures_us=np.asarray(exposures), frames=frames, hot_pixels=hot,
+        temporal_noise_dn=temporal, dsnu_dn=dsnu, n_frames=n_frames,
+    )
+
+
+def _dark_for(s: _Session, dark: DarkResult | None, exposure_us: float) -> np.ndarray | float:
+    if dark is not None and dark.frames.shape[1:] == _shape(s):
+        return dark.at(exposure_us)
+    return float(s.base.black_level_dn)
+
+
+def _shape(s: _Session) -> tuple[int, ...]:
+    return s.cam.settings.roi.height, s.cam.settings.roi.width
+
+
+# ============================================================================================
+# Flat
+# ============================================================================================
+
+
+def flat_field(
+    rig: Rig, exposure_us: float, n_frames: int = 16, dark: DarkResult | None = None,
+    n_radii: int = 24,
+) -> Procedure[FlatResult]:
+    """Average ``n_frames`` frames of a uniform target; the flat is their dark-subtracted mean
+    normalised to mean 1; vignetting is its smooth radial profile, PRNU what is left."""
+    rig.bench.setup("flat", "Put the uniform light (diffusor, integrating sphere) in front of "
+                            "the lens, filling the field, then continue.")
+    with _Session(rig) as s:
+        s.set(exposure_us)
+        acc = acc2 = None
+        for i in range(n_frames):
+            f = s.grab().astype(np.float64)
+            acc = f if acc is None else acc + f
+            acc2 = f * f if acc2 is None else acc2 + f * f
+            yield Progress((i + 1) / n_frames, f"flat: frame {i + 1} of {n_frames}")
+        d = _dark_for(s, dark, exposure_us)
+        sat = s.saturation_dn
+    mean = acc / n_frames
+    if float(np.percentile(mean, 99.9)) >= 0.95 * sat:
+        raise CalibrationFailed(
+            f"The flat frames saturate (99.9th percentile {np.percentile(mean, 99.9):.0f} of "
+            f"{sat:.0f} DN); dim the light or shorten the exposure ({exposure_us:g} us)."
+        )
+    signal = mean - d
+    level = float(np.mean(signal))
+    if level < 0.05 * sat:
+        raise CalibrationFailed(
+            f"The flat frames are too dark ({level:.0f} DN above dark of {sat:.0f}); "
+            "brighten the light or lengthen the exposure (aim for 30-70 % of the range)."
+        )
+    flat = (signal / level).astype(np.float32)
+    h, w = flat.shape
+    sigma = max(h, w) / 24.0
+    smooth = cv2.GaussianBlur(flat, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    y, x = np.mgrid[0:h, 0:w]
+    r = np.hypot(x - (w - 1) / 2, y - (h - 1) / 2) / math.hypot((w - 1) / 2, (h - 1) / 2)
+    edges = np.linspace(0, 1, n_radii + 1)
+    idx = np.clip(np.digitize(r.ravel(), edges) - 1, 0, n_radii - 1)
+    counts = np.bincount(idx, minlength=n_radii)
+    prof = np.bincount(idx, weights=flat.ravel(), minlength=n_radii) / np.maximum(counts, 1)
+    keep = counts > 0
+    var = (acc2 - n_frames * mean * mean) / (n_frames - 1)
+    temporal_rel = math.sqrt(float(np.median(var)) / n_frames) / level
+    resid = flat / smooth
+    margin = int(2 * sigma)
+    core = resid[margin : h - margin, margin : w - margin] if min(h, w) > 4 * margin else resid
+    prnu = math.sqrt(max(float(np.var(core)) - temporal_rel**2, 0.0))
+    return FlatResult(
+        flat=flat, radius=0.5 * (edges[1:] + edges[:-1])[keep], vignetting=prof[keep],
+        prnu=prnu, mean_dn=level, exposure_us=float(exposure_us), n_frames=n_frames,
+    )
+
+
+# ============================================================================================
+# Photon transfer
+# ============================================================================================
+
+
+def photon_transfer(
+    rig: Rig, *, n_points: int = 20, probe_us: float = 1000.0, dark: DarkResult | None = None,
+) -> Procedure[PtcResult]:
+    """Mean and temporal variance of pairs of flat frames over exposures from ~0.5 % of the
+    range to past saturation (EMVA 1288's method): gain from the slope, read noise from the
+    dark noise (or the intercept), saturation capacity where the variance peaks."""
+    rig.bench.setup("flat", "Keep the uniform light in front of the lens (photon transfer), "
+                            "then continue.")
+    with _Session(rig) as s:
+        sat = s.saturation_dn
+        s.set(probe_us)
+        probe = float(np.mean(s.grab() - _dark_for(s, dark, probe_us)))
+        if probe <= 0.002 * sat:
+            raise CalibrationFailed(
+                f"At {probe_us:g} us the flat target gives {probe:.1f} DN: no light reaches the "
+                "sensor. Switch the light on and uncap the lens."
+            )
+        e_sat = probe_us * (sat - float(np.mean(_dark_for(s, dark, probe_us)))) / probe
+        exposures = np.geomspace(e_sat * 0.004, e_sat * 1.25, n_points)
+        exposures = np.maximum(exposures, 1.0)
+        means, variances = [], []
+        for i, exp in enumerate(exposures):
+            s.set(float(exp))
+            a, b = s.grab(), s.grab()
+            d = _dark_for(s, dark, float(exp))
+            means.append(float(np.mean((a + b) / 2 - d)))
+            variances.append(float(np.var(a - b) / 2))
+            yield Progress((i + 1) / n_points,
+                           f"photon transfer: {exp:.0f} us, mean {means[-1]:.0f} DN",
+                           {"mean": means[-1], "variance": variances[-1]})
+    m, v = np.asarray(means), np.asarray(variances)
+    peak = int(np.argmax(v))
+    full_mean = float(m[peak])
+    # gain: straight line through the points below 70 % of the saturation mean
+    lo = m > max(0.002 * sat, 5.0)
+    fit = lo & (m < 0.7 * full_mean) & (np.arange(len(m)) < peak)
+    if np.count_nonzero(fit) < 4:
+        raise CalibrationFailed(
+            "Too few unsaturated photon-transfer points to fit the gain; the light flickers or "
+            "saturates at the shortest exposure. Dim the light."
+        )
+    slope, intercept = np.polyfit(m[fit], v[fit], 1)
+    if slope <= 0:
+        raise CalibrationFailed(
+            "The variance does not grow with the signal: the light is not stable (or the camera "
+            "applies noise reduction). Use a DC light source and turn off camera processing."
+        )
+    gain = 1.0 / slope  # e-/DN
+    if dark is not None:
+        read_dn2 = dark.temporal_noise_dn**2 - 1.0 / 12.0  # quantisation (EMVA 1288)
+    else:
+        read_dn2 = intercept - 1.0 / 12.0
+    read_dn = math.sqrt(max(read_dn2, 0.0))
+    # linearity: mean against exposure between 5 % and 90 % of the saturation mean
+    lin = (m > 0.05 * full_mean) & (m < 0.9 * full_mean)
+    if np.count_nonzero(lin) >= 3:
+        p = np.polyfit(exposures[lin], m[lin], 1)
+        resid = m[lin] - np.polyval(p, exposures[lin])
+        lin_err = 100.0 * float(np.max(np.abs(resid))) / float(np.ptp(m[lin]) or 1.0)
+    else:
+        lin_err = float("nan")
+    return PtcResult(
+        exposures_us=exposures, mean_dn=m, variance_dn2=v, gain_e_per_dn=float(gain),
+        read_noise_e=float(read_dn * gain), read_noise_dn=float(read_dn),
+        full_well_e=float(full_mean * gain), linearity_error_pct=lin_err,
+        fit_max_dn=float(0.7 * full_mean),
+    )
+
+
+# ============================================================================================
+# Shutter timing and effective code
+# ============================================================================================
+
+
+def _crossing(t: np.ndarray, y: np.ndarray, level: float, rising: bool) -> float:
+    """First time ``y`` crosses ``level`` (linear interpolation)."""
+    above = y >= level if rising else y <= level
+    idx = np.flatnonzero(above[1:] & ~above[:-1])
+    if idx.size == 0:
+        return float("nan")
+    i = int(idx[0])
+    y0, y1 = y[i], y[i + 1]
+    return float(t[i] + (level - y0) * (t[i + 1] - t[i]) / (y1 - y0))
+
+
+def shutter_timing(
+    rig: Rig, *, chip_us: float = 1000.0, step_us: float = 4.0, span_us: float = 300.0,
+    n_avg: int = 4, check_chip_us: Sequence[float] = (), dark: DarkResult | None = None,
+) -> Procedure[ShutterTiming]:
+    """Transmittance of the shutter around an opening and a closing edge, from the light
+    integrated by timed exposures that end at successive times ``tau`` (the derivative of that
+    integral is the transmittance at ``tau``).
+
+    Test code: 2 chips closed, 4 open, 2 closed, with chips of ``chip_us`` (long enough for the
+    shutter to settle). Exposures end every ``step_us`` from 20 us before each edge to
+    ``span_us`` after it, ``n_avg`` frames each; the open level comes from exposures ending in
+    the middle and at the end of the open part, the leakage from the closed parts. With
+    ``check_chip_us``, single-chip codes of that chip length are measured whole and compared with
+    what the fitted model predicts (the check of the effective code).
+    """
+    bits = (0, 0, 1, 1, 1, 1, 0, 0)
+    code = ShutterCode(bits, float(chip_us), name="timing-step")
+    c = float(chip_us)
+    rise_edge, fall_edge = 2 * c, 6 * c
+    grid_r = np.arange(rise_edge - 20.0, rise_edge + span_us + step_us / 2, step_us)
+    grid_f = np.arange(fall_edge - 20.0, fall_edge + span_us + step_us / 2, step_us)
+    anchors = np.array([c, 1.5 * c, 3.5 * c, 5.5 * c, 7.0 * c, 8.0 * c])
+    taus = np.concatenate([anchors, grid_r, grid_f])
+    checks = [
+        ShutterCode(tuple(1 if k == j else 0 for k in range(8)), float(cc), name=f"single-{j}")
+        for cc in check_chip_us for j in (3,)
+    ] + [
+        ShutterCode((0, 0, 0, 1, 1, 0, 0, 0), float(cc), name="double") for cc in check_chip_us
+    ]
+    n_total = len(taus) + len(checks)
+    rig.bench.setup("bright", "Put a static, bright, uniform target in front of the lens "
+                              "(the flat-field light does), then continue.")
+    values: dict[float, float] = {}
+    check_vals: list[float] = []
+    with _Session(rig) as s:
+        for i, tau in enumerate(taus):
+            s.set(float(tau), code)
+            acc = 0.0
+            for _ in range(n_avg):
+                acc += float(np.mean(s.grab() - _dark_for(s, dark, float(tau))))
+            values[float(tau)] = acc / n_avg
+            yield Progress((i + 1) / n_total, f"shutter timing: exposure ending at {tau:.0f} us")
+        # the open level per microsecond, for the check codes too
+        open_rate = (values[5.5 * c] - values[3.5 * c]) / (2 * c)
+        for j, chk in enumerate(checks):
+            s.set(chk.period_us, chk)
+            acc = 0.0
+            for _ in range(n_avg):
+                acc += float(np.mean(s.grab() - _dark_for(s, dark, chk.period_us)))
+            check_vals.append(acc / n_avg / (open_rate * chk.chip_us))
+            yield Progress((len(taus) + j + 1) / n_total, f"shutter check: code {chk.name}")
+        sat = s.saturation_dn
+    if values[8.0 * c] > 0.9 * sat:
+        raise CalibrationFailed(
+            "The timing frames saturate; dim the target or use shorter chips (chip_us)."
+        )
+    if open_rate <= 0 or values[5.5 * c] < 0.02 * sat:
+        raise CalibrationFailed(
+            "The timing frames hardly change while the shutter is open: is the target lit and "
+            "is the camera triggered by the shutter controller (Line1)?"
+        )
+    leak_a = (values[1.5 * c] - values[c]) / (0.5 * c) / open_rate
+    leak_b = (values[8.0 * c] - values[7.0 * c]) / c / open_rate
+    leakage = float(0.5 * (leak_a + leak_b))
+
+    def profile(grid: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray]:
+        iv = np.array([values[float(t)] for t in grid])
+        tr = np.diff(iv) / np.diff(grid) / open_rate
+        tm = 0.5 * (grid[1:] + grid[:-1]) - edge
+        return tm, tr
+
+    rt, rtr = profile(grid_r, rise_edge)
+    ft, ftr = profile(grid_f, fall_edge)
+    sm = np.convolve(rtr, np.ones(3) / 3, mode="same")
+    sm[0], sm[-1] = rtr[0], rtr[-1]
+    fm = np.convolve(ftr, np.ones(3) / 3, mode="same")
+    fm[0], fm[-1] = ftr[0], ftr[-1]
+    swing = 1.0 - leakage
+    t10 = _crossing(rt, sm, leakage + 0.1 * swing, rising=True)
+    t90 = _crossing(rt, sm, leakage + 0.9 * swing, rising=True)
+    f90 = _crossing(ft, fm, leakage + 0.9 * swing, rising=False)
+    f10 = _crossing(ft, fm, leakage + 0.1 * swing, rising=False)
+    if not all(math.isfinite(v) for v in (t10, t90, f90, f10)):
+        raise CalibrationFailed(
+            f"The shutter did not open and close within {span_us:g} us of the command edges; "
+            "lengthen span_us, or check that the shutter is driven by the controller."
+        )
+    timing = ShutterTiming(
+        latency_us=t10, rise_us=t90 - t10, close_latency_us=f90, fall_us=f10 - f90,
+        leakage=leakage, chip_us=c, rise_t_us=rt, rise_transmittance=rtr, fall_t_us=ft,
+        fall_transmittance=ftr,
+    )
+    if checks:
+        pred = [float(np.sum(timing.effective_code(k.bits, k.chip_us, 8)) / 8) for k in checks]
+        timing.check_codes = [f"{k.as_string()}@{k.chip_us:g}us" for k in checks]
+        timing.check_measured = np.asarray(check_vals)
+        timing.check_predicted = np.asarray(pred)
+    return timing
+
+
+# ============================================================================================
+# Geometry
+# ============================================================================================
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    return np.clip((img - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255).astype(np.uint8)
+
+
+def geometry(
+    rig: Rig, *, board: Board | None = None, n_views: int = 12, exposure_us: float = 5000.0,
+    fix_k3: bool = True,
+) -> Procedure[GeometryResult]:
+    """Detect a checkerboard in ``n_views`` poses and fit intrinsics and distortion
+    (``cv2.calibrateCamera``); views where the board is not found are skipped and reported."""
+    board = board or Board()
+    pattern = (board.cols, board.rows)
+    objp = board.object_points()
+    obj_pts, img_pts, found = [], [], []
+    size: tuple[int, int] = (0, 0)
+    with _Session(rig) as s:
+        for v in range(n_views):
+            rig.bench.setup(
+                "checkerboard",
+                f"Hold the checkerboard ({board.cols}x{board.rows} inner corners) in view at a "
+                f"new tilt and position (view {v + 1} of {n_views}), then continue.",
+                view=v,
+            )
+            s.set(exposure_us)
+            img = s.grab()
+            h, w = img.shape
+            size = (w, h)
+            u8 = _to_u8(img)
+            flags = cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
+            ok, corners = cv2.findChessboardCorners(u8, pattern, flags=flags)
+            if ok:
+                crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 60, 1e-4)
+                corners = cv2.cornerSubPix(u8, corners, (5, 5), (-1, -1), crit)
+                obj_pts.append(objp)
+                img_pts.append(corners)
+            found.append(ok)
+            yield Progress((v + 1) / n_views,
+                           f"geometry: view {v + 1}: board {'found' if ok else 'NOT found'}")
+    if len(img_pts) < 4:
+        raise CalibrationFailed(
+            f"The checkerboard was found in {len(img_pts)} of {n_views} views; at least 4 are "
+            "needed. Light the board evenly, keep it whole in view and in focus."
+        )
+    flags = cv2.CALIB_FIX_K3 if fix_k3 else 0
+    rms, k, dist, rvecs, tvecs = cv2.calibrateCamera(obj_pts, img_pts, size, None, None,
+                                                     flags=flags)
+    per_view = []
+    for o, im, r, t in zip(obj_pts, img_pts, rvecs, tvecs, strict=True):
+        proj, _ = cv2.projectPoints(o, r, t, k, dist)
+        per_view.append(float(np.sqrt(np.mean(np.sum((proj - im) ** 2, axis=-1)))))
+    return GeometryResult(
+        camera_matrix=np.asarray(k, np.float64), dist=np.asarray(dist, np.float64).ravel()[:5],
+        rms_px=float(rms), per_view_rms_px=np.asarray(per_view), image_size=size,
+        board=pattern, square_mm=board.square_mm,
+        corners=np.stack([c.reshape(-1, 2) for c in img_pts]).astype(np.float32),
+    )
+
+
+# ============================================================================================
+# All of them
+# ============================================================================================
+
+STEPS = ("dark", "flat", "photon_transfer", "shutter_timing", "geometry")
+
+
+@dataclass
+class Plan:
+    """Which procedures to run and with what exposure (that of the captures to calibrate)."""
+
+    exposure_us: float = 10_000.0
+    steps: tuple[str, ...] = STEPS
+    dark_exposures_us: tuple[float, ...] = ()
+    n_frames: int = 16
+    timing_chip_us: float = 1000.0
+    check_chip_us: tuple[float, ...] = (100.0,)
+    geometry_views: int = 12
+    board: Board = field(default_factory=Board)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.steps if s not in STEPS]
+        if bad:
+            raise ValueError(f"Unknown calibration steps {bad}; choose from {STEPS}.")
+
+
+def calibrate_all(rig: Rig, plan: Plan, rig_info: dict[str, str] | None = None) -> Procedure[
+    Calibration
+]:
+    """Run the planned procedures in order (each step's progress scaled into 0..1)."""
+    base = rig.base or rig.camera.settings
+    rig.base = base
+    shape = (base.roi.height or rig.camera.settings.roi.height,
+             base.roi.width or rig.camera.settings.roi.width)
+    cal = Calibration(applies_to=AppliesTo.from_settings(base.replace(
+        exposure_us=plan.exposure_us), shape), rig=dict(rig_info or {}))
+    n = len(plan.steps)
+
+    def scaled(i: int, proc: Procedure[Any]) -> Procedure[Any]:
+        try:
+            while True:
+                p = next(proc)
+                yield Progress((i + p.fraction) / n, p.message, p.data)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            proc.close()
+
+    for i, step in enumerate(plan.steps):
+        if step == "dark":
+            exps = plan.dark_exposures_us or (plan.exposure_us / 4, plan.exposure_us)
+            cal.dark = yield from scaled(i, dark_frames(rig, exps, plan.n_frames))
+        elif step == "flat":
+            cal.flat = yield from scaled(
+                i, flat_field(rig, plan.exposure_us, plan.n_frames, dark=cal.dark))
+        elif step == "photon_transfer":
+            cal.photon_transfer = yield from scaled(
+                i, photon_transfer(rig, probe_us=plan.exposure_us, dark=cal.dark))
+        elif step == "shutter_timing":
+            cal.shutter_timing = yield from scaled(i, shutter_timing(
+                rig, chip_us=plan.timing_chip_us, check_chip_us=plan.check_chip_us,
+                dark=cal.dark))
+        elif step == "geometry":
+            cal.geometry = yield from scaled(i, geometry(
+                rig, board=plan.board, n_views=plan.geometry_views,
+                exposure_us=plan.exposure_us))
+    return cal

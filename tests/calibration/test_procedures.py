@@ -1,0 +1,139 @@
+"""The procedures recover the simulated rig's known parameters (issue 7's tolerances)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from calibration.bench import SimBench
+from calibration.procedures import (
+    CalibrationFailed,
+    Cancelled,
+    Rig,
+    dark_frames,
+    flat_field,
+    run,
+    shutter_timing,
+)
+from hw.types import ShutterCode
+from tests.calibration.conftest import OPTICS, SENSOR, make_rig
+
+
+def test_photon_transfer_gain_and_read_noise(calibrated):
+    cam, _, cal = calibrated
+    ptc = cal.photon_transfer
+    true_gain = cam.gain_e_per_dn(cam.settings)
+    assert ptc.gain_e_per_dn == pytest.approx(true_gain, rel=0.03)
+    assert ptc.read_noise_e == pytest.approx(SENSOR["read_noise_e"], rel=0.10)
+    # saturation capacity (EMVA: mean at the variance peak) lies below the clip level
+    clip_e = (cam.settings.saturation_dn - cam.settings.black_level_dn) * true_gain
+    assert 0.8 * clip_e < ptc.full_well_e <= 1.01 * clip_e
+    assert ptc.linearity_error_pct < 1.0
+
+
+def test_dark_hot_pixels_and_dsnu(calibrated):
+    cam, _, cal = calibrated
+    d = cal.dark
+    assert np.array_equal(d.hot_pixels, cam.hot_pixel_map())
+    gain = cam.gain_e_per_dn(cam.settings)
+    assert d.dsnu_dn * gain == pytest.approx(SENSOR["dsnu_e"], rel=0.15)
+    # the fitted dark rate of a hot pixel is its dark current
+    offset, rate = d.fit()
+    assert rate is not None
+    hot_rate_e_per_s = float(np.median(rate[d.hot_pixels])) * 1e6 * gain
+    assert hot_rate_e_per_s == pytest.approx(cam.hot_pixel_e_per_s, rel=0.05)
+    assert float(np.median(offset)) == pytest.approx(64.0, abs=0.5)
+
+
+def test_flat_prnu_and_vignetting(calibrated):
+    _, _, cal = calibrated
+    f = cal.flat
+    assert f.prnu == pytest.approx(SENSOR["prnu"], rel=0.2)
+    assert float(np.mean(f.flat)) == pytest.approx(1.0, abs=1e-3)
+    # relative illumination is 1 - v r^2: compare the outer bin with the centre
+    rel = f.vignetting / f.vignetting[0]
+    v = SENSOR["vignetting"]
+    expected = (1 - v * f.radius**2) / (1 - v * f.radius[0] ** 2)
+    assert np.max(np.abs(rel - expected)) < 0.02
+
+
+def test_shutter_timing_recovers_the_shutter(calibrated):
+    _, _, cal = calibrated
+    t = cal.shutter_timing
+    assert t.leakage == pytest.approx(OPTICS.leakage, abs=0.005)
+    assert t.latency_us == pytest.approx(OPTICS.latency_us, abs=5)
+    assert t.rise_us == pytest.approx(OPTICS.rise_us, abs=5)
+    assert t.close_latency_us == pytest.approx(OPTICS.close_latency, abs=5)
+    assert t.fall_us == pytest.approx(OPTICS.fall_us, abs=5)
+    # the single-chip check codes (100 us chips, where the ramps matter) agree with the model
+    assert len(t.check_codes) == 2
+    np.testing.assert_allclose(t.check_measured, t.check_predicted, atol=0.03)
+    # and the effective code is the true one
+    bits = (1, 1, 1, 0, 0, 1, 0, 1)
+    np.testing.assert_allclose(
+        t.effective_code(bits, 100.0, 4), OPTICS.effective_code(bits, 100.0, 4), atol=0.03
+    )
+
+
+def test_geometry_recovers_the_lens(calibrated):
+    cam, _, cal = calibrated
+    g = cal.geometry
+    assert g.rms_px < 0.3
+    k = g.camera_matrix
+    assert k[0, 0] == pytest.approx(cam.lens.fx, rel=0.01)
+    assert k[1, 1] == pytest.approx(cam.lens.fy, rel=0.01)
+    assert k[0, 2] == pytest.approx(cam.lens.cx, abs=2.0)
+    assert k[1, 2] == pytest.approx(cam.lens.cy, abs=2.0)
+    assert g.dist[0] == pytest.approx(cam.lens.dist[0], abs=0.03)
+    assert len(g.per_view_rms_px) == 12
+
+
+def test_cancel_restores_the_devices():
+    cam, sh = make_rig()
+    with cam, sh:
+        sh.load_code(ShutterCode.parse("11100101", 500))
+        sh.arm()
+        before = cam.settings
+        code_before = sh.code
+        cancel = threading.Event()
+        seen = []
+
+        def progress(p):
+            seen.append(p.fraction)
+            if len(seen) == 3:
+                cancel.set()
+
+        with pytest.raises(Cancelled):
+            run(dark_frames(Rig(cam, sh, SimBench(cam)), [1000.0], n_frames=8), progress, cancel)
+        assert len(seen) == 3
+        assert cam.settings == before
+        assert sh.code == code_before and sh.is_armed and not cam.is_acquiring
+
+
+def test_flat_with_no_light_says_so():
+    cam, sh = make_rig()
+    with cam, sh:
+        bench = SimBench(cam, level=0.0)
+        with pytest.raises(CalibrationFailed, match="too dark"):
+            run(flat_field(Rig(cam, sh, bench), 1000.0, n_frames=2))
+
+
+def test_timing_without_light_says_so():
+    cam, sh = make_rig()
+    with cam, sh:
+        with pytest.raises(CalibrationFailed, match="target lit"):
+            run(shutter_timing(Rig(cam, sh, SimBench(cam, level=0.0)), span_us=100, n_avg=1))
+
+
+def test_dark_with_light_leak_says_so():
+    cam, sh = make_rig()
+    with cam, sh:
+
+        class LeakyBench(SimBench):
+            def setup(self, target, instruction, *, view=0):
+                super().setup("flat" if target == "cap" else target, instruction, view=view)
+
+        with pytest.raises(CalibrationFailed, match="light reaches the sensor"):
+            run(dark_frames(Rig(cam, sh, LeakyBench(cam, level=1.0)), [10_000.0], n_frames=2))
