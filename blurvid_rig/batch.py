@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from blurvid_rig.capture_file import CaptureFile, CaptureFormatError
+from blurvid_rig.corrections import corrections_for
 from blurvid_rig.export import contact_sheet, display_levels, save_png, save_video
 from blurvid_rig.recon_file import ReconFile, ReconWriter, recon_path_for
+from calibration.model import Calibration
 from hw.errors import RigError
 from recon.classical import reconstruct_global
 from recon.device import resolve_device
@@ -39,15 +41,6 @@ class ReconOutcome:
     n_frames: int = 0
     seconds: float = 0.0
     error: str = ""
-
-
-def dark_level(capture: CaptureFile) -> np.ndarray | float:
-    """The dark signal to subtract: the capture's calibration dark frame, else the black level."""
-    cal = capture.calibration or {}
-    dark = cal.get("dark")
-    if isinstance(dark, np.ndarray) and dark.shape == capture.frame_shape:
-        return dark.astype(np.float32)
-    return float(capture.camera_settings.black_level_dn)
 
 
 def output_times_s(chip_us: float, n_chips: int, n_out: int) -> np.ndarray:
@@ -94,6 +87,9 @@ def reconstruct_capture(
     model: str = "tiny",
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    calibration: Calibration | None = None,
+    use_calibration: str = "auto",
+    velocity: tuple[float, float] | None = None,
 ) -> ReconOutcome:
     """Reconstruct every coded frame of one capture into ``<stem>.recon.h5`` (and optional exports).
 
@@ -101,6 +97,12 @@ def reconstruct_capture(
     outside the model's code family (``force`` overrides); ``"classical"`` is coded deconvolution
     with an estimated velocity; ``"auto"`` is learned when the model accepts the code, else
     classical.
+
+    Calibration (:mod:`blurvid_rig.corrections`): ``calibration`` if given, else the one embedded
+    in the capture: dark subtraction, flat division and, for the classical method, the measured
+    effective code; ``use_calibration="none"`` subtracts only the black level. ``velocity``
+    ``(dx, dy)`` (pixels per exposure), when the motion is known, replaces the classical method's
+    per-frame estimate.
 
     Raises:
         CaptureFormatError: the capture is malformed.
@@ -134,23 +136,27 @@ def reconstruct_capture(
             dst = dst.with_name(dst.name.removesuffix(".recon.h5") + ".new.recon.h5")
             Path(str(dst) + ".partial").unlink(missing_ok=True)
             dst.unlink(missing_ok=True)
-        dark = dark_level(cap)
-        full_scale = float(cap.camera_settings.saturation_dn) - float(np.mean(dark))
+        corr = corrections_for(cap, calibration, use_calibration)
+        full_scale = float(cap.camera_settings.saturation_dn) - corr.mean_dark
         h, w = cap.frame_shape
         max_px = float(min(max_blur_px, min(h, w) / 2))
         params = {
             "solver": solver,
-            "velocity": "estimated per frame",
+            "velocity": "estimated per frame" if velocity is None else
+            f"given ({velocity[0]:g}, {velocity[1]:g}) px per exposure",
             "max_blur_px": max_px,
             "n_out": k,
-            "dark": "calibration" if isinstance(dark, np.ndarray) else "black_level",
+            "calibration": corr.used,
+            "calibration_warnings": "; ".join(corr.warnings),
         }
         if engine is not None:
             params = {
                 "model": engine.name,
                 "model_sha256": str(engine.card.get("sha256", "")),
                 "n_out": k,
-                "dark": params["dark"],
+                "calibration": corr.used.replace("+effective code", "")
+                + " (the learned model uses the nominal code)",
+                "calibration_warnings": "; ".join(corr.warnings),
             }
         times = output_times_s(code.chip_us, code.n_chips, k)
         inputs, videos = [], []
@@ -162,18 +168,22 @@ def reconstruct_capture(
             method="learned-codevideonet" if engine else f"{method}-coded-deconvolution",
             parameters=params,
             device=str(dev),
-            calibration_used=params["dark"],
+            calibration_used=str(params["calibration"]),
         ) as writer:
             for n, i in enumerate(coded):
                 raw = cap.read_frame(int(i)).astype(np.float32)
+                corrected = corr.apply(raw)
                 if engine is not None:
-                    y = torch.from_numpy((raw - dark) / full_scale)
+                    y = torch.from_numpy(corrected / full_scale)
                     frames = engine.reconstruct(y, code.bits, k)
                     video = (frames.numpy() * full_scale).astype(np.float32)
                     writer.append(video, int(i))
                 else:
-                    y = torch.from_numpy((raw - dark) / full_scale).to(dev)
-                    res = reconstruct_global(y, code.bits, n_frames=k, max_px=max_px, method=solver)
+                    y = torch.from_numpy(corrected / full_scale).to(dev)
+                    res = reconstruct_global(
+                        y, code.bits, n_frames=k, max_px=max_px, method=solver,
+                        sub_steps=corr.sub_steps, weights=corr.weights, velocity=velocity,
+                    )
                     video = (res.frames.float().cpu().numpy() * full_scale).astype(np.float32)
                     writer.append(
                         video,
@@ -184,7 +194,7 @@ def reconstruct_capture(
                         },
                     )
                 if len(inputs) < 4:
-                    inputs.append(raw - dark)
+                    inputs.append(corrected)
                     videos.append(video)
                 if progress is not None:
                     progress(n + 1, len(coded))

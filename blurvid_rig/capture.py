@@ -28,6 +28,7 @@ from blurvid_rig.session import (
     coded_capture_settings,
     exposure_window_problems,
 )
+from calibration.model import Calibration
 from hw.base import Camera, Shutter
 from hw.types import ShutterCode
 
@@ -69,6 +70,7 @@ def run_coded_capture(
     progress: Callable[[CaptureStats], None] | None = None,
     latest: LatestFrame | None = None,
     stop: threading.Event | None = None,
+    calibration: Calibration | None = None,
 ) -> CaptureResult:
     """Capture ``n_frames`` coded frames into a new HDF5 file and return how it went.
 
@@ -79,6 +81,7 @@ def run_coded_capture(
     (``stats.trigger_gaps``, ``stats.frame_id_gaps``), stay visible in the frame log, and
     ``max_consecutive_timeouts`` triggers without a frame in a row end it. ``stop`` (an Event) or
     Ctrl-C end the capture early as 'aborted'; then the result is returned instead of raising.
+    ``calibration`` is embedded into the file after checking that it fits the camera settings.
 
     Raises:
         RigError: device failure, timeout, gap, writer overrun; the partial file is on disk and
@@ -100,6 +103,7 @@ def run_coded_capture(
     )
     if latest is not None:
         session.latest = latest
+    session.calibration = calibration
     shutter.disarm()
     camera.stop()
     session.configure(

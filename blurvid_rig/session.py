@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from blurvid_rig.capture_file import CaptureWriter, make_capture_path
+from calibration.model import Calibration, CalibrationError
 from hw.base import Camera, Shutter
 from hw.errors import (
     AcquisitionTimeout,
@@ -257,6 +258,7 @@ class RigSession:
         self._acq_stop = threading.Event()
         self._rec: _Recording | None = None
         self._last_rec: _Recording | None = None
+        self._calibration: Calibration | None = None
         #: triggers without a frame and frame-id jumps seen while LIVE (no file to tell)
         self.live_gaps = 0
 
@@ -402,6 +404,27 @@ class RigSession:
             self._software_trigger = trigger_source == "Software"
             return cam
 
+    # -- calibration -------------------------------------------------------------------------------
+    @property
+    def calibration(self) -> Calibration | None:
+        """The active calibration: embedded into every capture recorded while it is set."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, cal: Calibration | None) -> None:
+        with self._lock:
+            self._calibration = cal
+
+    def calibration_problems(self) -> list[str]:
+        """Why the active calibration does (error) or may not (warning) fit the configured
+        camera settings; empty when it fits or when there is none."""
+        cal, cam = self._calibration, self._settings
+        if cal is None or cam is None:
+            return []
+        info = self.camera.info
+        shape = (cam.roi.height or info.sensor_height, cam.roi.width or info.sensor_width)
+        return [str(p) for p in cal.check(cam, shape)]
+
     # -- live and recording ------------------------------------------------------------------------
     def start_live(self) -> None:
         """IDLE -> LIVE: trigger and fetch continuously; frames go to :attr:`latest` only."""
@@ -425,8 +448,12 @@ class RigSession:
         From IDLE the devices start now and stop at the end; from LIVE live view goes on
         afterwards. Returns the session; :meth:`wait` waits for the result.
 
+        ``calibration`` (a name -> array dict) is stored as given; without it the active
+        :attr:`calibration` is embedded, after checking that it fits the camera settings.
+
         Raises:
-            IncompatibleStateError: no code configured, or not IDLE/LIVE.
+            IncompatibleStateError: no code configured, not IDLE/LIVE, or the active calibration
+                does not fit the camera settings (the reason is given).
             RigError: the file could not be created (nothing was started then).
         """
         if n_frames < 0:
@@ -442,6 +469,15 @@ class RigSession:
             h = cam.roi.height or info.sensor_height
             w = cam.roi.width or info.sensor_width
             metrics = code_metrics(code.bits).to_dict()
+            if calibration is None and self._calibration is not None:
+                try:
+                    self._calibration.require(cam, (h, w))
+                except CalibrationError as e:
+                    raise IncompatibleStateError(
+                        f"Cannot record with the active calibration: {e}. Calibrate again with "
+                        "these settings, or record without a calibration."
+                    ) from e
+                calibration = self._calibration.to_tree()
             writer = CaptureWriter(
                 make_capture_path(Path(out_dir), name),
                 camera_info=info,

@@ -109,6 +109,7 @@ class SimBench:
         oversample: int = 4, n_views: int = 12, ref_exposure_us: float | None = None,
     ) -> None:
         self.camera = camera
+        self._saved = (camera.scene, camera.linear_exposure_ref_us)
         if camera.linear_exposure_ref_us is None:
             camera.linear_exposure_ref_us = float(
                 ref_exposure_us or (camera.settings.exposure_us if camera.is_open else 10_000.0)
@@ -119,6 +120,16 @@ class SimBench:
         w, h = camera.scene.width, camera.scene.height
         self.poses = board_poses(n_views, self.board, camera.lens.fx, w, h)
         self.log: list[tuple[str, str]] = []
+
+    def close(self) -> None:
+        """Put the camera's scene and exposure behaviour back as they were."""
+        self.camera.scene, self.camera.linear_exposure_ref_us = self._saved
+
+    def __enter__(self) -> SimBench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def setup(self, target: str, instruction: str, *, view: int = 0) -> None:
         if target not in TARGETS:

@@ -452,7 +452,8 @@ def shutter_timing(
         sat = s.saturation_dn
     if values[8.0 * c] > 0.9 * sat:
         raise CalibrationFailed(
-            "The timing frames saturate; dim the target or use shorter chips (chip_us)."
+            f"The timing frames saturate ({values[8.0 * c]:.0f} of {sat:.0f} DN with "
+            f"{4 * c:g} us of open shutter); dim the target (aim for about half the range)."
         )
     if open_rate <= 0 or values[5.5 * c] < 0.02 * sat:
         raise CalibrationFailed(
@@ -575,6 +576,9 @@ class Plan:
 
     exposure_us: float = 10_000.0
     steps: tuple[str, ...] = STEPS
+    #: exposure of the flat field and the photon-transfer probe (default ``exposure_us``): pick
+    #: one that puts the flat target at 30-70 % of the range
+    flat_exposure_us: float | None = None
     dark_exposures_us: tuple[float, ...] = ()
     n_frames: int = 16
     timing_chip_us: float = 1000.0
@@ -599,6 +603,7 @@ def calibrate_all(rig: Rig, plan: Plan, rig_info: dict[str, str] | None = None) 
     cal = Calibration(applies_to=AppliesTo.from_settings(base.replace(
         exposure_us=plan.exposure_us), shape), rig=dict(rig_info or {}))
     n = len(plan.steps)
+    flat_exposure = plan.flat_exposure_us or plan.exposure_us
 
     def scaled(i: int, proc: Procedure[Any]) -> Procedure[Any]:
         try:
@@ -616,10 +621,10 @@ def calibrate_all(rig: Rig, plan: Plan, rig_info: dict[str, str] | None = None) 
             cal.dark = yield from scaled(i, dark_frames(rig, exps, plan.n_frames))
         elif step == "flat":
             cal.flat = yield from scaled(
-                i, flat_field(rig, plan.exposure_us, plan.n_frames, dark=cal.dark))
+                i, flat_field(rig, flat_exposure, plan.n_frames, dark=cal.dark))
         elif step == "photon_transfer":
             cal.photon_transfer = yield from scaled(
-                i, photon_transfer(rig, probe_us=plan.exposure_us, dark=cal.dark))
+                i, photon_transfer(rig, probe_us=flat_exposure, dark=cal.dark))
         elif step == "shutter_timing":
             cal.shutter_timing = yield from scaled(i, shutter_timing(
                 rig, chip_us=plan.timing_chip_us, check_chip_us=plan.check_chip_us,
