@@ -252,8 +252,13 @@ def reconstruct_files(
     model: str = "tiny",
     force: bool = False,
     show_progress: bool = True,
+    calibration: Calibration | None = None,
+    use_calibration: str = "auto",
+    velocity: tuple[float, float] | None = None,
 ) -> list[ReconOutcome]:
-    """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on."""
+    """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on.
+
+    ``calibration``, ``use_calibration`` and ``velocity``: see :func:`reconstruct_capture`."""
     from tqdm import tqdm
 
     outcomes = []
@@ -285,6 +290,9 @@ def reconstruct_files(
                     model=model,
                     force=force,
                     progress=progress,
+                    calibration=calibration,
+                    use_calibration=use_calibration,
+                    velocity=velocity,
                 )
             )
         except Exception as e:  # reported in the outcome and at the end; the batch goes on

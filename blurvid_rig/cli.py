@@ -197,10 +197,13 @@ def cmd_capture(args: argparse.Namespace) -> int:
             "--sim means the simulated camera and shutter; leave it out when choosing --camera "
             f"{args.camera} / --shutter {args.shutter}."
         )
+    calibration = _load_calibration(args.calibration)
     with contextlib.ExitStack() as stack:
         camera, shutter = _camera_and_shutter(args, stack)
         stack.enter_context(camera)
         stack.enter_context(shutter)
+        if calibration is not None:  # record with the settings the calibration was made for
+            camera.apply_settings(calibration.applies_to.settings_for(camera.settings))
         bar = tqdm(
             total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet
         )
@@ -224,6 +227,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 on_gap="record" if args.tolerate_gaps else "error",
                 trigger_source=args.trigger_source,
                 progress=progress,
+                calibration=calibration,
                 settings={
                     "cli_args": " ".join(sys.argv[1:]),
                     "sim_seed": args.seed,
@@ -244,8 +248,25 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0 if result.status == "complete" and not lost else 1
 
 
+def _load_calibration(path: str):
+    if not path:
+        return None
+    from calibration.model import Calibration
+
+    return Calibration.load(Path(path))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from blurvid_rig import calibrate_cmd
+
+    return calibrate_cmd.run(args, _camera_and_shutter)
+
+
 def cmd_recon(args: argparse.Namespace) -> int:
     from blurvid_rig.batch import reconstruct_files
+
+    if args.no_calibration and args.calibration:
+        raise RigError("--calibration and --no-calibration contradict each other; pick one.")
 
     outcomes = reconstruct_files(
         [Path(p) for p in args.files],
@@ -259,6 +280,11 @@ def cmd_recon(args: argparse.Namespace) -> int:
         model=args.model,
         force=args.force,
         show_progress=not args.quiet,
+        calibration=_load_calibration(args.calibration),
+        use_calibration=(
+            "none" if args.no_calibration else "sensor" if args.no_effective_code else "auto"
+        ),
+        velocity=tuple(args.velocity) if args.velocity else None,
     )
     failed = [o for o in outcomes if o.error]
     for o in outcomes:
@@ -329,22 +355,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
                    quit_after_s=args.quit_after)  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="blurvid-rig",
-        description="Coded-exposure (flutter shutter) rig: capture, reconstruct, inspect.",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads for reconstruction (default: all cores but one; OMP_NUM_THREADS wins)",
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    c = sub.add_parser("capture", help="record coded frames into an HDF5 capture file")
+def _add_device_args(c: argparse.ArgumentParser) -> None:
+    """The options that choose the camera and the shutter controller (capture, calibrate)."""
     c.add_argument(
         "--sim",
         action="store_true",
@@ -370,6 +382,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="camera input wired to the controller's CAM_TRIG (default Line1); 'Software' only "
         "for camera simulators: the host then triggers the camera, unsynchronised with the code",
     )
+    c.add_argument("--width", type=int, default=512)
+    c.add_argument("--height", type=int, default=512)
+    c.add_argument("--seed", type=int, default=0, help="seed of the simulated scene and noise")
+    c.add_argument(
+        "--shutter",
+        choices=["sim", "arduino", "simavr"],
+        default="sim",
+        help="shutter controller: the simulated one (default), the Arduino on --port, or the real "
+        "firmware running in simavr (needs `make -C firmware all sim`)",
+    )
+    c.add_argument("--port", default="", help="serial port of the Arduino controller")
+    c.add_argument("--firmware", default="", help="firmware .elf for --shutter simavr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blurvid-rig",
+        description="Coded-exposure (flutter shutter) rig: capture, reconstruct, inspect.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for reconstruction (default: all cores but one; OMP_NUM_THREADS wins)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("capture", help="record coded frames into an HDF5 capture file")
+    _add_device_args(c)
     c.add_argument(
         "--code",
         default="bdinr8",
@@ -386,30 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--count", type=int, default=10, help="number of frames")
     c.add_argument("--out", default="captures", help="output folder")
     c.add_argument("--name", default="capture", help="name part of the file name")
-    c.add_argument("--width", type=int, default=512)
-    c.add_argument("--height", type=int, default=512)
-    c.add_argument("--seed", type=int, default=0, help="seed of the simulated scene and noise")
     c.add_argument("--compression", choices=["lz4", "gzip", "none"], default="lz4")
-    c.add_argument(
-        "--shutter",
-        choices=["sim", "arduino", "simavr"],
-        default="sim",
-        help="shutter controller: the simulated one (default), the Arduino on --port, or the real "
-        "firmware running in simavr (needs `make -C firmware all sim`)",
-    )
-    c.add_argument("--port", default="", help="serial port of the Arduino controller")
     c.add_argument(
         "--tolerate-gaps",
         action="store_true",
         help="count a lost frame, fire once more and go on (gaps stay visible in the file); "
         "default: a lost frame ends the capture with the reason in the file",
     )
-    c.add_argument("--firmware", default="", help="firmware .elf for --shutter simavr")
     c.add_argument(
         "--rig",
         default="",
         help="rig file (TOML) with [camera] type/cti/serial/index/trigger_source and [shutter] "
         "type/port/firmware; command-line options win",
+    )
+    c.add_argument(
+        "--calibration",
+        default="",
+        help="calibration file (from `blurvid-rig calibrate`) to embed into the capture; it "
+        "must fit the camera settings",
     )
     c.set_defaults(func=cmd_capture)
     c.set_defaults(capture_defaults={a.dest: a.default for a in c._actions})
@@ -467,7 +504,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest motion blur (px over the exposure) the velocity search considers",
     )
     r.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
+    r.add_argument(
+        "--calibration",
+        default="",
+        help="apply this calibration file instead of the one embedded in each capture",
+    )
+    r.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="apply no calibration: subtract the black level, use the nominal code",
+    )
+    r.add_argument(
+        "--no-effective-code",
+        action="store_true",
+        help="apply dark and flat but use the nominal code instead of the measured one",
+    )
+    r.add_argument(
+        "--velocity",
+        type=float,
+        nargs=2,
+        metavar=("DX", "DY"),
+        help="known motion in pixels per exposure (classical method); default: estimated per frame",
+    )
     r.set_defaults(func=cmd_recon)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure dark, flat, photon transfer, shutter timing and lens geometry (headless; "
+        "--sim on the simulated rig)",
+    )
+    _add_device_args(cal)
+    from blurvid_rig.calibrate_cmd import add_arguments as add_calibrate_arguments
+
+    add_calibrate_arguments(cal)
+    cal.set_defaults(func=cmd_calibrate, width=512, height=384)
 
     tr = sub.add_parser("train", help="train a learned reconstruction model (recon/train.py)")
     from recon.train_args import add_arguments as add_train_arguments

@@ -28,10 +28,48 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from hw.sim.camera import SimCamera
+from hw.optics import ShutterOptics
+from hw.sim.camera import SimCamera, make_sim_rig
 from hw.sim.scene import SimScene
+from hw.sim.shutter import SimShutter
 
 TARGETS = ("cap", "flat", "bright", "checkerboard")
+
+#: The simulated rig of ``blurvid-rig calibrate --sim``: an LC shutter as data sheets describe
+#: one, and a sensor and lens with the defects calibration is for.
+SIM_LC_SHUTTER = ShutterOptics(leakage=0.02, latency_us=30.0, rise_us=50.0, fall_us=40.0)
+SIM_SENSOR = {"vignetting": 0.25, "prnu": 0.01, "dsnu_e": 2.0, "hot_pixel_fraction": 0.0005}
+
+
+def make_sim_bench_rig(
+    width: int = 512, height: int = 384, seed: int = 0, **camera_kw: object
+) -> tuple[SimCamera, SimShutter]:
+    """A simulated camera and shutter with :data:`SIM_LC_SHUTTER` and :data:`SIM_SENSOR` (the
+    truth a simulated calibration should recover); ``camera_kw`` overrides the sensor."""
+    kw = {**SIM_SENSOR, **camera_kw}
+    return make_sim_rig(width, height, seed=seed, shutter_kw={"optics": SIM_LC_SHUTTER}, **kw)
+
+
+def sim_truth(camera: SimCamera, shutter: SimShutter) -> dict[str, float]:
+    """The simulated rig's true parameters, under the names the calibration reports them."""
+    s = camera.settings
+    o = shutter.optics
+    g = camera.gain_e_per_dn(s)
+    return {
+        "gain_e_per_dn": g,
+        "read_noise_e": camera.read_noise_e,
+        "dsnu_dn": camera.dsnu_e / g,
+        "prnu": camera.prnu,
+        "hot_pixels": float(camera.hot_pixel_map().sum()),
+        "latency_us": o.latency_us,
+        "rise_us": o.rise_us,
+        "close_latency_us": o.close_latency,
+        "fall_us": o.fall_us,
+        "leakage": o.leakage,
+        "fx": camera.lens.fx,
+        "fy": camera.lens.fy,
+        "k1": camera.lens.dist[0],
+    }
 
 
 class Bench(Protocol):

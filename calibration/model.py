@@ -33,7 +33,7 @@ import numpy as np
 
 from hw.errors import RigError
 from hw.optics import ShutterOptics
-from hw.types import CameraSettings
+from hw.types import CameraSettings, Roi
 
 SCHEMA_VERSION = "1.0"
 FILE_KIND = "blurvid-rig calibration"
@@ -65,6 +65,7 @@ class AppliesTo:
     roi: tuple[int, int, int, int]  # offset_x, offset_y, width, height (resolved, in pixels)
     binning: int = 1
     temperature_c: float | None = None
+    black_level_dn: float | None = None
 
     @classmethod
     def from_settings(
@@ -77,7 +78,18 @@ class AppliesTo:
             pixel_format=s.pixel_format,
             roi=(s.roi.offset_x, s.roi.offset_y, int(w), int(h)),
             temperature_c=temperature_c,
+            black_level_dn=float(s.black_level_dn),
         )
+
+    def settings_for(self, s: CameraSettings) -> CameraSettings:
+        """``s`` with the gain, pixel format, black level and ROI this calibration was made
+        with (what a capture should use to be corrected by it)."""
+        x, y, w, h = self.roi
+        out = s.replace(gain_db=self.gain_db, pixel_format=self.pixel_format,
+                        roi=Roi(x, y, w, h))
+        if self.black_level_dn is not None:
+            out = out.replace(black_level_dn=self.black_level_dn)
+        return out
 
 
 @dataclass
@@ -287,6 +299,16 @@ class Calibration:
                 f"Calibrate at {settings.gain_db:g} dB."
             )))
         if (
+            a.black_level_dn is not None
+            and (self.dark is not None or self.photon_transfer is not None)
+            and abs(settings.black_level_dn - a.black_level_dn) > 0.5
+        ):
+            out.append(Problem("error", (
+                f"the calibration was measured with black level {a.black_level_dn:g} DN but the "
+                f"frames have {settings.black_level_dn:g} DN; the dark frames would be off. "
+                f"Set the black level to {a.black_level_dn:g} DN."
+            )))
+        if (
             self.dark is not None
             and self.dark.fit()[1] is None
             and not math.isclose(settings.exposure_us, a.exposure_us, rel_tol=0.02)
@@ -335,6 +357,7 @@ class Calibration:
                 "roi": np.asarray(a.roi, dtype=np.int64),
                 "binning": a.binning,
                 **({} if a.temperature_c is None else {"temperature_c": a.temperature_c}),
+                **({} if a.black_level_dn is None else {"black_level_dn": a.black_level_dn}),
             },
         }
         for name in _PARTS:
@@ -379,6 +402,9 @@ class Calibration:
                 roi=tuple(int(v) for v in np.asarray(at["roi"]).ravel()),  # type: ignore[arg-type]
                 binning=int(at.get("binning", 1)),
                 temperature_c=(None if "temperature_c" not in at else float(at["temperature_c"])),
+                black_level_dn=(
+                    None if "black_level_dn" not in at else float(at["black_level_dn"])
+                ),
             )
             cal = cls(
                 applies_to=applies,

@@ -221,6 +221,12 @@ def dark_frames(
             means.append(mean.astype(np.float32))
             noise_var.append(float(np.median(var)))
     frames = np.stack(means)
+    if float(np.mean(frames[0] <= 0.5)) > 0.005:
+        raise CalibrationFailed(
+            f"{100 * float(np.mean(frames[0] <= 0.5)):.1f} % of the dark pixels read 0: the "
+            "camera clips its dark noise, so noise and offsets would be wrong. Raise the "
+            "camera's black level (BlackLevel, e.g. to 64 DN in Mono12) and repeat."
+        )
     longest = frames[-1]
     sig = max(_robust_sigma(longest), 1e-6)
     hot = longest > np.median(longest) + hot_sigma * max(sig, math.sqrt(noise_var[-1]))

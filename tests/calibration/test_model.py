@@ -58,12 +58,14 @@ def test_newer_schema_is_refused(calibrated):
 def test_applicability(calibrated):
     _, _, cal = calibrated
     a = cal.applies_to
-    ok = CameraSettings(exposure_us=a.exposure_us, gain_db=a.gain_db, pixel_format=a.pixel_format)
+    ok = a.settings_for(CameraSettings(exposure_us=a.exposure_us))
     shape = (a.roi[3], a.roi[2])
     assert cal.check(ok, shape) == []
+    black = cal.check(ok.replace(black_level_dn=0.0), shape)
+    assert len(black) == 1 and "black level 64 DN" in black[0].message
     # darks at two exposures are interpolated: another exposure is fine
     assert cal.check(ok.replace(exposure_us=2000.0), shape) == []
-    problems = cal.check(ok.replace(gain_db=6.0, pixel_format="Mono8"), (64, 64))
+    problems = cal.check(ok.replace(gain_db=6.0, pixel_format="Mono8", roi=Roi()), (64, 64))
     text = " ".join(p.message for p in problems)
     assert [p.severity for p in problems] == ["error"] * 3
     assert "ROI" in text and "Mono8" in text and "6 dB" in text

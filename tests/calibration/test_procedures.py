@@ -137,3 +137,10 @@ def test_dark_with_light_leak_says_so():
 
         with pytest.raises(CalibrationFailed, match="light reaches the sensor"):
             run(dark_frames(Rig(cam, sh, LeakyBench(cam, level=1.0)), [10_000.0], n_frames=2))
+
+
+def test_dark_clipped_at_zero_says_so():
+    cam, sh = make_rig()
+    with cam, sh:  # black level 0: half the dark noise is cut off
+        with pytest.raises(CalibrationFailed, match="black level"):
+            run(dark_frames(Rig(cam, sh, SimBench(cam)), [1000.0], n_frames=4))

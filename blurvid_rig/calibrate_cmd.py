@@ -1,0 +1,135 @@
+"""``blurvid-rig calibrate``: run the calibration procedures headless, save file and report.
+
+With ``--sim`` (the default without devices) the simulated rig has a leaky, slow LC shutter, a
+vignetting, distorting lens and hot pixels (:func:`calibration.bench.make_sim_bench_rig`); the
+bench is simulated too, and the summary shows each true value beside the measured one. With real
+devices the command prints what to put in front of the camera and waits for Enter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from hw.errors import RigError
+
+
+def add_arguments(c: argparse.ArgumentParser) -> None:
+    from calibration.procedures import STEPS
+
+    c.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                   help="procedures to run, in this order (default: all)")
+    c.add_argument("--exposure-us", type=float, default=10_000.0,
+                   help="exposure of the captures this calibration is for (darks are taken at "
+                        "this and a quarter of it, and interpolated)")
+    c.add_argument("--flat-exposure-us", type=float, default=0.0,
+                   help="exposure for the flat field and the photon-transfer probe (default: "
+                        "--exposure-us); aim for 30-70 %% of the range")
+    c.add_argument("--gain-db", type=float, default=None, help="camera gain (default: as set)")
+    c.add_argument("--frames", type=int, default=16, help="frames averaged per dark / flat")
+    c.add_argument("--views", type=int, default=12, help="checkerboard views for geometry")
+    c.add_argument("--board", default="9x6", help="checkerboard inner corners, COLSxROWS")
+    c.add_argument("--square-mm", type=float, default=10.0, help="checkerboard square size")
+    c.add_argument("--timing-chip-us", type=float, default=1000.0,
+                   help="chip of the shutter step codes (long enough for the shutter to settle)")
+    c.add_argument("--check-chip-us", type=float, nargs="*", default=[100.0],
+                   help="chip durations at which single-chip codes check the effective code")
+    c.add_argument("--out", default="",
+                   help="calibration file (default: calibrations/<time>_calibration.cal.h5)")
+    c.add_argument("--report", default="",
+                   help="report .png or .pdf (default: beside the calibration file, .png)")
+    c.add_argument("--name", default="", help="rig name recorded in the calibration")
+
+
+def _board(text: str):
+    from calibration.bench import Board
+
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise RigError(f"--board must look like 9x6 (inner corners), got {text!r}.") from None
+    if cols < 3 or rows < 3:
+        raise RigError(f"--board needs at least 3x3 inner corners, got {text!r}.")
+    return Board(cols, rows)
+
+
+def run(args: argparse.Namespace, camera_and_shutter) -> int:
+    """The command; ``camera_and_shutter(args, stack)`` opens real devices (from the CLI)."""
+    from tqdm import tqdm
+
+    from calibration.bench import PromptBench, SimBench, make_sim_bench_rig, sim_truth
+    from calibration.procedures import Plan, Rig, calibrate_all
+    from calibration.procedures import run as run_procedure
+    from calibration.report import summary_lines, write_report
+    from hw.sim import SimCamera
+
+    if args.trigger_source != "Line1":
+        raise RigError(
+            "Calibration needs the camera triggered by the shutter controller (Line1): the shutter "
+            "timing is measured against that trigger."
+        )
+    board = _board(args.board)
+    plan = Plan(
+        exposure_us=args.exposure_us, steps=tuple(args.steps),
+        flat_exposure_us=args.flat_exposure_us or None, n_frames=args.frames,
+        timing_chip_us=args.timing_chip_us, check_chip_us=tuple(args.check_chip_us),
+        geometry_views=args.views, board=board,
+    )
+    out = Path(args.out) if args.out else (
+        Path("calibrations") / f"{datetime.now():%y%m%d_%H%M%S}_calibration.cal.h5"
+    )
+    if out.exists():
+        raise RigError(f"{out} exists; choose another --out (calibrations are never overwritten).")
+    report = Path(args.report) if args.report else out.with_name(
+        out.name.removesuffix(".h5").removesuffix(".cal") + ".report.png"
+    )
+    simulated = args.camera == "sim" and args.shutter == "sim"
+    with contextlib.ExitStack() as stack:
+        if simulated:
+            camera, shutter = make_sim_bench_rig(args.width, args.height, seed=args.seed)
+        else:
+            camera, shutter = camera_and_shutter(args, stack)
+        stack.enter_context(camera)
+        stack.enter_context(shutter)
+        base = camera.settings.replace(exposure_us=args.exposure_us)
+        if simulated:  # a real camera's black level keeps its dark noise above 0 DN
+            base = base.replace(black_level_dn=64.0)
+        if args.gain_db is not None:
+            base = base.replace(gain_db=args.gain_db)
+        base = camera.apply_settings(base)
+        if isinstance(camera, SimCamera):
+            # a bench light that puts the flat target at about half the range
+            bench = stack.enter_context(SimBench(
+                camera, n_views=args.views, board=board,
+                ref_exposure_us=plan.flat_exposure_us or plan.exposure_us))
+        else:
+            bench = PromptBench(lambda text: input(f"\n{text}"))
+        info = camera.info
+        rig_info = {
+            "name": args.name or ("simulated rig" if simulated else ""),
+            "camera": f"{info.vendor} {info.model} {info.serial_number}".strip(),
+            "shutter": shutter.info.controller,
+        }
+        rig = Rig(camera, shutter, bench, base=base)
+        bar = tqdm(total=100, unit="%", desc="calibrate", file=sys.stderr, disable=args.quiet,
+                   bar_format="{percentage:3.0f}%|{bar}| {elapsed} {desc}", mininterval=0.5)
+
+        def progress(p) -> None:
+            bar.n = round(100 * p.fraction)
+            bar.set_description_str(p.message[:60], refresh=False)
+            bar.refresh()
+
+        try:
+            cal = run_procedure(calibrate_all(rig, plan, rig_info), progress)
+        finally:
+            bar.close()
+        truth = sim_truth(camera, shutter) if simulated else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cal.save(out)
+    write_report(cal, report, truth)
+    print("\n".join(summary_lines(cal, truth)))
+    print(f"calibration -> {out}\nreport      -> {report}")
+    return 0
