@@ -42,6 +42,9 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--report", default="",
                    help="report .png or .pdf (default: beside the calibration file, .png)")
     c.add_argument("--name", default="", help="rig name recorded in the calibration")
+    c.add_argument("--wizard", action="store_true",
+                   help="open the calibration wizard (needs a display) instead of running "
+                        "headless")
 
 
 def _board(text: str):
@@ -113,6 +116,18 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
             "camera": f"{info.vendor} {info.model} {info.serial_number}".strip(),
             "shutter": shutter.info.controller,
         }
+        truth = sim_truth(camera, shutter) if simulated else None
+        if args.wizard:
+            from blurvid_rig import gui
+
+            if not gui.has_display():
+                raise RigError("No display for the wizard; run `blurvid-rig calibrate` without "
+                               "--wizard to calibrate headless.")
+            rc, saved = gui.run_calibration_wizard(
+                camera, shutter, bench if isinstance(camera, SimCamera) else None, plan,
+                rig_info=rig_info, out_path=out, truth=truth)
+            print(f"calibration -> {saved}" if saved else "The wizard closed without saving.")
+            return rc
         rig = Rig(camera, shutter, bench, base=base)
         bar = tqdm(total=100, unit="%", desc="calibrate", file=sys.stderr, disable=args.quiet,
                    bar_format="{percentage:3.0f}%|{bar}| {elapsed} {desc}", mininterval=0.5)
@@ -126,7 +141,6 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
             cal = run_procedure(calibrate_all(rig, plan, rig_info), progress)
         finally:
             bar.close()
-        truth = sim_truth(camera, shutter) if simulated else None
     out.parent.mkdir(parents=True, exist_ok=True)
     cal.save(out)
     write_report(cal, report, truth)

@@ -7,7 +7,8 @@ a user sees, window manager decorations aside:
 
 States: ``live.png`` (live view with the live reconstruction preview), ``code.png`` (the code
 designer after picking a longer code), ``error.png`` (a camera that disconnects: the error in the
-status bar). ``--out`` writes elsewhere; ``--size`` sets the simulated sensor.
+status bar), ``calibration.png`` (the calibration wizard after measuring the shutter timing of
+the simulated LC shutter). ``--out`` writes elsewhere; ``--size`` sets the simulated sensor.
 """
 
 from __future__ import annotations
@@ -98,6 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     wait_until(app, lambda: False, 0.5)
     shot(bad, "error.png")
     bad.close()
+
+    from calibration.bench import SimBench, make_sim_bench_rig, sim_truth
+    from calibration.procedures import Plan
+    from calibration.wizard import CalibrationWizard
+
+    cam, sh = make_sim_bench_rig(320, 240)
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(exposure_us=10_000.0, black_level_dn=64.0))
+        with SimBench(cam) as bench:
+            wiz = CalibrationWizard(cam, sh, bench, Plan(exposure_us=10_000.0),
+                                    truth=sim_truth(cam, sh), out_path=out / "wizard.cal.h5")
+            wiz.resize(900, 680)
+            wiz.show()
+            wiz.next()
+            page = next(p for p in wiz.step_pages if p.step == "shutter_timing")
+            while wiz.currentPage() is not page:
+                wiz.currentPage().skip()
+                wiz.next()
+            page.start()
+            need(wait_until(app, page.isComplete, args.timeout), "the shutter timing")
+            wait_until(app, lambda: False, 0.5)
+            shot(wiz, "calibration.png")
+            wiz.reject()
     for p in written:
         print(f"wrote {p} ({platform})")
     return 0

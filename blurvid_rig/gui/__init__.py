@@ -57,3 +57,22 @@ def run(sim_size: int = 512, out_dir: str = "captures", autoconnect: bool = True
 def _start_live_when_connected(win) -> None:
     if win.session is not None:
         win.toggle_live()
+
+
+def run_calibration_wizard(camera, shutter, bench, plan, *, rig_info=None, out_path=None,
+                           truth=None) -> tuple[int, object]:
+    """Open the calibration wizard on open devices and run the Qt event loop.
+
+    Returns ``(exit code, saved path or None)``: 0 when a calibration was saved, 1 when the wizard
+    was closed without saving.
+    """
+    from PySide6.QtWidgets import QApplication
+
+    from calibration.wizard import CalibrationWizard
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    wiz = CalibrationWizard(camera, shutter, bench, plan, rig_info=rig_info, out_path=out_path,
+                            truth=truth)
+    wiz.show()
+    app.exec()
+    return (0 if wiz.saved_path is not None else 1), wiz.saved_path

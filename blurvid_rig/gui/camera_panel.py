@@ -62,6 +62,11 @@ class CameraPanel(QGroupBox):
         self.gain = QDoubleSpinBox()
         self.gain.setRange(0.0, 48.0)
         self.gain.setSuffix(" dB")
+        self.black_level = QDoubleSpinBox()
+        self.black_level.setRange(0.0, 4095.0)
+        self.black_level.setSuffix(" DN")
+        self.black_level.setToolTip(
+            "Offset added by the camera; keep the dark noise above 0 DN (calibration needs it)")
         self.pixel_format = QComboBox()
         self.pixel_format.addItems(list(PIXEL_FORMAT_BITS))
         self.roi = [_spin(0, 65535) for _ in range(4)]  # x, y, w, h
@@ -82,6 +87,7 @@ class CameraPanel(QGroupBox):
         form.addRow("exposure mode", self.exposure_mode)
         form.addRow("exposure (Timed)", self.exposure_us)
         form.addRow("gain", self.gain)
+        form.addRow("black level", self.black_level)
         form.addRow("pixel format", self.pixel_format)
         form.addRow("ROI", roi_row)
         form.addRow(self.apply_btn)
@@ -100,14 +106,16 @@ class CameraPanel(QGroupBox):
         return self.exposure_us.value() if self.mode == "Timed" else None
 
     def settings_from(self, base: CameraSettings) -> CameraSettings:
-        """``base`` with the panel's gain, pixel format and ROI."""
+        """``base`` with the panel's gain, black level, pixel format and ROI."""
         x, y, w, h = (s.value() for s in self.roi)
         return base.replace(gain_db=self.gain.value(), pixel_format=self.pixel_format.currentText(),
+                            black_level_dn=self.black_level.value(),
                             roi=Roi(offset_x=x, offset_y=y, width=w, height=h))  # fmt: skip
 
     def show_settings(self, cam: CameraSettings) -> None:
         """Show what the camera holds (after the device rounded and limited it)."""
         self.gain.setValue(cam.gain_db)
+        self.black_level.setValue(cam.black_level_dn)
         self.pixel_format.setCurrentText(cam.pixel_format)
         r = cam.roi
         for s, v in zip(self.roi, (r.offset_x, r.offset_y, r.width, r.height), strict=True):
@@ -121,7 +129,8 @@ class CameraPanel(QGroupBox):
         self.held.setText(
             f"camera holds: {cam.exposure_mode}"
             + (f" {cam.exposure_us:.1f} us" if cam.exposure_mode == "Timed" else "")
-            + f", gain {cam.gain_db:.1f} dB, {cam.pixel_format}, {roi}, trigger "
+            + f", gain {cam.gain_db:.1f} dB, black level {cam.black_level_dn:g} DN, "
+            f"{cam.pixel_format}, {roi}, trigger "
             f"{cam.trigger_mode}/{cam.trigger_source}"
         )
         self.warning.setText("")

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from blurvid_rig.gui.calibration_panel import CalibrationPanel
 from blurvid_rig.gui.camera_panel import CameraPanel, FeatureTree
 from blurvid_rig.gui.code_designer import CodeDesigner
 from blurvid_rig.gui.files import FilesPanel
@@ -147,7 +148,13 @@ class MainWindow(QMainWindow):
         self.camera_panel.apply_requested.connect(self.apply_camera)
         col.addWidget(self.camera_panel)
         col.addWidget(self._capture_box())
+        self.calibration_panel = CalibrationPanel()
+        self.calibration_panel.calibrate_requested.connect(self.open_calibration_wizard)
+        self.calibration_panel.changed.connect(self._calibration_changed)
+        col.addWidget(self.calibration_panel)
         col.addStretch(1)
+        #: the calibration wizard while it is open
+        self.wizard = None
         scroll = QScrollArea()
         scroll.setMinimumWidth(340)
         scroll.setWidget(panel)
@@ -457,6 +464,7 @@ class MainWindow(QMainWindow):
         self.camera_panel.show_settings(cam)
         self.features.set_features(features)
         self._show_configured(session)
+        self._show_calibration_fit()
 
     def apply_camera(self) -> None:
         """Apply the camera panel (and load the designer's code) while IDLE."""
@@ -475,6 +483,7 @@ class MainWindow(QMainWindow):
     def _connected(self, result: tuple[RigSession, Any]) -> None:
         session, configured = result
         self.session = session
+        session.calibration = self.calibration_panel.calibration
         if configured is not None:
             self._configured(session, configured)
         info, sh = session.camera.info, session.shutter.info
@@ -484,6 +493,56 @@ class MainWindow(QMainWindow):
             f"{sh.port or ''} firmware {sh.firmware_version}"
         )
         self._on_state(session.state.value, session.reason)
+
+    # -- calibration -----------------------------------------------------------------------------
+    def _calibration_changed(self, cal) -> None:
+        if self.session is not None:
+            self.session.calibration = cal
+        self._show_calibration_fit()
+
+    def _show_calibration_fit(self) -> None:
+        s = self.session
+        self.calibration_panel.show_problems(s.calibration_problems() if s is not None else [])
+
+    def open_calibration_wizard(self) -> None:
+        """The calibration wizard on the connected devices (session idle); a simulated camera
+        gets a simulated bench. Saving it makes it the active calibration."""
+        s = self.session
+        if s is None or s.state != SessionState.IDLE or self.tasks.busy:
+            self._show_error("Connect the rig and stop live view before calibrating.")
+            return
+        from calibration.bench import SimBench
+        from calibration.procedures import Plan
+        from calibration.wizard import CalibrationWizard
+        from hw.sim import SimCamera
+
+        cam = s.camera
+        bench = SimBench(cam) if isinstance(cam, SimCamera) else None
+        info = cam.info
+        code = s.code
+        plan = Plan(exposure_us=code.period_us if code is not None else cam.settings.exposure_us,
+                    check_chip_us=(code.chip_us,) if code is not None else (100.0,))
+        wiz = CalibrationWizard(
+            cam, s.shutter, bench, plan, parent=self,
+            rig_info={"name": "", "camera": f"{info.vendor} {info.model} {info.serial_number}",
+                      "shutter": s.shutter.info.controller},
+            on_saved=lambda cal, path: self.calibration_panel.set_calibration(cal, path),
+        )
+
+        def closed(_result: int) -> None:
+            if bench is not None:
+                bench.close()
+            self.wizard = None
+            # the procedures put the devices back; configure again so the session's view holds
+            session = self.session
+            if session is not None and session.code is not None:
+                call = self._configure_call(session.code, self._trigger_source)
+                self.tasks.run(lambda: call(session), lambda r: self._configured(session, r),
+                               self._show_error)
+
+        wiz.finished.connect(closed)
+        self.wizard = wiz
+        wiz.open()
 
     def _show_configured(self, session: RigSession) -> None:
         code = session.code
@@ -617,6 +676,7 @@ class MainWindow(QMainWindow):
         self.designer.upload_btn.setEnabled(state == SessionState.IDLE
                                             and self.designer.code is not None)  # fmt: skip
         self.camera_panel.apply_btn.setEnabled(state == SessionState.IDLE)
+        self.calibration_panel.calibrate_btn.setEnabled(state == SessionState.IDLE)
 
     def _poll(self) -> None:
         """Timer tick: newest frame to the screen, counters to the status bar."""

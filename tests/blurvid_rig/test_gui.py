@@ -233,3 +233,39 @@ def test_no_display_message_and_fallback(monkeypatch, capsys, tmp_path: Path) ->
     assert main(["gui"]) == 0
     out = capsys.readouterr().out
     assert NO_DISPLAY_MESSAGE in out and "blurvid-rig demo" in out
+
+
+def test_calibrate_from_the_window_then_record_with_it(qtbot, window: MainWindow,
+                                                      tmp_path: Path) -> None:
+    from PySide6.QtWidgets import QWizard
+
+    connect(qtbot, window)
+    window.camera_panel.black_level.setValue(16.0)  # dark noise must not clip at 0 (Mono8)
+    window.apply_camera()
+    qtbot.waitUntil(lambda: window.session.camera.settings.black_level_dn == 16.0,
+                    timeout=WAIT_MS)
+    window.open_calibration_wizard()
+    wiz = window.wizard
+    assert wiz is not None
+    wiz.plan.n_frames = 4
+    wiz.plan_page.frames.setValue(4)
+    wiz.summary_page.path.setText(str(tmp_path / "gui.cal.h5"))
+    wiz.next()
+    for page in wiz.step_pages:
+        if page.step in ("dark", "shutter_timing"):
+            page.start()
+            qtbot.waitUntil(page.isComplete, timeout=60_000)
+        else:
+            page.skip()
+        wiz.next()
+    wiz.button(QWizard.WizardButton.FinishButton).click()
+    qtbot.waitUntil(lambda: window.wizard is None, timeout=WAIT_MS)
+    cal = window.calibration_panel.calibration
+    assert cal is not None and cal.parts == ["dark", "shutter_timing"]
+    assert "gui.cal.h5" in window.calibration_panel.label.text()
+    qtbot.waitUntil(lambda: "fits" in window.calibration_panel.problems.text(), timeout=WAIT_MS)
+    window.mode.setCurrentText("Single frame")
+    window.record_btn.click()
+    qtbot.waitUntil(lambda: window.last_result is not None, timeout=WAIT_MS)
+    with CaptureFile.open(window.last_result.path) as f:
+        assert f.calibration["uuid"] == cal.uuid

@@ -21,7 +21,7 @@ def test_screenshot_script_writes_the_main_states(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, env=_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for name in ("live.png", "code.png", "error.png"):
+    for name in ("live.png", "code.png", "error.png", "calibration.png"):
         png = tmp_path / name
         assert png.stat().st_size > 10_000, name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

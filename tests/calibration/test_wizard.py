@@ -1,0 +1,118 @@
+"""The calibration wizard end to end on the simulated rig (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtWidgets import QWizard  # noqa: E402
+
+from calibration.bench import Board, SimBench, make_sim_bench_rig, sim_truth  # noqa: E402
+from calibration.model import Calibration  # noqa: E402
+from calibration.procedures import Plan  # noqa: E402
+from calibration.wizard import CalibrationWizard, WizardBench  # noqa: E402
+
+
+@pytest.fixture
+def sim_rig():
+    cam, sh = make_sim_bench_rig(160, 128, seed=1)
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(exposure_us=10_000.0, black_level_dn=64.0))
+        with SimBench(cam, n_views=6) as bench:
+            yield cam, sh, bench
+
+
+def _run_page(qtbot, wiz, page):
+    assert wiz.currentPage() is page and not page.isComplete()
+    qtbot.mouseClick(page.run_button, qtbot_button())
+    qtbot.waitUntil(lambda: page.isComplete() or "color:#c00" in page.status.text(),
+                    timeout=60_000)
+    assert page.isComplete(), page.status.text()
+
+
+def qtbot_button():
+    from PySide6.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def test_wizard_runs_every_step_and_saves(qtbot, sim_rig, tmp_path):
+    cam, sh, bench = sim_rig
+    saved = []
+    plan = Plan(exposure_us=10_000.0, n_frames=4, geometry_views=6, board=Board())
+    wiz = CalibrationWizard(cam, sh, bench, plan, rig_info={"name": "bench A"},
+                            out_path=tmp_path / "a.cal.h5", truth=sim_truth(cam, sh),
+                            on_saved=lambda c, p: saved.append(p))
+    qtbot.addWidget(wiz)
+    wiz.show()
+    wiz.next()  # plan page
+    for page in wiz.step_pages:
+        _run_page(qtbot, wiz, page)
+        assert page.figure.axes, f"{page.step} drew no plot"
+        wiz.next()
+    assert wiz.currentPage() is wiz.summary_page
+    assert "(true" in wiz.summary_page.text.toPlainText()
+    wiz.button(QWizard.WizardButton.FinishButton).click()  # validates (saves), then accepts
+    assert saved == [tmp_path / "a.cal.h5"]
+    cal = Calibration.load(saved[0])
+    assert cal.parts == ["dark", "flat", "photon_transfer", "shutter_timing", "geometry"]
+    assert cal.rig["name"] == "bench A"
+    assert (tmp_path / "a.report.png").exists()
+    assert cal.shutter_timing.rise_us == pytest.approx(50.0, abs=5)
+
+
+def test_cancel_a_step_keeps_the_devices_and_allows_skip(qtbot, sim_rig):
+    cam, sh, bench = sim_rig
+    before = cam.settings
+    plan = Plan(exposure_us=10_000.0, steps=("photon_transfer", "dark"), n_frames=64)
+    wiz = CalibrationWizard(cam, sh, bench, plan)
+    qtbot.addWidget(wiz)
+    wiz.show()
+    wiz.next()
+    page = wiz.step_pages[0]
+    page.start()
+    qtbot.waitUntil(lambda: page.bar.value() > 0, timeout=10_000)
+    page.cancel()
+    qtbot.waitUntil(lambda: not page.running, timeout=10_000)
+    qtbot.waitUntil(lambda: "Cancelled" in page.status.text(), timeout=5_000)
+    assert not page.isComplete() and cam.settings == before and not cam.is_acquiring
+    page.skip()
+    assert page.isComplete()
+    wiz.next()
+    assert wiz.currentPage() is wiz.step_pages[1]
+
+
+def test_real_bench_waits_for_continue(qtbot, sim_rig):
+    """Without a simulated bench, views after the first wait for the user's Continue."""
+    cam, sh, bench = sim_rig
+    plan = Plan(exposure_us=10_000.0, steps=("geometry",), geometry_views=4)
+    wiz = CalibrationWizard(cam, sh, None, plan)
+    # a person would move the board; here the simulated bench does it behind the wizard's back
+    wiz.bench = _PersonBench(bench)
+    wiz.rig.bench = wiz.bench
+    qtbot.addWidget(wiz)
+    wiz.show()
+    wiz.next()
+    page = wiz.step_pages[0]
+    page.start()
+    for _ in range(3):
+        qtbot.waitUntil(lambda: page.continue_button.isVisible(), timeout=10_000)
+        assert "view" in page.status.text()
+        qtbot.mouseClick(page.continue_button, qtbot_button())
+    qtbot.waitUntil(page.isComplete, timeout=30_000)
+    assert len(page.result.per_view_rms_px) == 4
+
+
+class _PersonBench(WizardBench):
+    def __init__(self, sim: SimBench) -> None:
+        super().__init__(None)
+        self.sim = sim
+
+    def setup(self, target, instruction, *, view=0):
+        super().setup(target, instruction, view=view)  # waits for Continue
+        self.sim.setup(target, instruction, view=view)
