@@ -207,3 +207,27 @@ class SimBench:
         img[dark] = 0.08
         img = img.reshape(h, o, w, o).mean(axis=(1, 3))
         return (img * (self.level / 0.85)).astype(np.float32)
+
+
+class SimDmdProjector:
+    """A simulated DMD imaged onto the simulated camera's scene through a known homography
+    ``matrix`` (DMD ``(x, y)`` -> camera pixels): the truth of the DMD mapping procedure."""
+
+    def __init__(self, camera: SimCamera, shape: tuple[int, int], matrix: np.ndarray,
+                 level: float = 0.8) -> None:
+        self.camera = camera
+        self._shape = (int(shape[0]), int(shape[1]))
+        self.matrix = np.asarray(matrix, np.float64)
+        self.level = float(level)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def show(self, pattern: np.ndarray) -> None:
+        if pattern.shape != self._shape:
+            raise ValueError(f"The DMD has {self._shape} mirrors; the pattern is {pattern.shape}.")
+        w, h = self.camera.scene.width, self.camera.scene.height
+        img = cv2.warpPerspective(pattern.astype(np.float32) * self.level, self.matrix, (w, h),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        self.camera.scene = SimScene.static(img)

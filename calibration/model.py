@@ -217,12 +217,34 @@ class GeometryResult:
     created: str = field(default_factory=_now)
 
 
+@dataclass
+class DmdMapping:
+    """Where each DMD mirror lands on the sensor: ``camera = matrix @ dmd`` (homogeneous)."""
+
+    matrix: np.ndarray  # (3, 3)
+    model: str  # "homography" or "affine"
+    rms_px: float  # residual of the dots used, camera pixels
+    n_dots: int  # dots used (RANSAC inliers)
+    n_projected: int
+    dmd_shape: tuple[int, int]  # mirrors (rows, columns)
+    dmd_points: np.ndarray  # (N, 2) dot centres on the DMD (x, y)
+    camera_points: np.ndarray  # (N, 2) where they were found on the sensor
+    created: str = field(default_factory=_now)
+
+    def to_camera(self, points: np.ndarray) -> np.ndarray:
+        """DMD ``(x, y)`` points -> camera pixels."""
+        p = np.asarray(points, np.float64).reshape(-1, 2)
+        q = np.c_[p, np.ones(len(p))] @ self.matrix.T
+        return q[:, :2] / q[:, 2:3]
+
+
 _PARTS: dict[str, type] = {
     "dark": DarkResult,
     "flat": FlatResult,
     "photon_transfer": PtcResult,
     "shutter_timing": ShutterTiming,
     "geometry": GeometryResult,
+    "dmd_mapping": DmdMapping,
 }
 
 
@@ -253,6 +275,7 @@ class Calibration:
     photon_transfer: PtcResult | None = None
     shutter_timing: ShutterTiming | None = None
     geometry: GeometryResult | None = None
+    dmd_mapping: DmdMapping | None = None
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
     created: str = field(default_factory=_now)
     schema_version: str = SCHEMA_VERSION
@@ -282,7 +305,8 @@ class Calibration:
         h, w = frame_shape
         roi = (settings.roi.offset_x, settings.roi.offset_y, int(w), int(h))
         sensor_parts = [p for p in ("dark", "flat", "photon_transfer") if getattr(self, p)]
-        if roi != tuple(a.roi) and (sensor_parts or self.geometry is not None):
+        mapped = self.geometry is not None or self.dmd_mapping is not None
+        if roi != tuple(a.roi) and (sensor_parts or mapped):
             out.append(Problem("error", (
                 f"the calibration was measured on ROI {_roi_text(a.roi)} but the frames are "
                 f"{_roi_text(roi)}; its maps do not fit. Calibrate with this ROI."
@@ -474,7 +498,7 @@ def _part_from(kind: type, d: Mapping[str, Any]) -> Any:
         v = d[f.name]
         if f.name in ("check_codes",):
             v = json.loads(v) if isinstance(v, str) else list(v)
-        elif f.name in ("image_size", "board"):
+        elif f.name in ("image_size", "board", "dmd_shape"):
             v = tuple(int(x) for x in np.asarray(v).ravel())
         elif f.name == "hot_pixels":
             v = np.asarray(v).astype(bool)

@@ -22,7 +22,7 @@ import math
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -32,6 +32,7 @@ from calibration.model import (
     AppliesTo,
     Calibration,
     DarkResult,
+    DmdMapping,
     FlatResult,
     GeometryResult,
     PtcResult,
@@ -180,6 +181,15 @@ class _Session:
         self.sh.fire()
         timeout = self.rig.fetch_timeout_s + 2 * (self._exposure or 0.0) * 1e-6
         return self.cam.fetch(timeout_s=timeout).image.astype(np.float32)
+
+
+def camera_temperature_c(camera: Camera) -> float | None:
+    """The camera's ``DeviceTemperature`` node when it has one (recorded with a calibration)."""
+    try:
+        t = camera.node_map_snapshot().get("DeviceTemperature")
+    except RigError:
+        return None
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
 
 
 def _robust_sigma(x: np.ndarray) -> float:
@@ -574,6 +584,8 @@ def geometry(
 # ============================================================================================
 
 STEPS = ("dark", "flat", "photon_transfer", "shutter_timing", "geometry")
+#: steps that need more than a camera and a shutter (a DMD projector)
+OPTIONAL_STEPS = ("dmd_mapping",)
 
 
 @dataclass
@@ -593,21 +605,28 @@ class Plan:
     board: Board = field(default_factory=Board)
 
     def __post_init__(self) -> None:
-        bad = [s for s in self.steps if s not in STEPS]
+        bad = [s for s in self.steps if s not in STEPS + OPTIONAL_STEPS]
         if bad:
-            raise ValueError(f"Unknown calibration steps {bad}; choose from {STEPS}.")
+            raise ValueError(
+                f"Unknown calibration steps {bad}; choose from {STEPS + OPTIONAL_STEPS}."
+            )
 
 
-def calibrate_all(rig: Rig, plan: Plan, rig_info: dict[str, str] | None = None) -> Procedure[
-    Calibration
-]:
-    """Run the planned procedures in order (each step's progress scaled into 0..1)."""
+def calibrate_all(
+    rig: Rig, plan: Plan, rig_info: dict[str, str] | None = None,
+    projector: Projector | None = None,
+) -> Procedure[Calibration]:
+    """Run the planned procedures in order (each step's progress scaled into 0..1);
+    ``dmd_mapping`` needs the DMD as ``projector``."""
+    if "dmd_mapping" in plan.steps and projector is None:
+        raise ValueError("The dmd_mapping step needs the DMD (projector=); the shutter is not one.")
     base = rig.base or rig.camera.settings
     rig.base = base
     shape = (base.roi.height or rig.camera.settings.roi.height,
              base.roi.width or rig.camera.settings.roi.width)
     cal = Calibration(applies_to=AppliesTo.from_settings(base.replace(
-        exposure_us=plan.exposure_us), shape), rig=dict(rig_info or {}))
+        exposure_us=plan.exposure_us), shape, camera_temperature_c(rig.camera)),
+        rig=dict(rig_info or {}))
     n = len(plan.steps)
     flat_exposure = plan.flat_exposure_us or plan.exposure_us
 
@@ -639,4 +658,117 @@ def calibrate_all(rig: Rig, plan: Plan, rig_info: dict[str, str] | None = None) 
             cal.geometry = yield from scaled(i, geometry(
                 rig, board=plan.board, n_views=plan.geometry_views,
                 exposure_us=plan.exposure_us))
+        elif step == "dmd_mapping":
+            assert projector is not None
+            cal.dmd_mapping = yield from scaled(i, dmd_mapping(
+                rig, projector, exposure_us=plan.flat_exposure_us or plan.exposure_us))
     return cal
+
+
+# ============================================================================================
+# DMD -> camera mapping
+# ============================================================================================
+
+
+class Projector(Protocol):
+    """Shows a binary pattern on the DMD (``pattern[y, x]``, True = mirror on) and holds it."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def show(self, pattern: np.ndarray) -> None: ...
+
+
+def dot_grid(shape: tuple[int, int], grid: tuple[int, int], radius: int) -> np.ndarray:
+    """Centres ``(N, 2)`` (x, y) of a ``cols`` x ``rows`` grid of dots inside a DMD of ``shape``."""
+    h, w = shape
+    cols, rows = grid
+    xs = np.linspace(0.12 * w, 0.88 * w, cols)
+    ys = np.linspace(0.12 * h, 0.88 * h, rows)
+    gx, gy = np.meshgrid(xs, ys)
+    centres = np.round(np.stack([gx.ravel(), gy.ravel()], -1))
+    if radius * 2 + 2 > min(np.diff(xs).min(initial=w), np.diff(ys).min(initial=h)):
+        raise ValueError(f"Dots of radius {radius} overlap on a {cols}x{rows} grid; use fewer.")
+    return centres
+
+
+def _dots_image(shape: tuple[int, int], centres: np.ndarray, radius: int) -> np.ndarray:
+    img = np.zeros(shape, np.uint8)
+    for x, y in centres:
+        cv2.circle(img, (int(x), int(y)), int(radius), 1, -1)
+    return img.astype(bool)
+
+
+def dmd_mapping(
+    rig: Rig, projector: Projector, *, grid: tuple[int, int] = (8, 6), radius: int = 6,
+    exposure_us: float = 10_000.0, model: str = "homography",
+) -> Procedure[DmdMapping]:
+    """Fit the DMD -> camera mapping from projected dots.
+
+    Frame 0 shows every dot (their camera positions are the centroids of the bright blobs);
+    frames 1..B show the dots whose index + 1 has bit b set, so each blob reads its own index
+    (a binary structured-light code: no ordering assumptions, any rotation or flip). The mapping
+    is a homography (or an affine map) fitted with RANSAC; its residual is reported.
+    """
+    if model not in ("homography", "affine"):
+        raise ValueError(f"model must be 'homography' or 'affine', got {model!r}.")
+    centres = dot_grid(projector.shape, grid, radius)
+    n = len(centres)
+    n_bits = int(np.ceil(np.log2(n + 1)))
+    rig.bench.setup("flat", "Put a matte white card where the scene will be (the DMD's dots "
+                            "are imaged on it), then continue.")
+    frames = []
+    with _Session(rig) as s:
+        s.set(exposure_us)
+        patterns = [np.ones(n, bool)] + [((np.arange(n) + 1) >> b) & 1 == 1 for b in range(n_bits)]
+        for i, on in enumerate([np.zeros(n, bool)] + patterns):
+            projector.show(_dots_image(projector.shape, centres[on], radius))
+            frames.append(s.grab())
+            yield Progress((i + 1) / (n_bits + 2), f"DMD mapping: pattern {i + 1} of {n_bits + 2}")
+        projector.show(np.zeros(projector.shape, bool))
+    dark, allon, bits = frames[0], frames[1], frames[2:]
+    diff = allon - dark
+    thr = 0.5 * float(np.percentile(diff, 99.5))
+    if thr <= 5 * max(_robust_sigma(dark), 0.5):
+        raise CalibrationFailed(
+            "The projected dots are not visible in the camera: is the DMD lit and imaged on "
+            "the card, and is it in focus?"
+        )
+    n_lab, labels, stats, cents = cv2.connectedComponentsWithStats(
+        (diff > thr).astype(np.uint8), connectivity=8)
+    cam_pts, dmd_pts = [], []
+    for lab in range(1, n_lab):
+        if stats[lab, cv2.CC_STAT_AREA] < 3:
+            continue
+        mask = labels == lab
+        wts = diff[mask]
+        ys, xs = np.nonzero(mask)
+        cx, cy = float(np.sum(xs * wts) / wts.sum()), float(np.sum(ys * wts) / wts.sum())
+        code = 0
+        for b, f in enumerate(bits):
+            if float(np.mean((f - dark)[mask])) > 0.5 * float(np.mean(diff[mask])):
+                code |= 1 << b
+        idx = code - 1
+        if 0 <= idx < n:
+            cam_pts.append((cx, cy))
+            dmd_pts.append(centres[idx])
+    if len(cam_pts) < 6:
+        raise CalibrationFailed(
+            f"Only {len(cam_pts)} of {n} dots were found and identified; at least 6 are needed. "
+            "Light the DMD evenly, focus it on the card, and keep it in the camera's view."
+        )
+    src = np.asarray(dmd_pts, np.float64)
+    dst = np.asarray(cam_pts, np.float64)
+    if model == "homography":
+        h, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 2.0)
+    else:
+        a, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+        h = np.vstack([a, [0.0, 0.0, 1.0]])
+    proj = cv2.perspectiveTransform(src[:, None, :], h)[:, 0, :]
+    err = np.sqrt(np.sum((proj - dst) ** 2, axis=1))
+    ok = inliers.ravel().astype(bool)
+    return DmdMapping(
+        matrix=h, model=model, rms_px=float(np.sqrt(np.mean(err[ok] ** 2))),
+        n_dots=int(ok.sum()), n_projected=n, dmd_shape=tuple(projector.shape),
+        dmd_points=src, camera_points=dst,
+    )

@@ -94,6 +94,12 @@ def summary_lines(cal: Calibration, truth: dict[str, float] | None = None) -> li
             row("reprojection error (rms)", g.rms_px, ".3f", "px"),
             f"{'views used':<28s} {len(g.per_view_rms_px):10d}",
         ]
+    if cal.dmd_mapping is not None:
+        m = cal.dmd_mapping
+        out += [
+            f"{'DMD -> camera':<28s} {m.model}, {m.n_dots} of {m.n_projected} dots",
+            row("DMD mapping residual (rms)", m.rms_px, ".3f", "px"),
+        ]
     return out
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from calibration.bench import SimBench
+from calibration.model import AppliesTo, Calibration
 from calibration.procedures import (
     CalibrationFailed,
     Cancelled,
@@ -17,6 +18,7 @@ from calibration.procedures import (
     run,
     shutter_timing,
 )
+from calibration.report import summary_lines
 from hw.types import ShutterCode
 from tests.calibration.conftest import OPTICS, SENSOR, make_rig
 
@@ -144,3 +146,35 @@ def test_dark_clipped_at_zero_says_so():
     with cam, sh:  # black level 0: half the dark noise is cut off
         with pytest.raises(CalibrationFailed, match="black level"):
             run(dark_frames(Rig(cam, sh, SimBench(cam)), [1000.0], n_frames=4))
+
+
+@pytest.mark.parametrize("model", ["homography", "affine"])
+def test_dmd_mapping_recovers_the_homography(model):
+    from calibration.bench import SimDmdProjector
+    from calibration.procedures import dmd_mapping
+
+    cam, sh = make_rig(size=(256, 192))
+    # a DMD of 200x300 mirrors imaged rotated by 7 degrees, scaled 0.6, shifted, a little tilted
+    c, s_ = np.cos(np.radians(7)), np.sin(np.radians(7))
+    true = np.array([[0.6 * c, -0.6 * s_, 40.0], [0.6 * s_, 0.6 * c, 20.0],
+                     [2e-5 if model == "homography" else 0.0, 0.0, 1.0]])
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(black_level_dn=64.0))
+        bench = SimBench(cam)
+        proj = SimDmdProjector(cam, (200, 300), true)
+        m = run(dmd_mapping(Rig(cam, sh, bench), proj, grid=(8, 6), radius=5, model=model))
+    assert m.n_dots == 48 and m.rms_px < 0.3, m.rms_px
+    # stored and read back with a calibration
+    cal = Calibration(applies_to=AppliesTo(1000.0, 0.0, "Mono12", (0, 0, 256, 192)),
+                      dmd_mapping=m)
+    back = Calibration.from_tree(cal.to_tree()).dmd_mapping
+    assert back.dmd_shape == (200, 300) and back.model == model
+    np.testing.assert_array_equal(back.matrix, m.matrix)
+    assert "DMD mapping residual" in "\n".join(summary_lines(cal))
+    pts = np.array([[0, 0], [299, 0], [0, 199], [299, 199], [150, 100]], float)
+    np.testing.assert_allclose(m.to_camera(pts), _apply_homography(true, pts), atol=0.5)
+
+
+def _apply_homography(h, pts):
+    q = np.c_[pts, np.ones(len(pts))] @ h.T
+    return q[:, :2] / q[:, 2:3]
