@@ -64,6 +64,7 @@ bench: venv
 	$(BIN)/python bench/bench_recon.py
 	$(MAKE) -C firmware all sim
 	$(BIN)/python bench/bench_shutter.py
+	$(BIN)/python bench/bench_calibration.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info firmware/build

@@ -90,6 +90,7 @@ def reconstruct_capture(
     calibration: Calibration | None = None,
     use_calibration: str = "auto",
     velocity: tuple[float, float] | None = None,
+    calibration_max_age_days: float = 30.0,
 ) -> ReconOutcome:
     """Reconstruct every coded frame of one capture into ``<stem>.recon.h5`` (and optional exports).
 
@@ -136,7 +137,7 @@ def reconstruct_capture(
             dst = dst.with_name(dst.name.removesuffix(".recon.h5") + ".new.recon.h5")
             Path(str(dst) + ".partial").unlink(missing_ok=True)
             dst.unlink(missing_ok=True)
-        corr = corrections_for(cap, calibration, use_calibration)
+        corr = corrections_for(cap, calibration, use_calibration, calibration_max_age_days)
         full_scale = float(cap.camera_settings.saturation_dn) - corr.mean_dark
         h, w = cap.frame_shape
         max_px = float(min(max_blur_px, min(h, w) / 2))
@@ -255,10 +256,12 @@ def reconstruct_files(
     calibration: Calibration | None = None,
     use_calibration: str = "auto",
     velocity: tuple[float, float] | None = None,
+    calibration_max_age_days: float = 30.0,
 ) -> list[ReconOutcome]:
     """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on.
 
-    ``calibration``, ``use_calibration`` and ``velocity``: see :func:`reconstruct_capture`."""
+    ``calibration``, ``use_calibration``, ``velocity`` and ``calibration_max_age_days`` (older
+    calibrations get a warning): see :func:`reconstruct_capture`."""
     from tqdm import tqdm
 
     outcomes = []
@@ -293,6 +296,7 @@ def reconstruct_files(
                     calibration=calibration,
                     use_calibration=use_calibration,
                     velocity=velocity,
+                    calibration_max_age_days=calibration_max_age_days,
                 )
             )
         except Exception as e:  # reported in the outcome and at the end; the batch goes on

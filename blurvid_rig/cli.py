@@ -285,6 +285,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
             "none" if args.no_calibration else "sensor" if args.no_effective_code else "auto"
         ),
         velocity=tuple(args.velocity) if args.velocity else None,
+        calibration_max_age_days=args.calibration_max_age,
     )
     failed = [o for o in outcomes if o.error]
     for o in outcomes:
@@ -518,6 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-effective-code",
         action="store_true",
         help="apply dark and flat but use the nominal code instead of the measured one",
+    )
+    r.add_argument(
+        "--calibration-max-age",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="warn (in the log and the reconstruction file) when the calibration is older",
     )
     r.add_argument(
         "--velocity",

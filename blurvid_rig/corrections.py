@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from blurvid_rig.capture_file import CaptureFile
-from calibration.model import Calibration, CalibrationError
+from calibration.model import DEFAULT_MAX_AGE_DAYS, Calibration, CalibrationError
 from hw.errors import RigError
 from hw.types import CameraSettings, ShutterCode
 from recon.functional import code_weights
@@ -76,7 +76,8 @@ def calibration_of(capture: CaptureFile) -> Calibration | None:
 
 
 def corrections_for(
-    capture: CaptureFile, calibration: Calibration | None = None, use: str = "auto"
+    capture: CaptureFile, calibration: Calibration | None = None, use: str = "auto",
+    max_age_days: float = DEFAULT_MAX_AGE_DAYS,
 ) -> Corrections:
     """The corrections for ``capture`` (see the module docstring).
 
@@ -101,7 +102,7 @@ def corrections_for(
             return Corrections(dark=black)
     code = capture.code
     try:
-        problems = calibration.require(settings, capture.frame_shape)
+        problems = calibration.require(settings, capture.frame_shape, max_age_days=max_age_days)
     except CalibrationError as e:
         raise RigError(
             f"{e}. Reconstruct with a calibration made for this capture (--calibration FILE), "

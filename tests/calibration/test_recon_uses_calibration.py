@@ -107,3 +107,13 @@ def test_recon_refuses_a_calibration_that_does_not_fit(recorded, tmp_path):
     with pytest.raises(RigError, match="gain 12 dB.*--no-calibration"):
         reconstruct_capture(path, calibration=cal2, out_dir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_old_calibration_is_a_recorded_warning(recorded, tmp_path):
+    _, cal, path, *_ = recorded
+    o = reconstruct_capture(path, n_out=4, velocity=BLUR, out_dir=tmp_path, solver="wiener",
+                            calibration_max_age_days=-1.0)
+    with ReconFile.open(o.output) as rf:
+        params = rf.process["parameters"]
+    assert "days old" in params["calibration_warnings"]
+    assert params["calibration"].endswith(cal.uuid)
