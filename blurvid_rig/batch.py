@@ -25,6 +25,8 @@ from calibration.model import Calibration
 from hw.errors import RigError
 from recon.classical import reconstruct_global
 from recon.device import resolve_device
+from recon.functional import mask_weights
+from recon.gap import gap_tv
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,26 @@ class ReconOutcome:
     n_frames: int = 0
     seconds: float = 0.0
     error: str = ""
+
+
+def sensor_masks(capture: CaptureFile) -> np.ndarray | None:
+    """A per-pixel capture's DMD masks warped onto its frames (transmittance per pixel and chip,
+    ``(K, H, W)`` float32), through the recorded DMD -> sensor mapping and the ROI offset."""
+    dmd = capture.dmd
+    if not dmd:
+        return None
+    import cv2
+
+    h, w = capture.frame_shape
+    roi = capture.camera_settings.roi
+    shift = np.array([[1.0, 0, -roi.offset_x], [0, 1.0, -roi.offset_y], [0, 0, 1.0]])
+    m = shift @ np.asarray(dmd["dmd_to_camera"], np.float64)
+    warped = np.stack([
+        cv2.warpPerspective(p.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT)
+        for p in dmd["masks"]
+    ])
+    return warped.clip(0.0, 1.0)
 
 
 def output_times_s(chip_us: float, n_chips: int, n_out: int) -> np.ndarray:
@@ -116,6 +138,14 @@ def reconstruct_capture(
     outcome = ReconOutcome(source=Path(path))
     with CaptureFile.open(path) as cap:
         code = cap.code
+        masks = sensor_masks(cap)
+        if masks is not None:
+            if method == "learned":
+                raise RigError(
+                    f"{path} is coded per pixel (DMD masks); the learned model takes global codes. "
+                    "Use --method classical (GAP-TV)."
+                )
+            method = "classical"
         engine, method = _learned_engine(method, code.bits, model, device, force)
         coded = np.flatnonzero(np.asarray(cap.image_key) == 0)
         if len(coded) == 0:
@@ -150,6 +180,19 @@ def reconstruct_capture(
             "calibration": corr.used,
             "calibration_warnings": "; ".join(corr.warnings),
         }
+        if masks is not None:
+            params = {
+                "solver": "gap-tv",
+                "n_out": k,
+                "masks_sha256": str(cap.dmd.get("masks_sha256", "")),
+                "calibration": corr.used,
+                "calibration_warnings": "; ".join(corr.warnings),
+            }
+            if k != code.n_chips:
+                raise RigError(
+                    f"A per-pixel capture gives one frame per pattern ({code.n_chips}); "
+                    f"--frames {k} is not possible."
+                )
         if engine is not None:
             params = {
                 "model": engine.name,
@@ -166,7 +209,9 @@ def reconstruct_capture(
             time_s=times,
             frame_shape=cap.frame_shape,
             source=cap,
-            method="learned-codevideonet" if engine else f"{method}-coded-deconvolution",
+            method="learned-codevideonet" if engine else (
+                "gap-tv-per-pixel" if masks is not None else f"{method}-coded-deconvolution"
+            ),
             parameters=params,
             device=str(dev),
             calibration_used=str(params["calibration"]),
@@ -174,7 +219,12 @@ def reconstruct_capture(
             for n, i in enumerate(coded):
                 raw = cap.read_frame(int(i)).astype(np.float32)
                 corrected = corr.apply(raw)
-                if engine is not None:
+                if masks is not None:
+                    y = torch.from_numpy(corrected / full_scale).to(dev)
+                    wts = mask_weights(masks, dtype=torch.float32, device=dev)
+                    video = (gap_tv(y, wts).float().cpu().numpy() * full_scale).astype(np.float32)
+                    writer.append(video, int(i))
+                elif engine is not None:
                     y = torch.from_numpy(corrected / full_scale)
                     frames = engine.reconstruct(y, code.bits, k)
                     video = (frames.numpy() * full_scale).astype(np.float32)

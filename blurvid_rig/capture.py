@@ -71,6 +71,7 @@ def run_coded_capture(
     latest: LatestFrame | None = None,
     stop: threading.Event | None = None,
     calibration: Calibration | None = None,
+    masks: Any = None,
 ) -> CaptureResult:
     """Capture ``n_frames`` coded frames into a new HDF5 file and return how it went.
 
@@ -82,6 +83,8 @@ def run_coded_capture(
     ``max_consecutive_timeouts`` triggers without a frame in a row end it. ``stop`` (an Event) or
     Ctrl-C end the capture early as 'aborted'; then the result is returned instead of raising.
     ``calibration`` is embedded into the file after checking that it fits the camera settings.
+    ``masks`` ``(K, rows, columns)``: per-pixel coding on a DMD shutter (``code`` gives the chip
+    duration and K open chips); the masks are stored in the file.
 
     Raises:
         RigError: device failure, timeout, gap, writer overrun; the partial file is on disk and
@@ -107,7 +110,8 @@ def run_coded_capture(
     shutter.disarm()
     camera.stop()
     session.configure(
-        code, exposure_mode=exposure_mode, exposure_us=exposure_us, trigger_source=trigger_source
+        code, exposure_mode=exposure_mode, exposure_us=exposure_us, trigger_source=trigger_source,
+        masks=masks,
     )
     session.record(n_frames, Path(out_dir), name=name, title=title, settings=settings)
     try:

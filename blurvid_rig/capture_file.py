@@ -206,6 +206,7 @@ class CaptureWriter:
         title: str = "",
         flush_every: int = 8,
         compression: str | None = "lz4",
+        dmd: Mapping[str, Any] | None = None,
     ) -> None:
         self._final = Path(path)
         self._partial = partial_path(self._final)
@@ -263,6 +264,8 @@ class CaptureWriter:
                     ds.attrs["units"] = units
                 self._log[name] = ds
             write_shutter(instrument, shutter_info, code, shutter_status, code_metrics)
+            if dmd:
+                _write_dmd(instrument["shutter"], dmd)
             if calibration:
                 _write_dataset_tree(
                     new_group(entry, "calibration", "NXcollection"), calibration, "calibration"
@@ -512,6 +515,32 @@ def _write_dataset_tree(group: h5py.Group, tree: Mapping[str, Any], where: str) 
         write_field(group, name, value, units_for(name) or "")
 
 
+def _write_dmd(shutter: h5py.Group, dmd: Mapping[str, Any]) -> None:
+    """``shutter/dmd``: the per-pixel masks (uint8 0/1, gzip), the DMD -> sensor mapping and the
+    masks' hash."""
+    masks = np.asarray(dmd["masks"])
+    if masks.ndim != 3:
+        raise CaptureWriteError(f"DMD masks must be (K, rows, columns); got {masks.shape}.")
+    g = new_group(shutter, "dmd", "NXcollection")
+    ds = g.create_dataset("masks", data=masks.astype(np.uint8), compression="gzip",
+                          compression_opts=4, chunks=(1, *masks.shape[1:]))
+    ds.attrs["interpretation"] = "image"
+    mapping = dmd.get("dmd_to_camera")
+    mapping = np.eye(3) if mapping is None else np.asarray(mapping, np.float64)
+    check_finite(mapping, "dmd_to_camera")
+    g.create_dataset("dmd_to_camera", data=mapping)
+    write_field(g, "masks_sha256", str(dmd.get("masks_sha256", "")))
+    write_field(g, "mode", "per-pixel")
+
+
+def _read_dmd(g: h5py.Group) -> dict[str, Any]:
+    return {
+        "masks": g["masks"][()].astype(bool),
+        "dmd_to_camera": np.asarray(g["dmd_to_camera"][()], np.float64),
+        "masks_sha256": py_value(g["masks_sha256"][()]) if "masks_sha256" in g else "",
+    }
+
+
 def _read_dataset_tree(group: h5py.Group) -> dict[str, Any]:
     """Inverse of :func:`_write_dataset_tree`: scalars as Python values, arrays as numpy."""
     out: dict[str, Any] = {}
@@ -626,6 +655,8 @@ class CaptureFile:
             )
         check_numeric_finite(entry, path, frozenset({data.name, "/entry/data/data"}))
         self.code = read_code(sh, path)
+        #: per-pixel coding: {"masks": (K, rows, cols) bool, "dmd_to_camera": (3, 3), ...} or {}
+        self.dmd = _read_dmd(sh["dmd"]) if "dmd" in sh else {}
         self.code_metrics = {
             k: float(v[()]) for k, v in sh.get("metrics", {}).items() if isinstance(v, h5py.Dataset)
         }

@@ -35,10 +35,11 @@ def _camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
         return _sim_camera_and_shutter(args, stack)
     from hw.genicam_camera import GenICamCamera
 
-    if args.shutter == "sim":
+    if args.shutter in ("sim", "dmd"):
         raise RigError(
             "A GenICam camera needs a real shutter controller: --shutter arduino --port PORT (or "
-            "--shutter simavr to test with the firmware in simavr)."
+            "--shutter simavr to test with the firmware in simavr); the DMD driver is simulated "
+            "only so far."
         )
     index = None if args.serial else (args.index if args.index is not None else 0)
     camera = GenICamCamera(serial=args.serial or None, index=index, cti=args.cti or None)
@@ -79,6 +80,10 @@ def _sim_camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStac
 
     if args.shutter == "sim":
         return make_sim_rig(width=args.width, height=args.height, seed=args.seed)
+    if args.shutter == "dmd":
+        from hw.sim.dmd import make_sim_dmd_rig
+
+        return make_sim_dmd_rig(args.width, args.height, seed=args.seed)
     controller = _controller(args, stack)
     wire = SimTriggerWire(controller)
     scene = SimScene.default(args.width, args.height, seed=args.seed)
@@ -187,17 +192,27 @@ def cmd_capture(args: argparse.Namespace) -> int:
     code = _code_from_args(args.code, args.chip_us)
     if args.rig:
         _apply_rig_file(args, args.capture_defaults)
-    if args.camera not in ("sim", "genicam") or args.shutter not in ("sim", "arduino", "simavr"):
+    if args.camera not in ("sim", "genicam") or args.shutter not in (
+        "sim", "arduino", "simavr", "dmd"
+    ):
         raise RigError(
             f"Unknown camera {args.camera!r} or shutter {args.shutter!r}: cameras are sim or "
             "genicam, shutters sim, arduino or simavr."
         )
-    if args.sim and (args.camera != "sim" or args.shutter != "sim"):
+    if args.sim and (args.camera != "sim" or args.shutter not in ("sim", "dmd")):
         raise RigError(
             "--sim means the simulated camera and shutter; leave it out when choosing --camera "
             f"{args.camera} / --shutter {args.shutter}."
         )
     calibration = _load_calibration(args.calibration)
+    masks = None
+    if args.masks:
+        if args.shutter != "dmd":
+            raise RigError("--masks codes each pixel on a DMD: add --shutter dmd.")
+        from hw.sim.dmd import parse_masks_spec
+
+        masks = parse_masks_spec(args.masks, (args.height, args.width))
+        code = type(code)((1,) * len(masks), code.chip_us, name=f"dmd {args.masks}")
     with contextlib.ExitStack() as stack:
         camera, shutter = _camera_and_shutter(args, stack)
         stack.enter_context(camera)
@@ -228,6 +243,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 trigger_source=args.trigger_source,
                 progress=progress,
                 calibration=calibration,
+                masks=masks,
                 settings={
                     "cli_args": " ".join(sys.argv[1:]),
                     "sim_seed": args.seed,
@@ -388,10 +404,11 @@ def _add_device_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed of the simulated scene and noise")
     c.add_argument(
         "--shutter",
-        choices=["sim", "arduino", "simavr"],
+        choices=["sim", "arduino", "simavr", "dmd"],
         default="sim",
-        help="shutter controller: the simulated one (default), the Arduino on --port, or the real "
-        "firmware running in simavr (needs `make -C firmware all sim`)",
+        help="shutter controller: the simulated one (default), the Arduino on --port, the real "
+        "firmware running in simavr (needs `make -C firmware all sim`), or a simulated DMD "
+        "(the code on the whole frame, or each pixel its own code with --masks)",
     )
     c.add_argument("--port", default="", help="serial port of the Arduino controller")
     c.add_argument("--firmware", default="", help="firmware .elf for --shutter simavr")
@@ -448,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="calibration file (from `blurvid-rig calibrate`) to embed into the capture; it "
         "must fit the camera settings",
+    )
+    c.add_argument(
+        "--masks",
+        default="",
+        help="per-pixel coding on the DMD (--shutter dmd): random:K or random:K:SEED, K patterns "
+        "of --chip-us each (default: the DMD plays --code on the whole frame)",
     )
     c.set_defaults(func=cmd_capture)
     c.set_defaults(capture_defaults={a.dest: a.default for a in c._actions})

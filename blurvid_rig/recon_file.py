@@ -621,6 +621,13 @@ def _describe_capture(c: CaptureFile) -> str:
         f"  shutter: {c.shutter_info.controller} on {c.shutter_info.port or '-'}, firmware "
         f"{c.shutter_info.firmware_version or '-'}, echo verified: "
         f"{'yes' if c.echo_verified else 'no'}",
+        *(
+            [f"  per-pixel coding: {len(c.dmd['masks'])} DMD masks of "
+             f"{c.dmd['masks'].shape[2]}x{c.dmd['masks'].shape[1]} mirrors, "
+             f"{100 * float(c.dmd['masks'].mean()):.0f} % open, sha256 "
+             f"{str(c.dmd.get('masks_sha256', ''))[:12]}"]
+            if getattr(c, "dmd", None) else []
+        ),
         f"  camera: {ci.vendor} {ci.model}, serial {ci.serial_number}, driver {ci.driver}, "
         f"sensor {ci.sensor_width}x{ci.sensor_height} @ {ci.pixel_size_um:g} um",
         f"  exposure {cs.exposure_us:g} us, gain {cs.gain_db:g} dB, pixel format "

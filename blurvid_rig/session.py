@@ -259,6 +259,7 @@ class RigSession:
         self._rec: _Recording | None = None
         self._last_rec: _Recording | None = None
         self._calibration: Calibration | None = None
+        self._masks: Any = None
         #: triggers without a frame and frame-id jumps seen while LIVE (no file to tell)
         self.live_gaps = 0
 
@@ -357,12 +358,15 @@ class RigSession:
         exposure_us: float | None = None,
         settings: CameraSettings | None = None,
         trigger_source: str = "Line1",
+        masks: Any = None,
     ) -> CameraSettings:
         """Load ``code`` into the controller (its echo verified) and set the camera up to expose
         for it. Only while IDLE. Returns the camera settings it holds.
 
         ``trigger_source`` is the camera input wired to the controller's camera trigger (Line1
-        on the rig). ``"Software"`` is for camera simulators without trigger lines: the session
+        on the rig). ``masks`` ``(K, rows, columns)``: per-pixel coding on a DMD shutter, one
+        pattern per chip of ``code`` (whose bits are then all open). ``"Software"`` is for camera
+        simulators without trigger lines: the session
         triggers the camera itself after each playback, so the exposure is *not* synchronised with
         the code; use it to test the pipeline, never for data.
 
@@ -393,7 +397,17 @@ class RigSession:
                 raise IncompatibleStateError(
                     "Cannot record a coded capture: " + "; ".join(problems) + "."
                 )
-            status = self.shutter.load_code(code)
+            if masks is not None:
+                load_masks = getattr(self.shutter, "load_masks", None)
+                if load_masks is None:
+                    raise IncompatibleStateError(
+                        f"Per-pixel masks need a DMD shutter; {self.shutter.info.controller} codes "
+                        "the whole frame. Record with a code instead."
+                    )
+                status = load_masks(masks, code.chip_us)
+                code = self.shutter.code
+            else:
+                status = self.shutter.load_code(code)
             if not status.echo_verified:
                 raise IncompatibleStateError(
                     "The shutter controller did not confirm the code it holds; recording is "
@@ -401,6 +415,7 @@ class RigSession:
                     "code or check the controller."
                 )
             self._code, self._settings, self._shutter_status = code, cam, status
+            self._masks = None if masks is None else getattr(self.shutter, "masks", masks)
             self._software_trigger = trigger_source == "Software"
             return cam
 
@@ -478,6 +493,15 @@ class RigSession:
                         "these settings, or record without a calibration."
                     ) from e
                 calibration = self._calibration.to_tree()
+            dmd = None
+            if self._masks is not None:
+                cal_map = self._calibration.dmd_mapping if self._calibration else None
+                dmd = {
+                    "masks": self._masks,
+                    "dmd_to_camera": cal_map.matrix if cal_map is not None
+                    else getattr(self.shutter, "dmd_to_camera", None),
+                    "masks_sha256": getattr(self.shutter, "masks_sha256", ""),
+                }
             writer = CaptureWriter(
                 make_capture_path(Path(out_dir), name),
                 camera_info=info,
@@ -491,6 +515,7 @@ class RigSession:
                 settings=dict(settings or {}),
                 code_metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 calibration=calibration,
+                dmd=dmd,
                 title=title or f"coded capture {code}",
                 flush_every=self.flush_every,
                 compression=self.compression,

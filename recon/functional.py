@@ -297,16 +297,18 @@ def mask_weights(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Per-sample, per-pixel weights of binary masks (DMD coding), with sub-chip integration.
+    """Per-sample, per-pixel weights of masks (DMD coding), with sub-chip integration.
 
     ``weights[k * S + s, i, j] = M[k, i, j] / (S * n[i, j])``. For ``"open"`` the normaliser
-    ``n[i, j]`` is the number of chips in which pixel (i, j) is open; a pixel that is never open
+    ``n[i, j]`` is the number of chips in which pixel (i, j) is open (the sum of its
+    transmittances, for masks warped from the DMD onto the sensor); a pixel that is never open
     measures nothing, its weights are all zero, and its normaliser is taken as 1 rather than
     raising (random masks leave such pixels by chance: 1 in 256 for K = 8 at 50 % fill).
     ``"chips"`` divides by K, ``"none"`` by 1.
 
     Args:
-        masks: binary masks (0/1 or bool), ``M[k, i, j] = 1`` where pixel (i, j) is open in chip k.
+        masks: binary masks (0/1 or bool), ``M[k, i, j] = 1`` where pixel (i, j) is open in chip k,
+            or transmittances in [0, 1] (a DMD mask seen through the relay optics).
         sub_steps: S, number of time samples per chip (>= 1).
         normalize: ``"open"``, ``"chips"`` or ``"none"``.
         dtype: floating dtype of the result.
@@ -316,7 +318,7 @@ def mask_weights(
         The per-pixel weights.
 
     Raises:
-        ValueError: masks not 3-D, empty, or not binary; bad ``sub_steps`` or ``normalize``.
+        ValueError: masks not 3-D, empty, or outside [0, 1]; bad ``sub_steps`` or ``normalize``.
 
     Shape:
         - masks: ``(K, H, W)``
@@ -331,11 +333,12 @@ def mask_weights(
     m = m.to(torch.float64)
     if m.dim() != 3 or m.numel() == 0:
         raise ValueError(f"masks must be a non-empty (K, H, W) array; got shape {tuple(m.shape)}.")
-    if not bool(((m == 0) | (m == 1)).all()):
-        raise ValueError("masks must be binary (0 = closed, 1 = open).")
+    if not bool(((m >= 0) & (m <= 1)).all()):
+        raise ValueError("masks must be binary (0 = closed, 1 = open) or transmittances in [0, 1].")
     k = m.shape[0]
     if normalize == "open":
-        norm = m.sum(dim=0).clamp_min(1.0)
+        total = m.sum(dim=0)
+        norm = torch.where(total > 0, total, torch.ones_like(total))
     elif normalize == "chips":
         norm = torch.full_like(m[0], float(k))
     else:

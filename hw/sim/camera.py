@@ -118,6 +118,8 @@ class _Exposure:
     scene: SimScene
     # with a non-ideal shutter: (offset from t_start in us, weight in chips) of each render sample
     samples: tuple[tuple[float, float], ...] = ()
+    # per-pixel coding (a DMD): (K, H, W) transmittances on the full sensor
+    masks: Any = None
 
 
 def _box_code(exposure_us: float) -> ShutterCode:
@@ -419,6 +421,22 @@ class SimCamera(_SimCameraBase):
 
     def _line1_frame(self, event: TriggerEvent, window_us: float, now: float) -> None:
         code = event.code
+        if event.masks is not None:
+            sw, sh = self._sensor
+            if tuple(event.masks.shape[1:]) != (sh, sw) or event.masks.shape[0] != code.n_chips:
+                raise ValueError(
+                    f"The DMD masks are {event.masks.shape}; this camera needs "
+                    f"({code.n_chips}, {sh}, {sw})."
+                )
+            weights = tuple(
+                min(1.0, max(0.0, (window_us - k * code.chip_us) / code.chip_us))
+                for k in range(code.n_chips)
+            )
+            self._enqueue(
+                event.t_start_s, code, weights, event.trigger_index, code.sha256, window_us,
+                masks=event.masks,
+            )
+            return
         if event.optics.is_ideal:
             weights = tuple(
                 float(b) * min(1.0, max(0.0, (window_us - k * code.chip_us) / code.chip_us))
@@ -454,6 +472,7 @@ class SimCamera(_SimCameraBase):
         sha: str,
         exposure_us: float,
         samples: tuple[tuple[float, float], ...] = (),
+        masks: Any = None,
     ) -> None:
         """Create the next frame (caller holds ``_cond``): queued, or lost if the queue is full."""
         exp = _Exposure(
@@ -467,6 +486,7 @@ class SimCamera(_SimCameraBase):
             settings=self._acq,
             scene=self._scene,
             samples=samples,
+            masks=masks,
         )
         self._next_frame_id += 1
         self._history[exp.frame_id] = exp
@@ -546,6 +566,24 @@ class SimCamera(_SimCameraBase):
                 self._patterns = (gain_z, offset_z)
             return self._patterns
 
+    def _render_masked(self, exp: _Exposure, region: tuple[int, int, int, int]) -> np.ndarray:
+        """Per-pixel coding: each chip's scene through its mask, normalised per pixel by the
+        chips it is open in (the brightness convention, pixel by pixel)."""
+        x, y, w, h = region
+        m = np.asarray(exp.masks[:, y : y + h, x : x + w], dtype=np.float32)
+        m = m * np.asarray(exp.weights, np.float32)[:, None, None]
+        chip_s = exp.code.chip_us * 1e-6
+        t0 = exp.t_start_s + np.arange(exp.code.n_chips) * chip_s
+        frames = exp.scene.render_means(t0, t0 + chip_s, self.render_sub_steps, region)
+        total = m.sum(axis=0)
+        signal = np.einsum("khw,khw->hw", m, frames)
+        ref = self.linear_exposure_ref_us
+        if ref is None:
+            signal /= np.where(total > 0, total, 1.0)
+        else:
+            signal *= np.float32(exp.code.chip_us / ref)
+        return (signal * np.float32(self.full_scale_dn(exp.settings))).astype(np.float32)
+
     def vignetting_map(self) -> np.ndarray:
         """Full-sensor relative illumination of the lens, ``1 - vignetting * r^2`` (r = 1 at the
         corners), float32."""
@@ -579,6 +617,8 @@ class SimCamera(_SimCameraBase):
         per_chip = self.full_scale_dn(s) * (
             1.0 / exp.code.n_open if ref_us is None else exp.code.chip_us / ref_us
         )
+        if exp.masks is not None:
+            return self._expose(self._render_masked(exp, region), exp)
         times: list[float] = []
         wts: list[float] = []
         if exp.samples:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hw.base import Shutter
 from hw.errors import DeviceDisconnected, ProtocolError, UnsupportedFeatureError
@@ -79,12 +80,15 @@ class TriggerEvent:
         code: the code played (chip ``k`` spans ``t_start_s + [k, k + 1) * chip_us * 1e-6``).
         t_start_s: simulated time at which the first chip started (and the camera line went high).
         optics: how the shutter's transmittance follows the code (ideal: exactly the bits).
+        masks: per-pixel coding (a DMD): ``(K, H, W)`` transmittance of each sensor pixel in each
+            chip, in full-sensor coordinates; None for a global shutter.
     """
 
     trigger_index: int
     code: ShutterCode
     t_start_s: float
     optics: ShutterOptics = ShutterOptics()
+    masks: Any = None
 
 
 TriggerCallback = Callable[[TriggerEvent], None]

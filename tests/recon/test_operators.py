@@ -336,7 +336,10 @@ def test_invalid_arguments_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="sub_steps"):
         code_weights(BDINR, sub_steps=0)
     with pytest.raises(ValueError, match="binary"):
-        mask_weights(np.full((2, 2, 2), 0.5))
+        mask_weights(np.full((2, 2, 2), 1.5))
+    # transmittances (a mask seen through relay optics) are normalised by their sum per pixel
+    w = mask_weights(np.array([[[0.5, 0.0]], [[0.25, 0.0]]]), dtype=torch.float64)
+    assert w[:, 0, 0].tolist() == pytest.approx([2 / 3, 1 / 3]) and w[:, 0, 1].tolist() == [0, 0]
     with pytest.raises(TypeError, match="floating-point"):
         CodedExposure(BDINR).A(torch.zeros(1, 8, 2, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="length_px"):
