@@ -331,6 +331,7 @@ def flat_field(
 
 def photon_transfer(
     rig: Rig, *, n_points: int = 20, probe_us: float = 1000.0, dark: DarkResult | None = None,
+    max_exposure_us: float = 2_000_000.0,
 ) -> Procedure[PtcResult]:
     """Mean and temporal variance of pairs of flat frames over exposures from ~0.5 % of the
     range to past saturation (EMVA 1288's method): gain from the slope, read noise from the
@@ -347,6 +348,12 @@ def photon_transfer(
                 "sensor. Switch the light on and uncap the lens."
             )
         e_sat = probe_us * (sat - float(np.mean(_dark_for(s, dark, probe_us)))) / probe
+        if e_sat * 1.25 > max_exposure_us:
+            raise CalibrationFailed(
+                f"The light is too dim for photon transfer: reaching saturation would take "
+                f"{e_sat / 1e6:.1f} s exposures (limit {max_exposure_us / 1e6:g} s). Brighten the "
+                "flat light."
+            )
         exposures = np.geomspace(e_sat * 0.004, e_sat * 1.25, n_points)
         exposures = np.maximum(exposures, 1.0)
         means, variances = [], []
@@ -429,6 +436,11 @@ def shutter_timing(
     ``check_chip_us``, single-chip codes of that chip length are measured whole and compared with
     what the fitted model predicts (the check of the effective code).
     """
+    if chip_us < span_us or step_us <= 0 or n_avg < 1:
+        raise ValueError(
+            f"The step code's chips ({chip_us:g} us) must outlast the measured span after each "
+            f"edge ({span_us:g} us), so that the shutter settles; and step_us > 0, n_avg >= 1."
+        )
     bits = (0, 0, 1, 1, 1, 1, 0, 0)
     code = ShutterCode(bits, float(chip_us), name="timing-step")
     c = float(chip_us)

@@ -178,3 +178,16 @@ def test_dmd_mapping_recovers_the_homography(model):
 def _apply_homography(h, pts):
     q = np.c_[pts, np.ones(len(pts))] @ h.T
     return q[:, :2] / q[:, 2:3]
+
+
+def test_bad_timing_arguments_and_dim_light_say_so():
+    from calibration.procedures import photon_transfer
+
+    cam, sh = make_rig()
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(black_level_dn=64.0))
+        rig = Rig(cam, sh, SimBench(cam, level=0.005, ref_exposure_us=10_000.0))
+        with pytest.raises(ValueError, match="settles"):
+            run(shutter_timing(rig, chip_us=100.0, span_us=300.0))
+        with pytest.raises(CalibrationFailed, match="too dim"):
+            run(photon_transfer(rig, probe_us=10_000.0, max_exposure_us=1e6))
