@@ -46,6 +46,14 @@ def _bits_from(bits: str | Iterable[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def masks_sha256(masks: Any) -> str:
+    """Hash of a DMD mask stack (its shape and bits), recorded like a code's hash."""
+    m = np.ascontiguousarray(np.asarray(masks, dtype=bool))
+    h = hashlib.sha256(np.asarray(m.shape, np.int64).tobytes())
+    h.update(np.packbits(m).tobytes())
+    return h.hexdigest()
+
+
 def code_sha256(bits: Iterable[int]) -> str:
     """SHA-256 (hex) of a binary code, computed over its ASCII '0'/'1' string.
 

@@ -15,14 +15,12 @@ through its own code.
 
 from __future__ import annotations
 
-import hashlib
-
 import cv2
 import numpy as np
 
 from hw.errors import UnsupportedFeatureError
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
-from hw.types import ShutterCode, ShutterInfo
+from hw.types import ShutterCode, ShutterInfo, masks_sha256
 
 #: Largest mask stack the simulated DMD holds (a DLPC900 holds 400 1-bit patterns in its LUT).
 SIM_DMD_MAX_PATTERNS = 400
@@ -34,14 +32,6 @@ def random_masks(n: int, shape: tuple[int, int], seed: int = 0, fill: float = 0.
         raise ValueError(f"Need n >= 1 and 0 < fill < 1; got n={n}, fill={fill}.")
     rng = np.random.default_rng(seed)
     return rng.random((n, *shape)) < fill
-
-
-def masks_sha256(masks: np.ndarray) -> str:
-    """Hash of a mask stack (shape and bits), recorded like a code's hash."""
-    m = np.ascontiguousarray(np.asarray(masks, dtype=bool))
-    h = hashlib.sha256(np.asarray(m.shape, np.int64).tobytes())
-    h.update(np.packbits(m).tobytes())
-    return h.hexdigest()
 
 
 def parse_masks_spec(spec: str, shape: tuple[int, int]) -> np.ndarray:
