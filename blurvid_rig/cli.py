@@ -80,10 +80,10 @@ def _sim_camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStac
 
     if args.shutter == "sim":
         return make_sim_rig(width=args.width, height=args.height, seed=args.seed)
-    if args.shutter == "dmd":
-        from hw.sim.dmd import make_sim_dmd_rig
+    if args.shutter == "dmd":  # the real DLPC900 driver, talking to a simulated controller
+        from hw.sim.dlpc900 import make_sim_dlpc900_rig
 
-        return make_sim_dmd_rig(args.width, args.height, seed=args.seed)
+        return make_sim_dlpc900_rig(args.width, args.height, seed=args.seed)
     controller = _controller(args, stack)
     wire = SimTriggerWire(controller)
     scene = SimScene.default(args.width, args.height, seed=args.seed)

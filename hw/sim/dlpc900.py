@@ -250,3 +250,25 @@ class SimDlpc900(TriggerOutput):
         t0 = self.clock.reserve(code.period_us * 1e-6 + self.gap_s)
         if entries[0].trigger_out2:
             self._emit(TriggerEvent(index, code, t0, masks=masks))
+
+
+def make_sim_dlpc900_rig(width: int = 256, height: int = 256, seed: int = 0, scene=None,
+                         dmd_shape: tuple[int, int] | None = None,
+                         dmd_to_camera: np.ndarray | None = None, **camera_kw):
+    """A simulated camera triggered by the real DMD driver (:class:`~hw.dmd_shutter.Dlpc900Shutter`)
+    talking to a :class:`SimDlpc900` (default: one mirror per sensor pixel).
+
+    Returns ``(camera, shutter)``, neither opened.
+    """
+    from hw.dmd_shutter import Dlpc900Shutter
+    from hw.sim.camera import SimCamera
+    from hw.sim.scene import SimScene
+
+    dmd_shape = dmd_shape or (height, width)
+    sim = SimDlpc900(dmd_shape, (height, width), dmd_to_camera)
+    shutter = Dlpc900Shutter(lambda: sim, dmd_shape, port="sim://dlpc900")
+    shutter.dmd_to_camera = sim.dmd_to_camera
+    scene = scene if scene is not None else SimScene.default(width, height, seed=seed)
+    camera = SimCamera(scene, sim, sensor_width=width, sensor_height=height, seed=seed,
+                       **camera_kw)
+    return camera, shutter
