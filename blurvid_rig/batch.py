@@ -167,7 +167,10 @@ def reconstruct_capture(
             dst = dst.with_name(dst.name.removesuffix(".recon.h5") + ".new.recon.h5")
             Path(str(dst) + ".partial").unlink(missing_ok=True)
             dst.unlink(missing_ok=True)
-        corr = corrections_for(cap, calibration, use_calibration, calibration_max_age_days)
+        # the effective code serves the classical global-code solver only
+        use = "sensor" if use_calibration == "auto" and (masks is not None or engine) else (
+            use_calibration)
+        corr = corrections_for(cap, calibration, use, calibration_max_age_days)
         full_scale = float(cap.camera_settings.saturation_dn) - corr.mean_dark
         h, w = cap.frame_shape
         max_px = float(min(max_blur_px, min(h, w) / 2))
@@ -198,8 +201,7 @@ def reconstruct_capture(
                 "model": engine.name,
                 "model_sha256": str(engine.card.get("sha256", "")),
                 "n_out": k,
-                "calibration": corr.used.replace("+effective code", "")
-                + " (the learned model uses the nominal code)",
+                "calibration": corr.used + " (the learned model uses the nominal code)",
                 "calibration_warnings": "; ".join(corr.warnings),
             }
         times = output_times_s(code.chip_us, code.n_chips, k)

@@ -29,6 +29,9 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
                    help="exposure for the flat field and the photon-transfer probe (default: "
                         "--exposure-us); aim for 30-70 %% of the range")
     c.add_argument("--gain-db", type=float, default=None, help="camera gain (default: as set)")
+    c.add_argument("--black-level", type=float, default=None,
+                   help="camera black level in DN (default: as set; 64 on the simulated camera); "
+                        "the dark noise must stay above 0 DN")
     c.add_argument("--frames", type=int, default=16, help="frames averaged per dark / flat")
     c.add_argument("--views", type=int, default=12, help="checkerboard views for geometry")
     c.add_argument("--board", default="9x6", help="checkerboard inner corners, COLSxROWS")
@@ -98,8 +101,11 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
         stack.enter_context(camera)
         stack.enter_context(shutter)
         base = camera.settings.replace(exposure_us=args.exposure_us)
-        if simulated:  # a real camera's black level keeps its dark noise above 0 DN
-            base = base.replace(black_level_dn=64.0)
+        if args.black_level is not None:
+            base = base.replace(black_level_dn=args.black_level)
+        elif isinstance(camera, SimCamera) and base.black_level_dn == 0:
+            # keep the simulated dark noise above 0 DN, as a real camera's offset does
+            base = base.replace(black_level_dn=min(64.0, float(base.saturation_dn // 16)))
         if args.gain_db is not None:
             base = base.replace(gain_db=args.gain_db)
         base = camera.apply_settings(base)
@@ -139,6 +145,16 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
 
         try:
             cal = run_procedure(calibrate_all(rig, plan, rig_info), progress)
+        except RigError as e:
+            bar.close()
+            partial = getattr(e, "partial", None)
+            if partial is not None and partial.parts:
+                kept = out.with_name(out.name.removesuffix(".h5") + ".incomplete.h5")
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                partial.save(kept)
+                raise RigError(f"{e} The steps measured before it ({', '.join(partial.parts)}) "
+                               f"are kept in {kept}.") from e
+            raise
         finally:
             bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)

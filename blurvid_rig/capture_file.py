@@ -530,6 +530,7 @@ def _write_dmd(shutter: h5py.Group, dmd: Mapping[str, Any]) -> None:
     check_finite(mapping, "dmd_to_camera")
     g.create_dataset("dmd_to_camera", data=mapping)
     write_field(g, "masks_sha256", str(dmd.get("masks_sha256", "")))
+    write_field(g, "dmd_to_camera_source", str(dmd.get("dmd_to_camera_source", "")))
     write_field(g, "mode", "per-pixel")
 
 

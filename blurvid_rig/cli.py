@@ -217,6 +217,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         camera, shutter = _camera_and_shutter(args, stack)
         stack.enter_context(camera)
         stack.enter_context(shutter)
+        if args.black_level is not None:
+            camera.apply_settings(camera.settings.replace(black_level_dn=args.black_level))
         if calibration is not None:  # record with the settings the calibration was made for
             camera.apply_settings(calibration.applies_to.settings_for(camera.settings))
         bar = tqdm(
@@ -466,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration file (from `blurvid-rig calibrate`) to embed into the capture; it "
         "must fit the camera settings",
     )
+    c.add_argument("--black-level", type=float, default=None,
+                   help="camera black level in DN (default: as the camera holds it)")
     c.add_argument(
         "--masks",
         default="",

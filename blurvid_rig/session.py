@@ -495,11 +495,21 @@ class RigSession:
                 calibration = self._calibration.to_tree()
             dmd = None
             if self._masks is not None:
-                cal_map = self._calibration.dmd_mapping if self._calibration else None
+                cal = self._calibration
+                cal_map = cal.dmd_mapping if cal is not None else None
+                own = getattr(self.shutter, "dmd_to_camera", None)
+                if cal_map is not None:
+                    mapping, source = cal_map.matrix, f"calibration {cal.uuid}"
+                elif own is not None:
+                    mapping, source = own, "the shutter's own (simulated relay)"
+                else:
+                    mapping, source = None, "none measured: identity assumed"
+                    log.warning("Recording DMD masks without a DMD->camera mapping; calibrate the "
+                                "DMD mapping so that reconstruction knows where each mirror lands.")
                 dmd = {
                     "masks": self._masks,
-                    "dmd_to_camera": cal_map.matrix if cal_map is not None
-                    else getattr(self.shutter, "dmd_to_camera", None),
+                    "dmd_to_camera": mapping,
+                    "dmd_to_camera_source": source,
                     "masks_sha256": getattr(self.shutter, "masks_sha256", ""),
                 }
             writer = CaptureWriter(

@@ -216,12 +216,15 @@ def dark_frames(
     rig.bench.setup("cap", "Put the lens cap on (or block all light), then continue.")
     total = len(exposures) * n_frames
     means, noise_var = [], []
+    zeros = samples = 0
     with _Session(rig) as s:
         for ei, exp in enumerate(exposures):
             s.set(exp)
             acc = acc2 = None
             for i in range(n_frames):
                 f = s.grab().astype(np.float64)
+                zeros += int(np.count_nonzero(f <= 0))
+                samples += f.size
                 acc = f if acc is None else acc + f
                 acc2 = f * f if acc2 is None else acc2 + f * f
                 yield Progress((ei * n_frames + i + 1) / total,
@@ -231,9 +234,9 @@ def dark_frames(
             means.append(mean.astype(np.float32))
             noise_var.append(float(np.median(var)))
     frames = np.stack(means)
-    if float(np.mean(frames[0] <= 0.5)) > 0.005:
+    if zeros > 0.001 * samples:
         raise CalibrationFailed(
-            f"{100 * float(np.mean(frames[0] <= 0.5)):.1f} % of the dark pixels read 0: the "
+            f"{100 * zeros / samples:.1f} % of the dark samples read 0 DN: the "
             "camera clips its dark noise, so noise and offsets would be wrong. Raise the "
             "camera's black level (BlackLevel, e.g. to 64 DN in Mono12) and repeat."
         )
@@ -617,6 +620,18 @@ class Plan:
     board: Board = field(default_factory=Board)
 
     def __post_init__(self) -> None:
+        if not self.exposure_us > 0 or (self.flat_exposure_us is not None
+                                        and not self.flat_exposure_us > 0):
+            raise ValueError("Exposures must be > 0 us.")
+        if self.n_frames < 2:
+            raise ValueError(f"Average at least 2 frames per dark and flat; got {self.n_frames}.")
+        if self.geometry_views < 4 and "geometry" in self.steps:
+            raise ValueError(f"Geometry needs at least 4 checkerboard views; got "
+                             f"{self.geometry_views}.")
+        if self.timing_chip_us < 300 and "shutter_timing" in self.steps:
+            raise ValueError(
+                f"The shutter-timing step codes need chips of at least 300 us (the span measured "
+                f"after each edge); got {self.timing_chip_us:g} us.")
         bad = [s for s in self.steps if s not in STEPS + OPTIONAL_STEPS]
         if bad:
             raise ValueError(
@@ -652,6 +667,15 @@ def calibrate_all(
         finally:
             proc.close()
 
+    try:
+        yield from _run_steps(rig, plan, cal, projector, scaled, flat_exposure)
+    except RigError as e:
+        e.partial = cal  # type: ignore[attr-defined]  # what was measured before the failure
+        raise
+    return cal
+
+
+def _run_steps(rig, plan, cal, projector, scaled, flat_exposure):
     for i, step in enumerate(plan.steps):
         if step == "dark":
             exps = plan.dark_exposures_us or (plan.exposure_us / 4, plan.exposure_us)
@@ -674,7 +698,6 @@ def calibrate_all(
             assert projector is not None
             cal.dmd_mapping = yield from scaled(i, dmd_mapping(
                 rig, projector, exposure_us=plan.flat_exposure_us or plan.exposure_us))
-    return cal
 
 
 # ============================================================================================
@@ -731,13 +754,17 @@ def dmd_mapping(
                             "are imaged on it), then continue.")
     frames = []
     with _Session(rig) as s:
+        roi = s.base.roi
         s.set(exposure_us)
         patterns = [np.ones(n, bool)] + [((np.arange(n) + 1) >> b) & 1 == 1 for b in range(n_bits)]
-        for i, on in enumerate([np.zeros(n, bool)] + patterns):
-            projector.show(_dots_image(projector.shape, centres[on], radius))
-            frames.append(s.grab())
-            yield Progress((i + 1) / (n_bits + 2), f"DMD mapping: pattern {i + 1} of {n_bits + 2}")
-        projector.show(np.zeros(projector.shape, bool))
+        try:
+            for i, on in enumerate([np.zeros(n, bool)] + patterns):
+                projector.show(_dots_image(projector.shape, centres[on], radius))
+                frames.append(s.grab())
+                yield Progress((i + 1) / (n_bits + 2),
+                               f"DMD mapping: pattern {i + 1} of {n_bits + 2}")
+        finally:  # never leave dots on the DMD (cancel, timeout)
+            projector.show(np.zeros(projector.shape, bool))
     dark, allon, bits = frames[0], frames[1], frames[2:]
     diff = allon - dark
     thr = 0.5 * float(np.percentile(diff, 99.5))
@@ -775,12 +802,19 @@ def dmd_mapping(
         h, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 2.0)
     else:
         a, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
-        h = np.vstack([a, [0.0, 0.0, 1.0]])
+        h = None if a is None else np.vstack([a, [0.0, 0.0, 1.0]])
+    if h is None or inliers is None or int(np.count_nonzero(inliers)) < 6:
+        raise CalibrationFailed(
+            "The dots found do not determine the mapping (too few, or all in a line): put the "
+            "whole DMD field in the camera's view."
+        )
     proj = cv2.perspectiveTransform(src[:, None, :], h)[:, 0, :]
     err = np.sqrt(np.sum((proj - dst) ** 2, axis=1))
     ok = inliers.ravel().astype(bool)
+    # the dots were found in frame pixels; the mapping is stored in full-sensor pixels
+    to_sensor = np.array([[1.0, 0.0, roi.offset_x], [0.0, 1.0, roi.offset_y], [0.0, 0.0, 1.0]])
     return DmdMapping(
-        matrix=h, model=model, rms_px=float(np.sqrt(np.mean(err[ok] ** 2))),
+        matrix=to_sensor @ h, model=model, rms_px=float(np.sqrt(np.mean(err[ok] ** 2))),
         n_dots=int(ok.sum()), n_projected=n, dmd_shape=tuple(projector.shape),
         dmd_points=src, camera_points=dst,
     )

@@ -113,7 +113,16 @@ class ShutterOptics:
                 else:
                     cmds.append((k * chip_us + self.close_latency - 0.1 * fall_full, 0))
                 prev = b
-        cmds.sort(key=lambda c: c[0])
+        # An edge whose ramp would start no later than an earlier edge's supersedes it (a close
+        # command that acts before the preceding open ramp began leaves the shutter closed):
+        # keep, in edge order, only commands that start before every later one.
+        kept: list[tuple[float, int]] = []
+        earliest_later = math.inf
+        for c in reversed(cmds):
+            if c[0] < earliest_later:
+                kept.append(c)
+                earliest_later = c[0]
+        cmds = kept[::-1]
         ts, ss = [0.0], [0.0]
         s, t = 0.0, 0.0
         for i, (tc, target) in enumerate(cmds):

@@ -75,4 +75,6 @@ def run_calibration_wizard(camera, shutter, bench, plan, *, rig_info=None, out_p
                             truth=truth)
     wiz.show()
     app.exec()
+    for page in wiz.step_pages:  # a cancelled step finishes its frame before devices close
+        page.wait(60.0)
     return (0 if wiz.saved_path is not None else 1), wiz.saved_path

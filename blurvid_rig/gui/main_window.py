@@ -530,6 +530,9 @@ class MainWindow(QMainWindow):
         )
 
         def closed(_result: int) -> None:
+            if wiz.running:  # a cancelled step still finishing its frame: wait for it
+                QTimer.singleShot(200, lambda: closed(_result))
+                return
             if bench is not None:
                 bench.close()
             self.wizard = None

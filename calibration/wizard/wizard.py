@@ -409,7 +409,8 @@ class CalibrationWizard(QWizard):
         self.saved_path: Path | None = None
         self.plan_page = PlanPage(self)
         self.addPage(self.plan_page)
-        self.step_pages = [StepPage(self, s) for s in self.plan.steps]
+        # the DMD mapping needs the DMD as projector: not a wizard page yet
+        self.step_pages = [StepPage(self, s) for s in self.plan.steps if s in TITLES]
         for page in self.step_pages:
             self.addPage(page)
         self.summary_page = SummaryPage(self)
@@ -447,9 +448,15 @@ class CalibrationWizard(QWizard):
             self.on_saved(self.calibration, path)
         return path
 
+    @property
+    def running(self) -> bool:
+        """Whether a step's worker still drives the devices."""
+        return any(page.running for page in self.step_pages)
+
     def reject(self) -> None:
+        """Cancel a running step; it stops at its next frame (see :attr:`running`)."""
         for page in self.step_pages:
             page.cancel()
         for page in self.step_pages:
-            page.wait(5.0)
+            page.wait(1.0)
         super().reject()

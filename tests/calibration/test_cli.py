@@ -70,3 +70,14 @@ def test_recon_refuses_a_calibration_for_another_roi(cal_path, tmp_path, capsys)
     assert rc == 1
     err = capsys.readouterr().err
     assert "ROI 160x128+0+0" in err and "--no-calibration" in err
+
+
+def test_a_failed_step_keeps_what_was_measured(tmp_path, capsys):
+    out = tmp_path / "x.cal.h5"
+    rc = main(["-q", "calibrate", "--sim", *SIZE, "--steps", "dark", "geometry", "--board",
+               "40x30", "--frames", "2", "--views", "4", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "checkerboard was found in 0 of 4" in err and "incomplete" in err
+    kept = Calibration.load(tmp_path / "x.cal.incomplete.h5")
+    assert kept.parts == ["dark"] and not out.exists()

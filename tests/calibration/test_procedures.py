@@ -191,3 +191,29 @@ def test_bad_timing_arguments_and_dim_light_say_so():
             run(shutter_timing(rig, chip_us=100.0, span_us=300.0))
         with pytest.raises(CalibrationFailed, match="too dim"):
             run(photon_transfer(rig, probe_us=10_000.0, max_exposure_us=1e6))
+
+
+def test_dmd_mapping_is_stored_in_sensor_pixels_with_an_roi():
+    from calibration.bench import SimDmdProjector
+    from calibration.procedures import dmd_mapping
+    from hw.types import Roi
+
+    cam, sh = make_rig(size=(256, 192))
+    true = np.array([[0.5, 0.0, 70.0], [0.0, 0.5, 50.0], [0.0, 0.0, 1.0]])
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(black_level_dn=64.0, roi=Roi(32, 16, 192, 160)))
+        proj = SimDmdProjector(cam, (200, 300), true)
+        m = run(dmd_mapping(Rig(cam, sh, SimBench(cam)), proj, grid=(8, 6), radius=5))
+    np.testing.assert_allclose(m.to_camera([[0, 0], [299, 199]]), [[70, 50], [219.5, 149.5]],
+                               atol=0.3)
+    assert not cam.scene.render(0.0).any()  # the DMD was left dark
+
+
+def test_plan_checks_its_numbers():
+    from calibration.procedures import Plan
+
+    for kw, what in (({"n_frames": 1}, "at least 2"), ({"exposure_us": 0}, "> 0"),
+                     ({"geometry_views": 2}, "4 checkerboard"), ({"timing_chip_us": 100},
+                                                                  "300 us")):
+        with pytest.raises(ValueError, match=what):
+            Plan(**kw)

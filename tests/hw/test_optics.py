@@ -62,3 +62,12 @@ def test_sim_camera_integrates_the_shutter():
     eff = o.effective_code(code.bits, 100.0, 1)
     np.testing.assert_allclose(gt.chip_weights, eff, atol=1e-9)
     assert np.abs(f.image.astype(np.float64) - gt.expected_frame()).max() <= 1.0
+
+
+def test_a_close_command_acting_before_the_open_ramp_keeps_the_shutter_closed():
+    # slow, late opening and fast, early closing: a 100 us chip never opens
+    o = ShutterOptics(latency_us=300, rise_us=400, fall_us=40, close_latency_us=20)
+    assert o.integrate([0, 1e4], (1,), 100.0)[0] == pytest.approx(0.0, abs=1e-9)
+    # a long chip opens, then closes
+    total = o.integrate([0, 1e5], (1,), 5000.0)[0]
+    assert 4000 < total < 5500
