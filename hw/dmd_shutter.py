@@ -40,7 +40,7 @@ from hw.errors import (
     ProtocolError,
     UnsupportedFeatureError,
 )
-from hw.types import ShutterCode, ShutterInfo, ShutterStatus, masks_sha256
+from hw.types import ShutterCode, ShutterInfo, ShutterStatus, check_dmd_masks, masks_sha256
 
 
 class HidTransport(Protocol):
@@ -243,15 +243,7 @@ class Dlpc900Shutter(Shutter):
             ValueError: wrong shape or not binary.
             UnsupportedFeatureError: more than 400 patterns, or a chip below 105 us.
         """
-        m = np.asarray(masks)
-        if m.ndim != 3 or tuple(m.shape[1:]) != self.dmd_shape:
-            raise ValueError(f"Masks must be (K, {self.dmd_shape[0]}, {self.dmd_shape[1]}) for "
-                             f"this DMD; got {m.shape}.")
-        if m.dtype != bool and not np.all((m == 0) | (m == 1)):
-            raise ValueError("DMD masks are binary (mirror on or off); got other values.")
-        if m.shape[0] > dp.MAX_LUT_ENTRIES:
-            raise UnsupportedFeatureError(
-                f"The DLPC900 holds at most {dp.MAX_LUT_ENTRIES} 1-bit patterns; got {len(m)}.")
+        m = check_dmd_masks(masks, self.dmd_shape, dp.MAX_LUT_ENTRIES)
         code = ShutterCode((1,) * len(m), float(chip_us), name="dmd-masks")
         with self._lock:
             self._require_open("load masks")

@@ -46,6 +46,29 @@ def _bits_from(bits: str | Iterable[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def check_dmd_masks(masks: Any, dmd_shape: tuple[int, int], max_patterns: int) -> np.ndarray:
+    """``masks`` as a bool ``(K, rows, columns)`` stack for a DMD of ``dmd_shape``.
+
+    Raises:
+        ValueError: wrong shape or not binary.
+        UnsupportedFeatureError: more than ``max_patterns`` patterns.
+    """
+    from hw.errors import UnsupportedFeatureError
+
+    m = np.asarray(masks)
+    if m.ndim != 3 or tuple(m.shape[1:]) != tuple(dmd_shape):
+        raise ValueError(
+            f"Masks must be (K, {dmd_shape[0]}, {dmd_shape[1]}) for this DMD; got {m.shape}."
+        )
+    if m.dtype != bool and not np.all((m == 0) | (m == 1)):
+        raise ValueError("DMD masks are binary (mirror on or off); got other values.")
+    if m.shape[0] > max_patterns:
+        raise UnsupportedFeatureError(
+            f"The DMD holds at most {max_patterns} 1-bit patterns; {m.shape[0]} were given."
+        )
+    return m.astype(bool)
+
+
 def masks_sha256(masks: Any) -> str:
     """Hash of a DMD mask stack (its shape and bits), recorded like a code's hash."""
     m = np.ascontiguousarray(np.asarray(masks, dtype=bool))

@@ -18,9 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from hw.errors import UnsupportedFeatureError
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
-from hw.types import ShutterCode, ShutterInfo, masks_sha256
+from hw.types import ShutterCode, ShutterInfo, check_dmd_masks, masks_sha256
 
 #: Largest mask stack the simulated DMD holds (a DLPC900 holds 400 1-bit patterns in its LUT).
 SIM_DMD_MAX_PATTERNS = 400
@@ -111,18 +110,7 @@ class SimDmdShutter(SimShutter):
             ValueError: masks not ``(K, rows, columns)`` of the DMD, or not binary.
             UnsupportedFeatureError: more patterns than the DMD holds.
         """
-        m = np.asarray(masks)
-        if m.ndim != 3 or tuple(m.shape[1:]) != self.dmd_shape:
-            raise ValueError(
-                f"Masks must be (K, {self.dmd_shape[0]}, {self.dmd_shape[1]}) for this DMD; got "
-                f"{m.shape}."
-            )
-        if m.dtype != bool and not np.all((m == 0) | (m == 1)):
-            raise ValueError("DMD masks are binary (mirror on or off); got other values.")
-        if m.shape[0] > SIM_DMD_MAX_PATTERNS:
-            raise UnsupportedFeatureError(
-                f"The DMD holds at most {SIM_DMD_MAX_PATTERNS} patterns; {m.shape[0]} were given."
-            )
+        m = check_dmd_masks(masks, self.dmd_shape, SIM_DMD_MAX_PATTERNS)
         code = ShutterCode((1,) * m.shape[0], float(chip_us), name="dmd-masks")
         status = self.load_code(code)
         self._masks = m.astype(bool)
