@@ -18,10 +18,11 @@ from hw.errors import RigError
 
 
 def add_arguments(c: argparse.ArgumentParser) -> None:
-    from calibration.procedures import STEPS
+    from calibration.procedures import OPTIONAL_STEPS, STEPS
 
-    c.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
-                   help="procedures to run, in this order (default: all)")
+    c.add_argument("--steps", nargs="+", choices=STEPS + OPTIONAL_STEPS, default=list(STEPS),
+                   help="procedures to run, in this order (default: all but dmd_mapping, which "
+                        "needs --shutter dmd)")
     c.add_argument("--exposure-us", type=float, default=10_000.0,
                    help="exposure of the captures this calibration is for (darks are taken at "
                         "this and a quarter of it, and interpolated)")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
     from tqdm import tqdm
 
     from calibration.bench import PromptBench, SimBench, make_sim_bench_rig, sim_truth
-    from calibration.procedures import Plan, Rig, calibrate_all
+    from calibration.procedures import DmdProjector, Plan, Rig, calibrate_all
     from calibration.procedures import run as run_procedure
     from calibration.report import summary_lines, write_report
     from hw.sim import SimCamera
@@ -131,9 +132,15 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
                                "--wizard to calibrate headless.")
             rc, saved = gui.run_calibration_wizard(
                 camera, shutter, bench if isinstance(camera, SimCamera) else None, plan,
-                rig_info=rig_info, out_path=out, truth=truth)
+                rig_info=rig_info, out_path=out, truth=truth,
+                projector=DmdProjector(shutter) if hasattr(shutter, "load_masks") else None)
             print(f"calibration -> {saved}" if saved else "The wizard closed without saving.")
             return rc
+        projector = None
+        if "dmd_mapping" in plan.steps:
+            if not hasattr(shutter, "load_masks"):
+                raise RigError("The dmd_mapping step needs the DMD as shutter (--shutter dmd).")
+            projector = DmdProjector(shutter)
         rig = Rig(camera, shutter, bench, base=base)
         bar = tqdm(total=100, unit="%", desc="calibrate", file=sys.stderr, disable=args.quiet,
                    bar_format="{percentage:3.0f}%|{bar}| {elapsed} {desc}", mininterval=0.5)
@@ -144,7 +151,7 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
             bar.refresh()
 
         try:
-            cal = run_procedure(calibrate_all(rig, plan, rig_info), progress)
+            cal = run_procedure(calibrate_all(rig, plan, rig_info, projector), progress)
         except RigError as e:
             bar.close()
             partial = getattr(e, "partial", None)

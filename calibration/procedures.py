@@ -177,6 +177,16 @@ class _Session:
             self._exposure = float(held.exposure_us)
         self.cam.start()
 
+    def adopt_loaded(self, exposure_us: float) -> None:
+        """Expose with whatever the shutter holds now (a DMD showing a projected pattern)."""
+        self.cam.stop()
+        self.sh.arm()
+        self._code = self.sh.code
+        if exposure_us != self._exposure:
+            held = self.cam.apply_settings(self.settings(exposure_us))
+            self._exposure = float(held.exposure_us)
+        self.cam.start()
+
     def grab(self) -> np.ndarray:
         self.sh.fire()
         timeout = self.rig.fetch_timeout_s + 2 * (self._exposure or 0.0) * 1e-6
@@ -706,12 +716,36 @@ def _run_steps(rig, plan, cal, projector, scaled, flat_exposure):
 
 
 class Projector(Protocol):
-    """Shows a binary pattern on the DMD (``pattern[y, x]``, True = mirror on) and holds it."""
+    """Shows a binary pattern on the DMD (``pattern[y, x]``, True = mirror on) and holds it.
+
+    A projector that is also the rig's shutter sets ``is_shutter = True``: the pattern is then
+    what the shutter plays during each exposure (see :class:`DmdProjector`)."""
 
     @property
     def shape(self) -> tuple[int, int]: ...
 
     def show(self, pattern: np.ndarray) -> None: ...
+
+
+class DmdProjector:
+    """The rig's DMD shutter used as projector: each pattern is loaded as a one-pattern mask
+    stack of ``chip_us``, played once per exposure, so the camera sees the lit card through it."""
+
+    is_shutter = True
+
+    def __init__(self, shutter: Shutter, chip_us: float = 2000.0) -> None:
+        if not hasattr(shutter, "load_masks"):
+            raise ValueError(f"{shutter.info.controller} is not a DMD; it cannot project dots.")
+        self.shutter = shutter
+        self.chip_us = float(chip_us)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.shutter.dmd_shape)  # type: ignore[attr-defined]
+
+    def show(self, pattern: np.ndarray) -> None:
+        self.shutter.disarm()
+        self.shutter.load_masks(np.asarray(pattern, bool)[None], self.chip_us)  # type: ignore
 
 
 def dot_grid(shape: tuple[int, int], grid: tuple[int, int], radius: int) -> np.ndarray:
@@ -735,7 +769,7 @@ def _dots_image(shape: tuple[int, int], centres: np.ndarray, radius: int) -> np.
 
 
 def dmd_mapping(
-    rig: Rig, projector: Projector, *, grid: tuple[int, int] = (8, 6), radius: int = 6,
+    rig: Rig, projector: Projector, *, grid: tuple[int, int] = (8, 6), radius: int | None = None,
     exposure_us: float = 10_000.0, model: str = "homography",
 ) -> Procedure[DmdMapping]:
     """Fit the DMD -> camera mapping from projected dots.
@@ -747,6 +781,10 @@ def dmd_mapping(
     """
     if model not in ("homography", "affine"):
         raise ValueError(f"model must be 'homography' or 'affine', got {model!r}.")
+    if radius is None:  # a quarter of the dot spacing, at most 6 mirrors
+        h, w = projector.shape
+        spacing = min(0.76 * w / max(grid[0] - 1, 1), 0.76 * h / max(grid[1] - 1, 1))
+        radius = int(max(1, min(6, spacing // 4)))
     centres = dot_grid(projector.shape, grid, radius)
     n = len(centres)
     n_bits = int(np.ceil(np.log2(n + 1)))
@@ -757,9 +795,13 @@ def dmd_mapping(
         roi = s.base.roi
         s.set(exposure_us)
         patterns = [np.ones(n, bool)] + [((np.arange(n) + 1) >> b) & 1 == 1 for b in range(n_bits)]
+        if getattr(projector, "is_shutter", False):
+            projector.chip_us = float(exposure_us)  # type: ignore[attr-defined]
         try:
             for i, on in enumerate([np.zeros(n, bool)] + patterns):
                 projector.show(_dots_image(projector.shape, centres[on], radius))
+                if getattr(projector, "is_shutter", False):
+                    s.adopt_loaded(exposure_us)
                 frames.append(s.grab())
                 yield Progress((i + 1) / (n_bits + 2),
                                f"DMD mapping: pattern {i + 1} of {n_bits + 2}")

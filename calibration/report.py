@@ -15,6 +15,7 @@ import numpy as np
 from calibration.model import (
     Calibration,
     DarkResult,
+    DmdMapping,
     FlatResult,
     GeometryResult,
     PtcResult,
@@ -193,6 +194,20 @@ def plot_geometry(ax, g: GeometryResult) -> None:
                  fontsize=9)
 
 
+def plot_dmd_mapping(ax, m: DmdMapping) -> None:
+    ax.plot(m.camera_points[:, 0], m.camera_points[:, 1], "o", ms=3, label="dots found")
+    proj = m.to_camera(m.dmd_points)
+    ax.plot(proj[:, 0], proj[:, 1], "+", ms=6, color="C3", label="mapping")
+    corners = m.to_camera(np.array([[0, 0], [m.dmd_shape[1], 0],
+                                    [m.dmd_shape[1], m.dmd_shape[0]], [0, m.dmd_shape[0]],
+                                    [0, 0]], float))
+    ax.plot(corners[:, 0], corners[:, 1], "-", color="0.5", lw=1, label="DMD outline")
+    ax.invert_yaxis()
+    ax.set_aspect("equal")
+    ax.set_title(f"DMD -> camera ({m.model}), rms {m.rms_px:.3f} px", fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def write_report(cal: Calibration, path: str | Path, truth: dict[str, float] | None = None
                  ) -> Path:
     """Write the one-page report (PNG or PDF, by the extension)."""
@@ -214,6 +229,8 @@ def write_report(cal: Calibration, path: str | Path, truth: dict[str, float] | N
         panels.append((plot_effective_code, cal.shutter_timing))
     if cal.geometry is not None:
         panels.append((plot_geometry, cal.geometry))
+    if cal.dmd_mapping is not None:
+        panels.append((plot_dmd_mapping, cal.dmd_mapping))
     slots = [gs[r, c] for r in range(3) for c in range(2, 4)] + [gs[2, 0], gs[2, 1]]
     for (fn, part), slot in zip(panels, slots, strict=False):
         fn(fig.add_subplot(slot), part)

@@ -60,7 +60,7 @@ def _start_live_when_connected(win) -> None:
 
 
 def run_calibration_wizard(camera, shutter, bench, plan, *, rig_info=None, out_path=None,
-                           truth=None) -> tuple[int, object]:
+                           truth=None, projector=None) -> tuple[int, object]:
     """Open the calibration wizard on open devices and run the Qt event loop.
 
     Returns ``(exit code, saved path or None)``: 0 when a calibration was saved, 1 when the wizard
@@ -72,7 +72,7 @@ def run_calibration_wizard(camera, shutter, bench, plan, *, rig_info=None, out_p
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     wiz = CalibrationWizard(camera, shutter, bench, plan, rig_info=rig_info, out_path=out_path,
-                            truth=truth)
+                            truth=truth, projector=projector)
     wiz.show()
     app.exec()
     for page in wiz.step_pages:  # a cancelled step finishes its frame before devices close

@@ -512,7 +512,7 @@ class MainWindow(QMainWindow):
             self._show_error("Connect the rig and stop live view before calibrating.")
             return
         from calibration.bench import SimBench
-        from calibration.procedures import Plan
+        from calibration.procedures import DmdProjector, Plan
         from calibration.wizard import CalibrationWizard
         from hw.sim import SimCamera
 
@@ -527,6 +527,7 @@ class MainWindow(QMainWindow):
             rig_info={"name": "", "camera": f"{info.vendor} {info.model} {info.serial_number}",
                       "shutter": s.shutter.info.controller},
             on_saved=lambda cal, path: self.calibration_panel.set_calibration(cal, path),
+            projector=DmdProjector(s.shutter) if hasattr(s.shutter, "load_masks") else None,
         )
 
         def closed(_result: int) -> None:

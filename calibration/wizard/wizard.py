@@ -37,6 +37,7 @@ from calibration.procedures import (
     Progress,
     Rig,
     dark_frames,
+    dmd_mapping,
     flat_field,
     geometry,
     photon_transfer,
@@ -57,6 +58,8 @@ INSTRUCTIONS = {
     "light does). Step codes are played while the exposure end moves in microsecond steps.",
     "geometry": "Hold the printed checkerboard in view. For each view, tilt and move it to a new "
     "position, keep it whole and sharp, then press Continue.",
+    "dmd_mapping": "Put a matte white card where the scene will be, lit through the DMD. The DMD "
+    "shows dot patterns; each dot is found and identified in the camera image.",
 }
 TITLES = {
     "dark": "Dark frames",
@@ -64,6 +67,7 @@ TITLES = {
     "photon_transfer": "Photon transfer",
     "shutter_timing": "Shutter timing and effective code",
     "geometry": "Lens geometry",
+    "dmd_mapping": "DMD to camera mapping",
 }
 
 
@@ -184,6 +188,8 @@ class StepPage(QWizardPage):
         if self.step == "shutter_timing":
             return shutter_timing(w.rig, chip_us=plan.timing_chip_us,
                                   check_chip_us=plan.check_chip_us, dark=cal.dark)
+        if self.step == "dmd_mapping":
+            return dmd_mapping(w.rig, w.projector, exposure_us=flat_exp)
         return geometry(w.rig, board=plan.board, n_views=plan.geometry_views,
                         exposure_us=plan.exposure_us)
 
@@ -277,6 +283,8 @@ class StepPage(QWizardPage):
         elif self.step == "shutter_timing":
             report.plot_timing(self.figure.add_subplot(121), r)
             report.plot_effective_code(self.figure.add_subplot(122), r)
+        elif self.step == "dmd_mapping":
+            report.plot_dmd_mapping(self.figure.add_subplot(111), r)
         else:
             report.plot_geometry(self.figure.add_subplot(111), r)
         self.canvas.draw_idle()
@@ -371,6 +379,8 @@ class CalibrationWizard(QWizard):
         rig_info: rig name, camera and shutter identity, stored in the calibration.
         out_path: default file to save to.
         truth: true values to show in the summary (a simulated rig).
+        projector: the DMD as projector (e.g. :class:`~calibration.procedures.DmdProjector`);
+            with one, a DMD-to-camera mapping page is added.
     """
 
     def __init__(
@@ -385,6 +395,7 @@ class CalibrationWizard(QWizard):
         truth: dict[str, float] | None = None,
         parent: QWidget | None = None,
         on_saved: Callable[[Calibration, Path], None] | None = None,
+        projector: Any = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("blurvid-rig calibration")
@@ -393,6 +404,8 @@ class CalibrationWizard(QWizard):
         self.rig_info = dict(rig_info or {})
         self.truth = truth
         self.on_saved = on_saved
+        #: the DMD as projector (the dmd_mapping page appears only with one)
+        self.projector = projector
         self.out_path = out_path or Path("calibrations") / (
             f"{datetime.now():%y%m%d_%H%M%S}_calibration.cal.h5"
         )
@@ -409,8 +422,11 @@ class CalibrationWizard(QWizard):
         self.saved_path: Path | None = None
         self.plan_page = PlanPage(self)
         self.addPage(self.plan_page)
-        # the DMD mapping needs the DMD as projector: not a wizard page yet
-        self.step_pages = [StepPage(self, s) for s in self.plan.steps if s in TITLES]
+        steps = list(self.plan.steps)
+        if projector is not None and "dmd_mapping" not in steps:
+            steps.append("dmd_mapping")
+        self.step_pages = [StepPage(self, s) for s in steps
+                           if s != "dmd_mapping" or projector is not None]
         for page in self.step_pages:
             self.addPage(page)
         self.summary_page = SummaryPage(self)

@@ -233,8 +233,8 @@ class SimDlpc900(TriggerOutput):
         chip_us = entries[0].exposure_us + entries[0].dark_us
         uniform = np.all(planes.reshape(len(planes), -1).all(axis=1)
                          | ~planes.reshape(len(planes), -1).any(axis=1))
-        if uniform:
-            bits = tuple(int(p.all()) for p in planes)
+        bits = tuple(int(p.all()) for p in planes)
+        if uniform and any(bits):  # a global code (all dark: masks of zeros below)
             code = ShutterCode(bits, float(chip_us), name="dmd")
             masks = None
         else:

@@ -81,3 +81,19 @@ def test_a_failed_step_keeps_what_was_measured(tmp_path, capsys):
     assert "checkerboard was found in 0 of 4" in err and "incomplete" in err
     kept = Calibration.load(tmp_path / "x.cal.incomplete.h5")
     assert kept.parts == ["dark"] and not out.exists()
+
+
+def test_calibrate_a_dmd_rig_including_its_mapping(tmp_path):
+    out = tmp_path / "dmd.cal.h5"
+    rc = main(["-q", "calibrate", "--sim", "--shutter", "dmd", "--width", "128", "--height", "96",
+               "--steps", "dark", "dmd_mapping", "--frames", "2", "--out", str(out)])
+    assert rc == 0
+    cal = Calibration.load(out)
+    assert cal.parts == ["dark", "dmd_mapping"] and cal.applies_to.black_level_dn == 64.0
+    m = cal.dmd_mapping
+    assert m.n_dots == m.n_projected == 48 and m.rms_px < 0.3
+    corners = np.array([[0, 0], [127, 0], [0, 95], [127, 95]], float)
+    np.testing.assert_allclose(m.to_camera(corners), corners, atol=0.1)  # one mirror per pixel
+    rc = main(["-q", "calibrate", "--sim", "--steps", "dmd_mapping", "--out",
+               str(tmp_path / "no.cal.h5")])
+    assert rc == 2

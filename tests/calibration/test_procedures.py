@@ -217,3 +217,22 @@ def test_plan_checks_its_numbers():
                                                                   "300 us")):
         with pytest.raises(ValueError, match=what):
             Plan(**kw)
+
+
+def test_dmd_mapping_with_the_dmd_shutter_as_projector():
+    """The rig's DLPC900 (simulated controller, real driver) projects the dots itself."""
+    from calibration.procedures import DmdProjector, dmd_mapping
+    from hw.sim.dlpc900 import make_sim_dlpc900_rig
+
+    c, s_ = 1.3 * np.cos(np.radians(4)), 1.3 * np.sin(np.radians(4))
+    true = np.array([[c, -s_, 20.0], [s_, c, 12.0], [0.0, 0.0, 1.0]])
+    cam, sh = make_sim_dlpc900_rig(160, 120, dmd_shape=(72, 96), dmd_to_camera=true)
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(black_level_dn=64.0))
+        sh.load_code(ShutterCode.parse("1101", 500))
+        m = run(dmd_mapping(Rig(cam, sh, SimBench(cam)), DmdProjector(sh), grid=(8, 6),
+                            radius=2, exposure_us=2000.0))
+        assert sh.code.as_string() == "1101"  # the rig's code is back
+    assert m.n_dots == 48 and m.rms_px < 0.3, (m.n_dots, m.rms_px)
+    pts = np.array([[0, 0], [95, 0], [0, 71], [95, 71]], float)
+    np.testing.assert_allclose(m.to_camera(pts), _apply_homography(true, pts), atol=0.5)

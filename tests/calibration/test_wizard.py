@@ -116,3 +116,27 @@ class _PersonBench(WizardBench):
     def setup(self, target, instruction, *, view=0):
         super().setup(target, instruction, view=view)  # waits for Continue
         self.sim.setup(target, instruction, view=view)
+
+
+def test_wizard_has_a_dmd_page_when_the_dmd_is_the_shutter(qtbot, tmp_path):
+    from calibration.procedures import DmdProjector
+    from hw.sim.dlpc900 import make_sim_dlpc900_rig
+
+    cam, sh = make_sim_dlpc900_rig(128, 96)
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(black_level_dn=64.0))
+        with SimBench(cam) as bench:
+            wiz = CalibrationWizard(cam, sh, bench, Plan(steps=("dark",), n_frames=2),
+                                    projector=DmdProjector(sh), out_path=tmp_path / "d.cal.h5")
+            qtbot.addWidget(wiz)
+            wiz.show()
+            assert [p.step for p in wiz.step_pages] == ["dark", "dmd_mapping"]
+            wiz.next()
+            wiz.step_pages[0].skip()
+            wiz.next()
+            page = wiz.step_pages[1]
+            page.start()
+            qtbot.waitUntil(lambda: page.isComplete() or "c00" in page.status.text(),
+                            timeout=30_000)
+            assert page.isComplete(), page.status.text()
+            assert page.result.rms_px < 0.3 and page.figure.axes
