@@ -35,14 +35,18 @@ def _camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
         return _sim_camera_and_shutter(args, stack)
     from hw.genicam_camera import GenICamCamera
 
-    if args.shutter in ("sim", "dmd"):
+    if args.shutter == "sim":
         raise RigError(
-            "A GenICam camera needs a real shutter controller: --shutter arduino --port PORT (or "
-            "--shutter simavr to test with the firmware in simavr); the DMD driver is simulated "
-            "only so far."
+            "A GenICam camera needs a real shutter controller: --shutter arduino --port PORT, "
+            "--shutter dmd (a DLPC900 on USB), or --shutter simavr to test with the firmware in "
+            "simavr."
         )
     index = None if args.serial else (args.index if args.index is not None else 0)
     camera = GenICamCamera(serial=args.serial or None, index=index, cti=args.cti or None)
+    if args.shutter == "dmd":
+        from hw.dmd_shutter import Dlpc900Shutter
+
+        return camera, Dlpc900Shutter()
     return camera, _controller(args, stack)
 
 
@@ -238,7 +242,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
                 args.count,
                 Path(args.out),
                 name=args.name,
-                exposure_mode="Timed" if args.exposure_us else "TriggerWidth",
+                # the DMD's trigger out is a pulse: the camera times the whole code itself
+                exposure_mode="Timed" if args.exposure_us or (
+                    args.shutter == "dmd" and args.camera == "genicam") else "TriggerWidth",
                 exposure_us=args.exposure_us or None,
                 compression=None if args.compression == "none" else args.compression,
                 on_gap="record" if args.tolerate_gaps else "error",

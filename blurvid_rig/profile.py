@@ -14,7 +14,7 @@ Example file::
     serial = "12345678"
     trigger_source = "Line1"
     [shutter]
-    type = "arduino"                 # or "sim", "simavr"
+    type = "arduino"                 # or "sim", "simavr", "dmd"
     port = "/dev/ttyACM0"
     [code]
     bits = "11100101"
@@ -48,7 +48,7 @@ from hw.errors import RigError
 from hw.types import CameraSettings, Roi
 
 CAMERA_TYPES = ("sim", "genicam")
-SHUTTER_TYPES = ("sim", "arduino", "simavr")
+SHUTTER_TYPES = ("sim", "arduino", "simavr", "dmd")
 
 
 @dataclass

@@ -63,6 +63,8 @@ RIG_CHOICES = {
     "GenICam camera + firmware in simavr": ("genicam", "simavr"),
     "Simulated camera + Arduino controller": ("sim", "arduino"),
     "Simulated camera + firmware in simavr": ("sim", "simavr"),
+    "Simulated camera + DMD (DLPC900 driver, simulated controller)": ("sim", "dmd"),
+    "GenICam camera + DMD (DLPC900 on USB; set a Timed exposure)": ("genicam", "dmd"),
 }
 
 

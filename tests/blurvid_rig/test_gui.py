@@ -269,3 +269,22 @@ def test_calibrate_from_the_window_then_record_with_it(qtbot, window: MainWindow
     qtbot.waitUntil(lambda: window.last_result is not None, timeout=WAIT_MS)
     with CaptureFile.open(window.last_result.path) as f:
         assert f.calibration["uuid"] == cal.uuid
+
+
+def test_the_dmd_rig_records_from_the_window(qtbot, tmp_path: Path) -> None:
+    win = MainWindow(out_dir=tmp_path)  # devices from the chooser, not a factory
+    qtbot.addWidget(win)
+    win.rig_choice.setCurrentText("Simulated camera + DMD (DLPC900 driver, simulated controller)")
+    win.sim_size.setValue(128)
+    win.folder.setText(str(tmp_path))
+    connect(qtbot, win)
+    assert win.session.shutter.info.controller == "dmd"
+    assert "echo verified" in win.designer.echo.text()
+    win.mode.setCurrentText("Burst of N")
+    win.burst_n.setValue(2)
+    win.record_btn.click()
+    qtbot.waitUntil(lambda: win.last_result is not None, timeout=WAIT_MS)
+    assert win.last_result.stats.written == 2
+    with CaptureFile.open(win.last_result.path) as f:
+        assert f.shutter_info.controller == "dmd"
+    win.close()
