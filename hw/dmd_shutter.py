@@ -93,6 +93,8 @@ class Dlpc900Shutter(Shutter):
         transport: opens the HID device (default: hidapi, the first DLPC900).
         dmd_shape: mirrors ``(rows, columns)`` of the DMD (DLP6500: 1080 x 1920).
         timeout_s: how long to wait for each reply.
+        dual: two controllers, each driving half of the DMD (DLP9000); default: a DMD 2560
+            mirrors wide.
     """
 
     def __init__(
@@ -102,10 +104,14 @@ class Dlpc900Shutter(Shutter):
         *,
         timeout_s: float = 1.0,
         port: str = "usb:0451:c900",
+        dual: bool | None = None,
     ) -> None:
         super().__init__()
         self._factory = transport or hidapi_transport()
         self.dmd_shape = (int(dmd_shape[0]), int(dmd_shape[1]))
+        self.dual = self.dmd_shape[1] == 2560 if dual is None else bool(dual)
+        if self.dual and self.dmd_shape[1] % 2:
+            raise ValueError(f"A two-controller DMD has an even width; got {self.dmd_shape}.")
         self.timeout_s = float(timeout_s)
         self._port = port
         self._dev: HidTransport | None = None
@@ -176,6 +182,10 @@ class Dlpc900Shutter(Shutter):
                 )
             if hw[0] & dp.HW_INCOMPATIBLE:
                 raise InitialiseError("The DLPC900 reports an incompatible controller and DMD.")
+            if self.dual and not hw[0] & dp.HW_SLAVE_PRESENT:
+                raise InitialiseError(
+                    "This DMD needs two DLPC900 controllers (DLP9000) but the slave controller "
+                    "does not answer; check the EVM, or open it as a single-controller DMD.")
             fw = self._read(dp.CMD_FIRMWARE_VERSION)
             if len(fw) >= 4:
                 v = struct.unpack_from("<I", fw, 0)[0]
@@ -274,11 +284,16 @@ class Dlpc900Shutter(Shutter):
             self._send(dp.CMD_LUT_DEFINE, e.to_bytes())
         self._send(dp.CMD_LUT_CONFIG, dp.lut_config(len(entries), 1))
         images = dp.pack_planes(planes)
+        half = self.dmd_shape[1] // 2
         for index in reversed(range(len(images))):  # the guide's order: last image first
-            blob = dp.splash(images[index])
-            self._send(dp.CMD_BMP_INIT, dp.bmp_init(index, len(blob)))
-            for chunk in dp.bmp_chunks(blob):
-                self._send(dp.CMD_BMP_DATA, chunk, reply=False)
+            parts = ([(images[index][:, :half], dp.CMD_BMP_INIT, dp.CMD_BMP_DATA),
+                      (images[index][:, half:], dp.CMD_BMP_INIT_SLAVE, dp.CMD_BMP_DATA_SLAVE)]
+                     if self.dual else [(images[index], dp.CMD_BMP_INIT, dp.CMD_BMP_DATA)])
+            for img, init, put in parts:  # a DLP9000: left half to the master, right to the slave
+                blob = dp.splash(np.ascontiguousarray(img))
+                self._send(init, dp.bmp_init(index, len(blob)))
+                for chunk in dp.bmp_chunks(blob):
+                    self._send(put, chunk, reply=False)
         # read back what can be read back
         mode = self._read(dp.CMD_DISPLAY_MODE)
         n, repeat = struct.unpack("<HI", self._read(dp.CMD_LUT_CONFIG)[:6])

@@ -35,12 +35,14 @@ class SimDlpc900(TriggerOutput):
         sensor_shape: the camera's ``(height, width)`` (for per-pixel masks).
         dmd_to_camera: 3x3 mapping of DMD (x, y) to sensor pixels (default identity).
         clock: simulated clock shared with the cameras.
+        dual: two controllers (DLP9000): each image arrives as a left half (master commands)
+            and a right half (slave commands 0x1A2C / 0x1A2D).
     """
 
     def __init__(self, dmd_shape: tuple[int, int] = (1080, 1920),
                  sensor_shape: tuple[int, int] | None = None,
                  dmd_to_camera: np.ndarray | None = None, clock: SimClock | None = None,
-                 gap_s: float = 0.002) -> None:
+                 gap_s: float = 0.002, dual: bool = False) -> None:
         super().__init__()
         self.dmd_shape = (int(dmd_shape[0]), int(dmd_shape[1]))
         self.sensor_shape = tuple(sensor_shape) if sensor_shape is not None else self.dmd_shape
@@ -56,11 +58,13 @@ class SimDlpc900(TriggerOutput):
         self.lut_entries = 0
         self.repeat = 0
         self.images: dict[int, np.ndarray] = {}
-        self._upload: tuple[int, int, bytearray] | None = None
+        self.dual = bool(dual)
+        self._halves: dict[int, dict[int, np.ndarray]] = {0: {}, 1: {}}
+        self._uploads: dict[int, tuple[int, int, bytearray] | None] = {0: None, 1: None}
         self.trigger_out: dict[int, bytes] = {1: b"\x00\x00\x00\x00\x00", 2: b"\x00" * 5}
         self.running = False
         self.error = 0
-        self.hw_status = dp.HW_INIT_OK
+        self.hw_status = dp.HW_INIT_OK | (dp.HW_SLAVE_PRESENT if dual else 0)
         self.played = 0
         self.log: list[dp.Message] = []
 
@@ -149,8 +153,9 @@ class SimDlpc900(TriggerOutput):
             return True
         if cmd == dp.CMD_PATTERN_START_STOP and len(data) == 1 and data[0] <= 2:
             return self._start_stop(data[0])
-        if self.running and cmd in (dp.CMD_LUT_DEFINE, dp.CMD_LUT_CONFIG, dp.CMD_BMP_INIT,
-                                    dp.CMD_BMP_DATA, dp.CMD_TRIGGER_OUT1, dp.CMD_TRIGGER_OUT2):
+        uploads = (dp.CMD_BMP_INIT, dp.CMD_BMP_DATA, dp.CMD_BMP_INIT_SLAVE, dp.CMD_BMP_DATA_SLAVE)
+        if self.running and cmd in (dp.CMD_LUT_DEFINE, dp.CMD_LUT_CONFIG, dp.CMD_TRIGGER_OUT1,
+                                    dp.CMD_TRIGGER_OUT2, *uploads):
             self._fail(5)  # stop the sequence first
             return False
         if cmd == dp.CMD_LUT_DEFINE and len(data) == 12:
@@ -173,35 +178,14 @@ class SimDlpc900(TriggerOutput):
                 return False
             self.lut_entries, self.repeat = n, int.from_bytes(data[2:6], "little")
             return True
-        if cmd == dp.CMD_BMP_INIT and len(data) == 6:
-            index = int.from_bytes(data[0:2], "little") & 0x1F
-            size = int.from_bytes(data[2:6], "little")
-            if index >= dp.MAX_IMAGES or self.mode != dp.MODE_ON_THE_FLY:
-                self._fail(17 if index >= dp.MAX_IMAGES else 5)
+        if cmd in uploads:
+            ctrl = 1 if cmd in (dp.CMD_BMP_INIT_SLAVE, dp.CMD_BMP_DATA_SLAVE) else 0
+            if ctrl and not self.dual:
+                self._fail(7)  # no slave controller
                 return False
-            self._upload = (index, size, bytearray())
-            return True
-        if cmd == dp.CMD_BMP_DATA and len(data) >= 2:
-            n = int.from_bytes(data[0:2], "little") & 0x3FF
-            if self._upload is None or n != len(data) - 2 or n > dp.BMP_CHUNK:
-                self._fail(6)
-                return False
-            index, size, buf = self._upload
-            buf += data[2:]
-            if len(buf) >= size:
-                try:
-                    img = dp.parse_splash(bytes(buf))
-                except Exception:
-                    self._fail(9)
-                    self._upload = None
-                    return False
-                if img.shape[:2] != self.dmd_shape:
-                    self._fail(16)
-                    self._upload = None
-                    return False
-                self.images[index] = img
-                self._upload = None
-            return True
+            if cmd in (dp.CMD_BMP_INIT, dp.CMD_BMP_INIT_SLAVE):
+                return self._bmp_init(ctrl, data)
+            return self._bmp_data(ctrl, data)
         if cmd in (dp.CMD_TRIGGER_OUT1, dp.CMD_TRIGGER_OUT2) and len(data) == 5:
             self.trigger_out[1 if cmd == dp.CMD_TRIGGER_OUT1 else 2] = bytes(data)
             return True
@@ -209,6 +193,43 @@ class SimDlpc900(TriggerOutput):
             return True
         self._fail(3)
         return False
+
+    def _bmp_init(self, ctrl: int, data: bytes) -> bool:
+        if len(data) != 6:
+            return False
+        index = int.from_bytes(data[0:2], "little") & 0x1F
+        size = int.from_bytes(data[2:6], "little")
+        if index >= dp.MAX_IMAGES or self.mode != dp.MODE_ON_THE_FLY:
+            self._fail(17 if index >= dp.MAX_IMAGES else 5)
+            return False
+        self._uploads[ctrl] = (index, size, bytearray())
+        return True
+
+    def _bmp_data(self, ctrl: int, data: bytes) -> bool:
+        upload = self._uploads[ctrl]
+        n = int.from_bytes(data[0:2], "little") & 0x3FF if len(data) >= 2 else -1
+        if upload is None or n != len(data) - 2 or n > dp.BMP_CHUNK:
+            self._fail(6)
+            return False
+        index, size, buf = upload
+        buf += data[2:]
+        if len(buf) < size:
+            return True
+        self._uploads[ctrl] = None
+        try:
+            img = dp.parse_splash(bytes(buf))
+        except Exception:
+            self._fail(9)
+            return False
+        rows, cols = self.dmd_shape
+        if img.shape[:2] != (rows, cols // 2 if self.dual else cols):
+            self._fail(16)
+            return False
+        self._halves[ctrl][index] = img
+        halves = [self._halves[c].get(index) for c in ((0, 1) if self.dual else (0,))]
+        if all(x is not None for x in halves):
+            self.images[index] = np.concatenate(halves, axis=1)
+        return True
 
     # -- playing ----------------------------------------------------------------------------
     def _start_stop(self, what: int) -> bool:

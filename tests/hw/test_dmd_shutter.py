@@ -175,3 +175,23 @@ def test_hidapi_is_installed_and_finds_no_dmd_here():
     assert find_dlpc900() == []  # no DLPC900 on a CI machine
     with pytest.raises(InitialiseError, match="No DLPC900 found"):
         hidapi_transport()()
+
+
+def test_two_controller_dmd_gets_left_and_right_halves():
+    shape = (16, 40)
+    sim = SimDlpc900(shape, dual=True)
+    sh = Dlpc900Shutter(lambda: sim, shape, dual=True)
+    masks = np.random.default_rng(5).random((3, *shape)) < 0.5
+    events = []
+    sim.connect_trigger(events.append)
+    with sh:
+        assert sh.load_masks(masks, 200).echo_verified
+        cmds = [m.cmd for m in sim.log]
+        assert dp.CMD_BMP_INIT_SLAVE in cmds and dp.CMD_BMP_DATA_SLAVE in cmds
+        sh.arm()
+        sh.fire()
+    np.testing.assert_array_equal(events[0].masks > 0.5, masks)
+    # a single-controller DMD refuses slave uploads; a missing slave is an open error
+    single = SimDlpc900(shape)
+    with pytest.raises(InitialiseError, match="slave controller"):
+        Dlpc900Shutter(lambda: single, shape, dual=True).open()
