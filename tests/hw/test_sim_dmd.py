@@ -138,3 +138,24 @@ def test_dmd_to_camera_mapping_is_used_by_the_reconstruction(tmp_path):
         wrong = score(np.asarray(rf.video))
     print(f"PSNR (DMD-covered pixels) with the mapping {right:.2f} dB, identity {wrong:.2f} dB")
     assert right > wrong + 3.0
+
+
+def test_capture_uses_the_active_calibrations_dmd_mapping(tmp_path):
+    from calibration.model import AppliesTo, Calibration, DmdMapping
+
+    mapping = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
+    cam, sh = make_sim_dmd_rig(48, 40, seed=1)
+    with cam, sh:
+        cal = Calibration(
+            applies_to=AppliesTo.from_settings(cam.settings, (40, 48)),
+            dmd_mapping=DmdMapping(matrix=mapping, model="affine", rms_px=0.1, n_dots=48,
+                                   n_projected=48, dmd_shape=(40, 48),
+                                   dmd_points=np.zeros((1, 2)), camera_points=np.zeros((1, 2))),
+        )
+        res = run_coded_capture(cam, sh, ShutterCode((1,) * 4, 500), 1, tmp_path,
+                                masks=random_masks(4, (40, 48)), calibration=cal)
+    with CaptureFile.open(res.path) as c:
+        np.testing.assert_array_equal(c.dmd["dmd_to_camera"], mapping)
+    with h5py.File(res.path, "r") as f:
+        src = f["entry/instrument/shutter/dmd/dmd_to_camera_source"][()].decode()
+    assert src == f"calibration {cal.uuid}"
