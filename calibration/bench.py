@@ -108,7 +108,6 @@ def board_poses(n: int, board: Board, focal_px: float, width: int, height: int) 
 ]:
     """``n`` varied poses ``(rvec, tvec)`` (board -> camera, mm) that keep the board in view."""
     bw = (board.cols + 1) * board.square_mm
-    bh = (board.rows + 1) * board.square_mm
     z0 = focal_px * bw / (0.62 * width)
     rng = np.random.default_rng(12345)
     poses = []
@@ -124,7 +123,6 @@ def board_poses(n: int, board: Board, focal_px: float, width: int, height: int) 
                           rng.uniform(-0.12, 0.12) * height * z / focal_px, z])
         tvec = shift - rmat @ centre
         poses.append((cv2.Rodrigues(rmat)[0].ravel(), tvec))
-    del bh
     return poses
 
 

@@ -109,7 +109,15 @@ class DarkResult:
     created: str = field(default_factory=_now)
 
     def fit(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(offset, rate_per_us)`` per pixel; the rate is None with a single exposure."""
+        """``(offset, rate_per_us)`` per pixel; the rate is None with a single exposure.
+
+        Computed once (kept outside the dataclass fields, so it is never stored)."""
+        cached = self.__dict__.get("_fit")
+        if cached is None:
+            cached = self.__dict__["_fit"] = self._fit()
+        return cached
+
+    def _fit(self) -> tuple[np.ndarray, np.ndarray | None]:
         t = np.asarray(self.exposures_us, dtype=np.float64)
         if t.size < 2 or np.ptp(t) <= 0:
             return self.frames[0].astype(np.float32), None

@@ -101,7 +101,7 @@ class Rig:
     bench: Bench
     #: camera settings the calibration is made for (gain, ROI, pixel format); exposures vary
     base: CameraSettings | None = None
-    #: the shutter controller's shortest chip and most chips
+    #: how long to wait for a frame beyond its exposure
     fetch_timeout_s: float = 5.0
 
 
@@ -117,6 +117,8 @@ class _Session:
         self.base = rig.base or self._saved_settings
         self._exposure: float | None = None
         self._code: ShutterCode | None = None
+        self.frame_shape: tuple[int, ...] | None = None  # of the last frame grabbed
+        self._darks: dict[float, np.ndarray | float] = {}
         info = self.sh.info
         self.chip_min, self.chip_max, self.max_chips = (
             info.chip_us_min, info.chip_us_max, info.max_chips
@@ -190,7 +192,18 @@ class _Session:
     def grab(self) -> np.ndarray:
         self.sh.fire()
         timeout = self.rig.fetch_timeout_s + 2 * (self._exposure or 0.0) * 1e-6
-        return self.cam.fetch(timeout_s=timeout).image.astype(np.float32)
+        image = self.cam.fetch(timeout_s=timeout).image.astype(np.float32)
+        self.frame_shape = image.shape
+        return image
+
+    def dark(self, dark: DarkResult | None, exposure_us: float) -> np.ndarray | float:
+        """The dark signal to subtract from the frames just grabbed at ``exposure_us``: the
+        measured dark frame when it fits them, else the black level (once per exposure)."""
+        if exposure_us not in self._darks:
+            fits = dark is not None and dark.frames.shape[1:] == self.frame_shape
+            self._darks[exposure_us] = (
+                dark.at(exposure_us) if fits else float(self.base.black_level_dn))
+        return self._darks[exposure_us]
 
 
 def camera_temperature_c(camera: Camera) -> float | None:
@@ -268,16 +281,6 @@ def dark_frames(
     )
 
 
-def _dark_for(s: _Session, dark: DarkResult | None, exposure_us: float) -> np.ndarray | float:
-    if dark is not None and dark.frames.shape[1:] == _shape(s):
-        return dark.at(exposure_us)
-    return float(s.base.black_level_dn)
-
-
-def _shape(s: _Session) -> tuple[int, ...]:
-    return s.cam.settings.roi.height, s.cam.settings.roi.width
-
-
 # ============================================================================================
 # Flat
 # ============================================================================================
@@ -299,7 +302,7 @@ def flat_field(
             acc = f if acc is None else acc + f
             acc2 = f * f if acc2 is None else acc2 + f * f
             yield Progress((i + 1) / n_frames, f"flat: frame {i + 1} of {n_frames}")
-        d = _dark_for(s, dark, exposure_us)
+        d = s.dark(dark, exposure_us)
         sat = s.saturation_dn
     mean = acc / n_frames
     if float(np.percentile(mean, 99.9)) >= 0.95 * sat:
@@ -354,13 +357,14 @@ def photon_transfer(
     with _Session(rig) as s:
         sat = s.saturation_dn
         s.set(probe_us)
-        probe = float(np.mean(s.grab() - _dark_for(s, dark, probe_us)))
+        frame = s.grab()
+        probe = float(np.mean(frame - s.dark(dark, probe_us)))
         if probe <= 0.002 * sat:
             raise CalibrationFailed(
                 f"At {probe_us:g} us the flat target gives {probe:.1f} DN: no light reaches the "
                 "sensor. Switch the light on and uncap the lens."
             )
-        e_sat = probe_us * (sat - float(np.mean(_dark_for(s, dark, probe_us)))) / probe
+        e_sat = probe_us * (sat - float(np.mean(s.dark(dark, probe_us)))) / probe
         if e_sat * 1.25 > max_exposure_us:
             raise CalibrationFailed(
                 f"The light is too dim for photon transfer: reaching saturation would take "
@@ -373,7 +377,7 @@ def photon_transfer(
         for i, exp in enumerate(exposures):
             s.set(float(exp))
             a, b = s.grab(), s.grab()
-            d = _dark_for(s, dark, float(exp))
+            d = s.dark(dark, float(exp))
             means.append(float(np.mean((a + b) / 2 - d)))
             variances.append(float(np.var(a - b) / 2))
             yield Progress((i + 1) / n_points,
@@ -476,19 +480,16 @@ def shutter_timing(
     with _Session(rig) as s:
         for i, tau in enumerate(taus):
             s.set(float(tau), code)
-            acc = 0.0
-            for _ in range(n_avg):
-                acc += float(np.mean(s.grab() - _dark_for(s, dark, float(tau))))
-            values[float(tau)] = acc / n_avg
+            acc = sum(float(np.mean(s.grab())) for _ in range(n_avg))
+            values[float(tau)] = acc / n_avg - float(np.mean(s.dark(dark, float(tau))))
             yield Progress((i + 1) / n_total, f"shutter timing: exposure ending at {tau:.0f} us")
         # the open level per microsecond, for the check codes too
         open_rate = (values[5.5 * c] - values[3.5 * c]) / (2 * c)
         for j, chk in enumerate(checks):
             s.set(chk.period_us, chk)
-            acc = 0.0
-            for _ in range(n_avg):
-                acc += float(np.mean(s.grab() - _dark_for(s, dark, chk.period_us)))
-            check_vals.append(acc / n_avg / (open_rate * chk.chip_us))
+            acc = sum(float(np.mean(s.grab())) for _ in range(n_avg))
+            level = acc / n_avg - float(np.mean(s.dark(dark, chk.period_us)))
+            check_vals.append(level / (open_rate * chk.chip_us))
             yield Progress((len(taus) + j + 1) / n_total, f"shutter check: code {chk.name}")
         sat = s.saturation_dn
     if values[8.0 * c] > 0.9 * sat:

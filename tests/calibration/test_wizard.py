@@ -8,8 +8,6 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-pytest.importorskip("pytestqt")
-
 from PySide6.QtWidgets import QWizard  # noqa: E402
 
 from calibration.bench import Board, SimBench, make_sim_bench_rig, sim_truth  # noqa: E402
