@@ -23,6 +23,7 @@ from blurvid_rig.export import contact_sheet, display_levels, save_png, save_vid
 from blurvid_rig.recon_file import ReconFile, ReconWriter, recon_path_for
 from calibration.model import Calibration
 from hw.errors import RigError
+from hw.optics import warp_masks
 from recon.classical import reconstruct_global
 from recon.device import resolve_device
 from recon.functional import mask_weights
@@ -51,18 +52,10 @@ def sensor_masks(capture: CaptureFile) -> np.ndarray | None:
     dmd = capture.dmd
     if not dmd:
         return None
-    import cv2
-
-    h, w = capture.frame_shape
     roi = capture.camera_settings.roi
     shift = np.array([[1.0, 0, -roi.offset_x], [0, 1.0, -roi.offset_y], [0, 0, 1.0]])
-    m = shift @ np.asarray(dmd["dmd_to_camera"], np.float64)
-    warped = np.stack([
-        cv2.warpPerspective(p.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT)
-        for p in dmd["masks"]
-    ])
-    return warped.clip(0.0, 1.0)
+    return warp_masks(dmd["masks"], shift @ np.asarray(dmd["dmd_to_camera"], np.float64),
+                      capture.frame_shape)
 
 
 def output_times_s(chip_us: float, n_chips: int, n_out: int) -> np.ndarray:
@@ -205,6 +198,8 @@ def reconstruct_capture(
                 "calibration_warnings": "; ".join(corr.warnings),
             }
         times = output_times_s(code.chip_us, code.n_chips, k)
+        if masks is not None:  # the forward operator's weights, once per capture
+            wts = mask_weights(masks, dtype=torch.float32, device=dev)
         inputs, videos = [], []
         with ReconWriter(
             dst,
@@ -223,7 +218,6 @@ def reconstruct_capture(
                 corrected = corr.apply(raw)
                 if masks is not None:
                     y = torch.from_numpy(corrected / full_scale).to(dev)
-                    wts = mask_weights(masks, dtype=torch.float32, device=dev)
                     video = (gap_tv(y, wts).float().cpu().numpy() * full_scale).astype(np.float32)
                     writer.append(video, int(i))
                 elif engine is not None:

@@ -28,7 +28,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from hw.optics import ShutterOptics
+from hw.optics import ShutterOptics, warp_masks
 from hw.sim.camera import SimCamera, make_sim_rig
 from hw.sim.scene import SimScene
 from hw.sim.shutter import SimShutter
@@ -225,7 +225,6 @@ class SimDmdProjector:
     def show(self, pattern: np.ndarray) -> None:
         if pattern.shape != self._shape:
             raise ValueError(f"The DMD has {self._shape} mirrors; the pattern is {pattern.shape}.")
-        w, h = self.camera.scene.width, self.camera.scene.height
-        img = cv2.warpPerspective(pattern.astype(np.float32) * self.level, self.matrix, (w, h),
-                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        self.camera.scene = SimScene.static(img)
+        shape = (self.camera.scene.height, self.camera.scene.width)
+        lit = warp_masks(pattern[None], self.matrix, shape)[0] * np.float32(self.level)
+        self.camera.scene = SimScene.static(lit)

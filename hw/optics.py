@@ -209,6 +209,20 @@ def _cumulative(q: np.ndarray, bt: np.ndarray, bv: np.ndarray) -> np.ndarray:
     return out
 
 
+def warp_masks(masks: np.ndarray, dmd_to_sensor: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """DMD mirror patterns ``(K, rows, columns)`` as seen on a sensor of ``shape`` (height,
+    width) through the relay mapping ``dmd_to_sensor`` (3x3, DMD (x, y) -> sensor pixels):
+    transmittance per pixel and chip, ``(K, height, width)`` float32 in [0, 1] (bilinear, so a
+    mirror edge between two pixels gives a fraction)."""
+    h, w = shape
+    m = np.asarray(dmd_to_sensor, np.float64)
+    return np.stack([
+        cv2.warpPerspective(np.asarray(p, np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT)
+        for p in masks
+    ]).clip(0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class SimLens:
     """Pinhole camera matrix and OpenCV distortion ``(k1, k2, p1, p2, k3)`` of a simulated camera.

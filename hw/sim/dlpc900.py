@@ -19,10 +19,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-import cv2
 import numpy as np
 
 from hw import dlpc900_protocol as dp
+from hw.optics import warp_masks
 from hw.sim.shutter import SimClock, TriggerEvent, TriggerOutput
 from hw.types import ShutterCode
 
@@ -260,12 +260,7 @@ class SimDlpc900(TriggerOutput):
             masks = None
         else:
             code = ShutterCode((1,) * len(planes), float(chip_us), name="dmd-masks")
-            h, w = self.sensor_shape
-            masks = np.stack([
-                cv2.warpPerspective(p.astype(np.float32), self.dmd_to_camera, (w, h),
-                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-                for p in planes
-            ]).clip(0.0, 1.0)
+            masks = warp_masks(planes, self.dmd_to_camera, self.sensor_shape)
         index = self.played
         self.played += 1
         t0 = self.clock.reserve(code.period_us * 1e-6 + self.gap_s)

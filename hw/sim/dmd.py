@@ -15,9 +15,9 @@ through its own code.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from hw.optics import warp_masks
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
 from hw.types import ShutterCode, ShutterInfo, check_dmd_masks, masks_sha256
 
@@ -115,12 +115,7 @@ class SimDmdShutter(SimShutter):
         status = self.load_code(code)
         self._masks = m.astype(bool)
         self._masks_sha = masks_sha256(self._masks)
-        h, w = self.sensor_shape
-        self._sensor_masks = np.stack([
-            cv2.warpPerspective(p.astype(np.float32), self.dmd_to_camera, (w, h),
-                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-            for p in self._masks
-        ]).clip(0.0, 1.0)
+        self._sensor_masks = warp_masks(self._masks, self.dmd_to_camera, self.sensor_shape)
         return status
 
     def _emit(self, event: TriggerEvent) -> None:
