@@ -228,6 +228,31 @@ def lut_config(n_entries: int, repeat: int) -> bytes:
     return struct.pack("<HI", n_entries, repeat)
 
 
+#: largest Trigger In 1 delay the command's 16-bit field holds, microseconds
+MAX_TRIGGER_IN_DELAY_US = 0xFFFF
+
+
+def trigger_in1(delay_us: int = 0, falling_edge: bool = False) -> bytes:
+    """Data of Trigger In 1 (0x1A35): u16 delay (us) from the edge to the pattern, then the
+    edge that starts it (0 rising, 1 falling). A LUT entry waits for it when its ``wait_trigger``
+    bit is set.
+
+    >>> trigger_in1(105, False).hex(" ")
+    '69 00 00'
+    """
+    if not 0 <= int(delay_us) <= MAX_TRIGGER_IN_DELAY_US or int(delay_us) != delay_us:
+        raise ValueError(f"Trigger In 1 delay must be a whole number of microseconds in "
+                         f"0..{MAX_TRIGGER_IN_DELAY_US}; got {delay_us}.")
+    return struct.pack("<HB", int(delay_us), int(bool(falling_edge)))
+
+
+def parse_trigger_in1(data: bytes) -> tuple[int, bool]:
+    """``(delay_us, falling_edge)`` from the 3 data bytes of Trigger In 1 (write or read)."""
+    if len(data) < 3:
+        raise ProtocolError(f"Trigger In 1 carries 3 bytes; got {len(data)}.")
+    return int.from_bytes(data[0:2], "little"), bool(data[2] & 1)
+
+
 def bmp_init(image: int, n_bytes: int) -> bytes:
     """Data of Initialize Pattern BMP Load (0x1A2A): image index and total bytes."""
     return struct.pack("<HI", image, n_bytes)

@@ -13,6 +13,12 @@ DMD's **Trigger Out 2**, enabled on the first pattern only, triggers the camera,
 must cover the whole sequence (timed exposure >= the code period). Commands and bytes:
 ``docs/dlpc900_protocol.md`` and :mod:`hw.dlpc900_protocol`.
 
+**External start** (``start_source="external"``, or :meth:`Dlpc900Shutter.set_start_source`):
+the first pattern waits for an edge on the DMD's TRIG_IN_1 (Trigger In 1, 0x1A35, sets its delay
+and edge), the LUT repeats forever, and :meth:`arm` starts the sequence so that every edge plays
+the code once while armed; :meth:`fire` is then refused, since the external line leads. The
+DLPC900 has no counter of external starts, so ``trigger_count`` counts host fires only.
+
 Verification: the controller cannot echo the patterns back. After loading, the driver reads back
 the display mode and the LUT configuration (entry count and repeat), the Read Error Code (0 =
 every command was accepted) and the hardware status (no sequencer error); ``echo_verified`` is
@@ -24,6 +30,7 @@ The simulated twin is :class:`hw.sim.dlpc900.SimDlpc900` (it parses these bytes)
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import threading
 from collections.abc import Callable
@@ -95,6 +102,9 @@ class Dlpc900Shutter(Shutter):
         timeout_s: how long to wait for each reply.
         dual: two controllers, each driving half of the DMD (DLP9000); default: a DMD 2560
             mirrors wide.
+        start_source: ``"host"`` (:meth:`fire`) or ``"external"`` (an edge on TRIG_IN_1).
+        trigger_in_delay_us: external start: from the edge to the first pattern, 0..65535 us.
+        trigger_in_falling: external start on the falling edge instead of the rising one.
     """
 
     def __init__(
@@ -105,8 +115,13 @@ class Dlpc900Shutter(Shutter):
         timeout_s: float = 1.0,
         port: str = "usb:0451:c900",
         dual: bool | None = None,
+        start_source: str = "host",
+        trigger_in_delay_us: int = 0,
+        trigger_in_falling: bool = False,
     ) -> None:
         super().__init__()
+        self._trigger_in = self._check_start(start_source, trigger_in_delay_us,
+                                             trigger_in_falling)
         self._factory = transport or hidapi_transport()
         self.dmd_shape = (int(dmd_shape[0]), int(dmd_shape[1]))
         self.dual = self.dmd_shape[1] == 2560 if dual is None else bool(dual)
@@ -123,6 +138,7 @@ class Dlpc900Shutter(Shutter):
         self._loaded: tuple[str, float, int] | None = None
         self._verified = False
         self._fired = 0
+        self._last_upload: tuple[list[dp.LutEntry], np.ndarray, ShutterCode] | None = None
 
     # -- transport --------------------------------------------------------------------------
     def _send(self, cmd: int, data: bytes = b"", *, read: bool = False, reply: bool = True
@@ -223,6 +239,38 @@ class Dlpc900Shutter(Shutter):
             max_chips=dp.MAX_LUT_ENTRIES,
         )
 
+    @staticmethod
+    def _check_start(source: str, delay_us: int, falling: bool) -> tuple[str, int, bool]:
+        if source not in ("host", "external"):
+            raise ValueError(f"start_source is 'host' or 'external'; got {source!r}.")
+        dp.trigger_in1(delay_us, falling)  # range check, with its sentence
+        return source, int(delay_us), bool(falling)
+
+    @property
+    def start_source(self) -> str:
+        """``"host"`` (:meth:`fire`) or ``"external"`` (an edge on the DMD's TRIG_IN_1)."""
+        return self._trigger_in[0]
+
+    def set_start_source(self, source: str, *, delay_us: int = 0,
+                         falling_edge: bool = False) -> None:
+        """Choose what starts a playback: ``"host"`` (:meth:`fire`) or ``"external"`` (an edge
+        on TRIG_IN_1, ``delay_us`` before the first pattern). A sequence already loaded is
+        uploaded again with the new setting.
+
+        Raises:
+            IncompatibleStateError: while armed (disarm first).
+            ValueError: an unknown source or a delay outside 0..65535 us.
+        """
+        new = self._check_start(source, delay_us, falling_edge)
+        with self._lock:
+            if self._armed:
+                raise IncompatibleStateError(
+                    "Cannot change the start source while armed; disarm the DMD first.")
+            self._trigger_in = new
+            last = self._last_upload
+            if self._dev is not None and last is not None and self._loaded is not None:
+                self._upload(*last)
+
     @property
     def masks(self) -> np.ndarray | None:
         return self._masks
@@ -269,20 +317,27 @@ class Dlpc900Shutter(Shutter):
                 for k in range(len(m))
             ]
             self._code = None
-            status = self._upload(entries, m.astype(bool), code)
+            planes = np.array(m, dtype=bool)  # our own copy: the record and the re-upload share it
+            status = self._upload(entries, planes, code)
             self._code = code
-            self._masks = m.astype(bool)
-            self._masks_sha = masks_sha256(self._masks)
+            self._masks = planes
+            self._masks_sha = masks_sha256(planes)
             return status
 
     def _upload(self, entries: list[dp.LutEntry], planes: np.ndarray,
                 code: ShutterCode) -> ShutterStatus:
-        self._loaded, self._verified = None, False
+        self._loaded, self._verified, self._last_upload = None, False, None
+        source, delay_us, falling = self._trigger_in
+        external = source == "external"
+        repeat = 0 if external else 1  # external: every edge plays it once, while armed
+        entries = [dataclasses.replace(e, wait_trigger=external and e.index == 0)
+                   for e in entries]
         self._send(dp.CMD_PATTERN_START_STOP, bytes([dp.STOP]))
         self._send(dp.CMD_DISPLAY_MODE, bytes([dp.MODE_ON_THE_FLY]))
+        self._send(dp.CMD_TRIGGER_IN1, dp.trigger_in1(delay_us, falling))
         for e in entries:
             self._send(dp.CMD_LUT_DEFINE, e.to_bytes())
-        self._send(dp.CMD_LUT_CONFIG, dp.lut_config(len(entries), 1))
+        self._send(dp.CMD_LUT_CONFIG, dp.lut_config(len(entries), repeat))
         images = dp.pack_planes(planes)
         half = self.dmd_shape[1] // 2
         for index in reversed(range(len(images))):  # the guide's order: last image first
@@ -296,24 +351,36 @@ class Dlpc900Shutter(Shutter):
                     self._send(put, chunk, reply=False)
         # read back what can be read back
         mode = self._read(dp.CMD_DISPLAY_MODE)
-        n, repeat = struct.unpack("<HI", self._read(dp.CMD_LUT_CONFIG)[:6])
+        n, got_repeat = struct.unpack("<HI", self._read(dp.CMD_LUT_CONFIG)[:6])
+        trig = dp.parse_trigger_in1(self._read(dp.CMD_TRIGGER_IN1))
         err = self._error_code()
         hw = self._read(dp.CMD_HW_STATUS)[0]
         ok = (mode[:1] == bytes([dp.MODE_ON_THE_FLY]) and (n & 0x7FF) == len(entries)
-              and repeat == 1 and err == 0 and not hw & (dp.HW_SEQ_ERROR | dp.HW_SEQ_ABORT))
+              and got_repeat == repeat and trig == (delay_us, falling) and err == 0
+              and not hw & (dp.HW_SEQ_ERROR | dp.HW_SEQ_ABORT))
         if not ok:
             raise ProtocolError(
                 f"The DMD controller did not confirm the sequence (mode {mode.hex()}, "
-                f"{n & 0x7FF} of {len(entries)} patterns, repeat {repeat}, error "
+                f"{n & 0x7FF} of {len(entries)} patterns, repeat {got_repeat} for {repeat}, "
+                f"Trigger In 1 {trig} for {(delay_us, falling)}, error "
                 f"{dp.ERROR_CODES.get(err, err)}, hardware status 0x{hw:02x}); load it again."
             )
         self._loaded = (code.sha256, code.chip_us, code.n_chips)
         self._verified = True
+        self._last_upload = (entries, planes, code)
         return self._status_now(running=False)
 
     def _do_arm(self) -> None:
         if self._loaded is None:
             raise ProtocolError("The DMD holds no confirmed sequence; load the code again.")
+        if self.start_source == "external":  # ready: the first pattern waits for TRIG_IN_1
+            self._send(dp.CMD_PATTERN_START_STOP, bytes([dp.START]))
+            main = self._read(dp.CMD_MAIN_STATUS)
+            if not main or not main[0] & dp.MAIN_SEQ_RUNNING:
+                self._send(dp.CMD_PATTERN_START_STOP, bytes([dp.STOP]))
+                raise ProtocolError(
+                    "The DMD controller did not start its sequence to wait for TRIG_IN_1 "
+                    f"(main status 0x{main[0] if main else 0:02x}); load the code again.")
 
     def _do_disarm(self) -> None:
         if self._dev is not None:
@@ -323,6 +390,10 @@ class Dlpc900Shutter(Shutter):
                 pass
 
     def _do_fire(self) -> int:
+        if self.start_source == "external":
+            raise IncompatibleStateError(
+                "The DMD starts on its TRIG_IN_1 line (start_source 'external'), so fire() is "
+                "refused; pulse that line, or set_start_source('host') to fire from here.")
         self._send(dp.CMD_PATTERN_START_STOP, bytes([dp.START]))
         index = self._fired
         self._fired += 1
@@ -330,6 +401,8 @@ class Dlpc900Shutter(Shutter):
 
     def _status_now(self, running: bool) -> ShutterStatus:
         loaded = self._loaded
+        if self.start_source == "external" and self._armed:
+            running = False  # the sequencer runs while it waits for TRIG_IN_1: armed
         state = "playing" if running else (
             "armed" if self._armed else "loaded" if loaded else "idle")
         return ShutterStatus(

@@ -11,7 +11,10 @@ encoder, so the tests check the driver's bytes against the documented layout.
 On "start" (0x1A24 = 2) with a repeat count of 1 it plays the LUT once: its Trigger Out 2 fires
 at the first pattern, and every callback connected with :meth:`connect_trigger` (a simulated
 camera) receives a :class:`~hw.sim.shutter.TriggerEvent`: the global code when every pattern is
-all-on or all-off, else the per-pixel masks mapped onto the sensor.
+all-on or all-off, else the per-pixel masks mapped onto the sensor. When the first LUT entry
+waits for a trigger, "start" only readies the sequence; each edge on TRIG_IN_1
+(:meth:`trigger_in`, of the polarity set by Trigger In 1, 0x1A35) plays it once, after the
+programmed delay, and the sequence stays running for the next edge unless the repeat count is 1.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class SimDlpc900(TriggerOutput):
         self._halves: dict[int, dict[int, np.ndarray]] = {0: {}, 1: {}}
         self._uploads: dict[int, tuple[int, int, bytearray] | None] = {0: None, 1: None}
         self.trigger_out: dict[int, bytes] = {1: b"\x00\x00\x00\x00\x00", 2: b"\x00" * 5}
+        self.trigger_in1 = b"\x00\x00\x00"  # delay (us, u16) and polarity, as last written
+        self.waiting_trigger = False
         self.running = False
         self.error = 0
         self.hw_status = dp.HW_INIT_OK | (dp.HW_SLAVE_PRESENT if dual else 0)
@@ -142,6 +147,8 @@ class SimDlpc900(TriggerOutput):
             return dp.lut_config(max(self.lut_entries, 1), self.repeat)
         if cmd in (dp.CMD_TRIGGER_OUT1, dp.CMD_TRIGGER_OUT2):
             return self.trigger_out[1 if cmd == dp.CMD_TRIGGER_OUT1 else 2]
+        if cmd == dp.CMD_TRIGGER_IN1:
+            return self.trigger_in1
         return None
 
     def _write(self, cmd: int, data: bytes) -> bool:
@@ -155,7 +162,7 @@ class SimDlpc900(TriggerOutput):
             return self._start_stop(data[0])
         uploads = (dp.CMD_BMP_INIT, dp.CMD_BMP_DATA, dp.CMD_BMP_INIT_SLAVE, dp.CMD_BMP_DATA_SLAVE)
         if self.running and cmd in (dp.CMD_LUT_DEFINE, dp.CMD_LUT_CONFIG, dp.CMD_TRIGGER_OUT1,
-                                    dp.CMD_TRIGGER_OUT2, *uploads):
+                                    dp.CMD_TRIGGER_OUT2, dp.CMD_TRIGGER_IN1, *uploads):
             self._fail(5)  # stop the sequence first
             return False
         if cmd == dp.CMD_LUT_DEFINE and len(data) == 12:
@@ -190,6 +197,10 @@ class SimDlpc900(TriggerOutput):
             self.trigger_out[1 if cmd == dp.CMD_TRIGGER_OUT1 else 2] = bytes(data)
             return True
         if cmd == dp.CMD_TRIGGER_IN1 and len(data) == 3:
+            if data[2] > 1:  # byte 2: 0 rising, 1 falling edge
+                self._fail(6)
+                return False
+            self.trigger_in1 = bytes(data)
             return True
         self._fail(3)
         return False
@@ -234,7 +245,7 @@ class SimDlpc900(TriggerOutput):
     # -- playing ----------------------------------------------------------------------------
     def _start_stop(self, what: int) -> bool:
         if what != dp.START:
-            self.running = False
+            self.running = self.waiting_trigger = False
             return True
         entries = [self.lut.get(i) for i in range(self.lut_entries)]
         if self.mode != dp.MODE_ON_THE_FLY or not entries or None in entries:
@@ -243,13 +254,33 @@ class SimDlpc900(TriggerOutput):
         if any(e.image not in self.images for e in entries):
             self._fail(7)
             return False
+        if entries[0] is not None and entries[0].wait_trigger:  # TRIG_IN_1 starts each pass
+            self.running = self.waiting_trigger = True
+            return True
         if self.repeat != 1:  # repeating forever: the rig uses one pass per trigger
             self.running = True
             return True
         self._play([e for e in entries if e is not None])
         return True
 
-    def _play(self, entries: list[dp.LutEntry]) -> None:
+    def trigger_in(self, falling: bool = False) -> bool:
+        """An edge on TRIG_IN_1 (rising unless ``falling``); returns whether it started a pass.
+
+        Only a running sequence whose first pattern waits for the trigger reacts, and only to
+        the edge Trigger In 1 selects.
+        """
+        with self._lock:
+            if self.unplugged or not (self.running and self.waiting_trigger):
+                return False
+            if bool(self.trigger_in1[2] & 1) != bool(falling):
+                return False
+            delay_us = self.trigger_in1[0] | (self.trigger_in1[1] << 8)
+            self._play([self.lut[i] for i in range(self.lut_entries)], delay_us)
+            if self.repeat == 1:
+                self.running = self.waiting_trigger = False
+            return True
+
+    def _play(self, entries: list[dp.LutEntry], delay_us: int = 0) -> None:
         planes = np.stack([dp.unpack_plane(self.images[e.image], e.bit) for e in entries])
         chip_us = entries[0].exposure_us + entries[0].dark_us
         uniform = np.all(planes.reshape(len(planes), -1).all(axis=1)
@@ -263,7 +294,7 @@ class SimDlpc900(TriggerOutput):
             masks = warp_masks(planes, self.dmd_to_camera, self.sensor_shape)
         index = self.played
         self.played += 1
-        t0 = self.clock.reserve(code.period_us * 1e-6 + self.gap_s)
+        t0 = self.clock.reserve((delay_us + code.period_us) * 1e-6 + self.gap_s) + delay_us * 1e-6
         if entries[0].trigger_out2:
             self._emit(TriggerEvent(index, code, t0, masks=masks))
 

@@ -7,7 +7,12 @@ import pytest
 
 from hw import dlpc900_protocol as dp
 from hw.dmd_shutter import Dlpc900Shutter
-from hw.errors import DeviceDisconnected, InitialiseError, ProtocolError
+from hw.errors import (
+    DeviceDisconnected,
+    IncompatibleStateError,
+    InitialiseError,
+    ProtocolError,
+)
 from hw.sim.camera import SimCamera
 from hw.sim.dlpc900 import SimDlpc900
 from hw.sim.scene import SimScene
@@ -195,3 +200,70 @@ def test_two_controller_dmd_gets_left_and_right_halves():
     single = SimDlpc900(shape)
     with pytest.raises(InitialiseError, match="slave controller"):
         Dlpc900Shutter(lambda: single, shape, dual=True).open()
+
+
+def test_trigger_in1_bytes_follow_the_guides_layout():
+    # 0x1A35: u16 delay in microseconds, then the edge (0 rising, 1 falling)
+    assert dp.trigger_in1(105, False) == h("69 00 00")
+    assert dp.trigger_in1(0x1234, True) == h("34 12 01")
+    assert dp.parse_trigger_in1(h("34 12 01")) == (0x1234, True)
+    assert dp.message(dp.CMD_TRIGGER_IN1, dp.trigger_in1(0, True), reply=False) == h(
+        "00 00 05 00 35 1a 00 00 01")
+    with pytest.raises(ValueError, match="0..65535"):
+        dp.trigger_in1(70000)
+    with pytest.raises(ValueError, match="start_source"):
+        Dlpc900Shutter(lambda: SimDlpc900(SHAPE), SHAPE, start_source="line")
+
+
+def test_external_start_plays_once_per_trigger_in_edge():
+    sim = SimDlpc900(SHAPE)
+    sh = Dlpc900Shutter(lambda: sim, SHAPE, start_source="external", trigger_in_delay_us=250)
+    events = []
+    sim.connect_trigger(events.append)
+    with sh:
+        status = sh.load_code(ShutterCode.parse("1101", 200))
+        assert status.echo_verified
+        # the first pattern waits for TRIG_IN_1, the LUT repeats, the delay is programmed
+        assert [sim.lut[k].wait_trigger for k in range(4)] == [True, False, False, False]
+        assert sim.repeat == 0 and sim.trigger_in1 == h("fa 00 00")
+        assert not sim.trigger_in()  # not armed: the sequence is stopped
+        sh.arm()
+        assert sh.status().state == "armed" and sim.running
+        with pytest.raises(IncompatibleStateError, match="TRIG_IN_1"):
+            sh.fire()
+        assert not sim.trigger_in(falling=True)  # the wrong edge
+        assert sim.trigger_in() and sim.trigger_in()  # each edge plays the code once
+        sh.disarm()
+        assert not sim.running and not sim.trigger_in()
+        # back to host starts: the sequence is uploaded again without the wait
+        sh.set_start_source("host")
+        assert not sim.lut[0].wait_trigger and sim.repeat == 1
+        sh.arm()
+        sh.fire()
+        with pytest.raises(IncompatibleStateError, match="disarm"):
+            sh.set_start_source("external")
+    assert [e.code.as_string() for e in events] == ["1101"] * 3
+    # the second pass starts one delay after the first pass's slot ends
+    assert events[1].t_start_s - events[0].t_start_s == pytest.approx(250e-6 + 800e-6 + sim.gap_s)
+
+
+def test_external_start_triggers_the_camera_with_masks():
+    sim = SimDlpc900(SHAPE, SHAPE)
+    sh = Dlpc900Shutter(lambda: sim, SHAPE)
+    cam = SimCamera(SimScene.default(SHAPE[1], SHAPE[0], seed=3), sim, seed=3)
+    masks = np.random.default_rng(3).random((6, *SHAPE)) < 0.5
+    events = []
+    sim.connect_trigger(events.append)
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(trigger_mode="On", trigger_source="Line1",
+                                                exposure_mode="Timed", exposure_us=6 * 300))
+        sh.load_masks(masks, 300)
+        sh.set_start_source("external", delay_us=10, falling_edge=True)
+        assert sim.lut[0].wait_trigger and sim.trigger_in1 == h("0a 00 01")
+        sh.arm()
+        cam.start()
+        assert sim.trigger_in(falling=True)
+        f = cam.fetch(timeout_s=2.0)
+        gt = cam.ground_truth(f.frame_id)
+    assert gt.code.n_chips == 6 and gt.code.chip_us == 300
+    np.testing.assert_array_equal(events[0].masks > 0.5, masks)
