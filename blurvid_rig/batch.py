@@ -27,7 +27,7 @@ from hw.optics import warp_masks
 from recon.classical import reconstruct_global
 from recon.device import resolve_device
 from recon.functional import mask_weights
-from recon.gap import gap_tv
+from recon.gap import PER_PIXEL_SOLVERS, per_pixel_solve
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def reconstruct_capture(
     use_calibration: str = "auto",
     velocity: tuple[float, float] | None = None,
     calibration_max_age_days: float = 30.0,
+    per_pixel_solver: str = "gap-tv",
 ) -> ReconOutcome:
     """Reconstruct every coded frame of one capture into ``<stem>.recon.h5`` (and optional exports).
 
@@ -118,7 +119,8 @@ def reconstruct_capture(
     in the capture: dark subtraction, flat division and, for the classical method, the measured
     effective code; ``use_calibration="none"`` subtracts only the black level. ``velocity``
     ``(dx, dy)`` (pixels per exposure), when the motion is known, replaces the classical method's
-    per-frame estimate.
+    per-frame estimate. A capture coded per pixel (DMD masks) is reconstructed with
+    ``per_pixel_solver``: ``"gap-tv"`` (default) or ``"admm-tv"``.
 
     Raises:
         CaptureFormatError: the capture is malformed.
@@ -126,6 +128,9 @@ def reconstruct_capture(
     """
     if method not in METHODS:
         raise RigError(f"Unknown reconstruction method {method!r}; choose one of {METHODS}.")
+    if per_pixel_solver not in PER_PIXEL_SOLVERS:
+        raise RigError(f"Unknown per-pixel solver {per_pixel_solver!r}; choose one of "
+                       f"{', '.join(PER_PIXEL_SOLVERS)}.")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     outcome = ReconOutcome(source=Path(path))
@@ -136,7 +141,7 @@ def reconstruct_capture(
             if method == "learned":
                 raise RigError(
                     f"{path} is coded per pixel (DMD masks); the learned model takes global codes. "
-                    "Use --method classical (GAP-TV)."
+                    "Use --method classical (GAP-TV or ADMM-TV, --per-pixel-solver)."
                 )
             method = "classical"
         engine, method = _learned_engine(method, code.bits, model, device, force)
@@ -178,7 +183,7 @@ def reconstruct_capture(
         }
         if masks is not None:
             params = {
-                "solver": "gap-tv",
+                "solver": per_pixel_solver,
                 "n_out": k,
                 "masks_sha256": str(cap.dmd.get("masks_sha256", "")),
                 "calibration": corr.used,
@@ -207,7 +212,8 @@ def reconstruct_capture(
             frame_shape=cap.frame_shape,
             source=cap,
             method="learned-codevideonet" if engine else (
-                "gap-tv-per-pixel" if masks is not None else f"{method}-coded-deconvolution"
+                f"{per_pixel_solver}-per-pixel" if masks is not None
+                else f"{method}-coded-deconvolution"
             ),
             parameters=params,
             device=str(dev),
@@ -218,7 +224,8 @@ def reconstruct_capture(
                 corrected = corr.apply(raw)
                 if masks is not None:
                     y = torch.from_numpy(corrected / full_scale).to(dev)
-                    video = (gap_tv(y, wts).float().cpu().numpy() * full_scale).astype(np.float32)
+                    video = per_pixel_solve(per_pixel_solver, y, wts).float().cpu().numpy()
+                    video = (video * full_scale).astype(np.float32)
                     writer.append(video, int(i))
                 elif engine is not None:
                     y = torch.from_numpy(corrected / full_scale)
@@ -303,11 +310,12 @@ def reconstruct_files(
     use_calibration: str = "auto",
     velocity: tuple[float, float] | None = None,
     calibration_max_age_days: float = 30.0,
+    per_pixel_solver: str = "gap-tv",
 ) -> list[ReconOutcome]:
     """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on.
 
-    ``calibration``, ``use_calibration``, ``velocity`` and ``calibration_max_age_days`` (older
-    calibrations get a warning): see :func:`reconstruct_capture`."""
+    ``calibration``, ``use_calibration``, ``velocity``, ``calibration_max_age_days`` (older
+    calibrations get a warning) and ``per_pixel_solver``: see :func:`reconstruct_capture`."""
     from tqdm import tqdm
 
     outcomes = []
@@ -343,6 +351,7 @@ def reconstruct_files(
                     use_calibration=use_calibration,
                     velocity=velocity,
                     calibration_max_age_days=calibration_max_age_days,
+                    per_pixel_solver=per_pixel_solver,
                 )
             )
         except Exception as e:  # reported in the outcome and at the end; the batch goes on

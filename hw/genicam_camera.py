@@ -355,6 +355,10 @@ class GenICamCamera(Camera):
             self._streaming = True
 
     def _do_stop(self) -> None:
+        # Said before taking the lock: a fetch waiting in another thread re-takes the lock after
+        # every slice and could starve this thread on a busy machine; it sees the flag within one
+        # slice, raises, and lets go.
+        self._streaming = False
         with self._io_lock:
             self._streaming = False
             if self._ia is None:

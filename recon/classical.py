@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from recon.functional import CodeLike
-from recon.gap import gap_tv
+from recon.gap import admm_tv, gap_tv
 from recon.psf_deconv import (
     Velocity,
     _as_batch,
@@ -54,6 +54,7 @@ __all__ = [
     "ClassicalResult",
     "VelocityEstimate",
     "estimate_velocity",
+    "admm_tv",
     "gap_tv",
     "motion_psf",
     "reconstruct_global",

@@ -1,7 +1,9 @@
-"""GAP-TV reconstruction of per-pixel coded video (DMD masks).
+"""GAP-TV and ADMM-TV reconstruction of per-pixel coded video (DMD masks).
 
-Holds :func:`gap_tv` (generalized alternating projection with a spatio-temporal TV prior) and its
-private TV denoiser (Chambolle's dual projection with Neumann-border 3-D gradients). Re-exported by
+Holds :func:`gap_tv` (generalized alternating projection with a spatio-temporal TV prior),
+:func:`admm_tv` (the plug-and-play ADMM with the same prior) and their private TV denoiser
+(Chambolle's dual projection with Neumann-border 3-D gradients). Both exploit that ``A A^T`` is
+diagonal for per-pixel coding, so every data step is closed form. Re-exported by
 :mod:`recon.classical`.
 """
 
@@ -13,7 +15,7 @@ from torch import Tensor
 from recon.functional import coded_sum, coded_sum_adjoint
 from recon.psf_deconv import _as_batch, _positive, _robust_range
 
-__all__ = ["gap_tv"]
+__all__ = ["PER_PIXEL_SOLVERS", "admm_tv", "gap_tv", "per_pixel_solve"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,6 +56,25 @@ def _tv_denoise(x: Tensor, lam: float | Tensor, tw: float, iters: int) -> Tensor
     return x - lam * _div3(p, tw)
 
 
+def _setup(y: Tensor, weights: Tensor, iters: int, tv_iters: int, temporal_weight: float,
+           tv_weight: float | None) -> tuple[Tensor, bool, Tensor, Tensor | float, Tensor]:
+    """Checks shared by the solvers; returns y as a batch, whether to squeeze, the weights on
+    y's device, the TV strength and ``A A^T`` (per pixel)."""
+    yb, squeeze = _as_batch(y)
+    if weights.dim() not in (1, 3) or (weights.dim() == 3 and weights.shape[1:] != yb.shape[1:]):
+        raise ValueError(f"weights must be (T, H, W) matching y's {tuple(yb.shape[1:])}, or (T,); "
+                         f"got {tuple(weights.shape)}.")
+    if int(iters) < 1 or int(tv_iters) < 1:
+        raise ValueError("iters and tv_iters must be >= 1.")
+    if temporal_weight < 0:
+        raise ValueError(f"temporal_weight must be >= 0; got {temporal_weight}.")
+    wt = weights.to(device=yb.device, dtype=yb.dtype)
+    lam = (0.1 * _robust_range(yb).unsqueeze(1) if tv_weight is None
+           else _positive("tv_weight", tv_weight))
+    phi = (wt.square().sum(dim=0) if wt.dim() == 3 else wt.square().sum()).clamp(min=1e-12)
+    return yb, squeeze, wt, lam, phi
+
+
 def gap_tv(
     y: Tensor,
     weights: Tensor,
@@ -92,18 +113,7 @@ def gap_tv(
         - weights: ``(T, H, W)`` (or ``(T,)``)
         - output: ``(T, H, W)`` or ``(B, T, H, W)``
     """
-    yb, squeeze = _as_batch(y)
-    if weights.dim() not in (1, 3) or (weights.dim() == 3 and weights.shape[1:] != yb.shape[1:]):
-        raise ValueError(f"weights must be (T, H, W) matching y's {tuple(yb.shape[1:])}, or (T,); "
-                         f"got {tuple(weights.shape)}.")
-    if int(iters) < 1 or int(tv_iters) < 1:
-        raise ValueError("iters and tv_iters must be >= 1.")
-    if temporal_weight < 0:
-        raise ValueError(f"temporal_weight must be >= 0; got {temporal_weight}.")
-    wt = weights.to(device=yb.device, dtype=yb.dtype)
-    lam = (0.1 * _robust_range(yb).unsqueeze(1) if tv_weight is None
-           else _positive("tv_weight", tv_weight))
-    phi = (wt.square().sum(dim=0) if wt.dim() == 3 else wt.square().sum()).clamp(min=1e-12)
+    yb, squeeze, wt, lam, phi = _setup(y, weights, iters, tv_iters, temporal_weight, tv_weight)
     x = coded_sum_adjoint(yb / phi, wt)
     y_acc = yb.clone()
     v = x
@@ -114,3 +124,73 @@ def gap_tv(
             y_acc = y_acc + (yb - av)
         x = v + coded_sum_adjoint(((y_acc if accelerate else yb) - av) / phi, wt)
     return v[0] if squeeze else v
+
+
+def admm_tv(
+    y: Tensor,
+    weights: Tensor,
+    *,
+    iters: int = 60,
+    tv_weight: float | None = None,
+    temporal_weight: float = 0.25,
+    tv_iters: int = 10,
+    rho: float | None = None,
+) -> Tensor:
+    """Plug-and-play ADMM with a spatio-temporal TV prior (ADMM-TV) for per-pixel coded video.
+
+    Splits ``min ||y - A x||^2 / 2 + TV(v)`` with ``x = v`` and iterates
+
+    - ``x = z + A^T (y - A z) / (A A^T + rho)`` with ``z = v - u`` (the exact x-step: ``A A^T`` is
+      diagonal, so the Woodbury identity makes it closed form),
+    - ``v = D(x + u)``, the TV denoiser,
+    - ``u = u + x - v``.
+
+    Unlike GAP, the data term is not enforced exactly at every step. Measured at 128 px, 8 random
+    masks: on sprite scenes it scores like GAP-TV at 1 % noise (23.83 vs 23.80 dB) and 0.4 dB
+    above it at 3 % (23.22 vs 22.81); on a dead-leaves pan 0.2-0.4 dB below it. Same arguments as
+    :func:`gap_tv`, plus:
+
+    Args:
+        rho: the ADMM penalty (default: a tenth of the mean of ``A A^T``; on simulated sprite
+            scenes at 1 % noise, 0.05-0.25 of that mean scored within 0.05 dB of each other and
+            a whole mean 0.5 dB lower).
+
+    Returns:
+        The reconstructed video.
+
+    Raises:
+        ValueError: bad shapes or parameters.
+
+    Shape:
+        - y: ``(H, W)`` or ``(B, H, W)``
+        - weights: ``(T, H, W)`` (or ``(T,)``)
+        - output: ``(T, H, W)`` or ``(B, T, H, W)``
+    """
+    yb, squeeze, wt, lam, phi = _setup(y, weights, iters, tv_iters, temporal_weight, tv_weight)
+    r = 0.1 * phi.mean() if rho is None else _positive("rho", rho)
+    x = coded_sum_adjoint(yb / phi, wt)
+    v = x
+    u = torch.zeros_like(x)
+    for _ in range(int(iters)):
+        z = v - u
+        x = z + coded_sum_adjoint((yb - coded_sum(z, wt)) / (phi + r), wt)
+        v = _tv_denoise(x + u, lam, float(temporal_weight), int(tv_iters))
+        u = u + x - v
+    return v[0] if squeeze else v
+
+
+#: the per-pixel solvers by their command-line names
+PER_PIXEL_SOLVERS = {"gap-tv": gap_tv, "admm-tv": admm_tv}
+
+
+def per_pixel_solve(name: str, y: Tensor, weights: Tensor, **kw) -> Tensor:
+    """Run the per-pixel solver called ``name`` (``"gap-tv"`` or ``"admm-tv"``).
+
+    Raises:
+        ValueError: an unknown name (the sentence lists the known ones).
+    """
+    fn = PER_PIXEL_SOLVERS.get(name)
+    if fn is None:
+        raise ValueError(f"Unknown per-pixel solver {name!r}; choose one of "
+                         f"{', '.join(PER_PIXEL_SOLVERS)}.")
+    return fn(y, weights, **kw)

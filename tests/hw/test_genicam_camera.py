@@ -438,8 +438,9 @@ def test_stop_from_another_thread_ends_a_waiting_fetch(tl_cam: GenICamCamera) ->
     t0 = time.monotonic()
     with pytest.raises(IncompatibleStateError, match="stopped while waiting"):
         tl_cam.fetch(timeout_s=5.0)
+    waited = time.monotonic() - t0  # the fetch ends at once; the producer's stop may go on
     timer.join()
-    assert time.monotonic() - t0 < 2.0
+    assert waited < 2.0, waited
 
 
 def test_two_devices_stream_at_once(viky: Path, tlsimu: Path) -> None:

@@ -766,21 +766,4 @@ def test_wrapping_sprite_comes_back() -> None:
     assert 5 < x < 35
 
 
-def test_render_is_fast_at_1024() -> None:
-    s = SimScene.default(1024, 1024, seed=0)
-    s.render(0.0)
-    t0 = time.perf_counter()
-    for i in range(5):
-        s.render(0.001 * i)
-    assert (time.perf_counter() - t0) / 5 < 0.05
-
-
-def test_coded_frame_is_fast_at_1024() -> None:
-    cam, sh = coded_rig(SimScene.default(1024, 1024, seed=0), CODE8)
-    try:
-        shot(cam, sh)  # builds the fixed patterns
-        t0 = time.perf_counter()
-        shot(cam, sh)
-        assert time.perf_counter() - t0 < 0.5
-    finally:
-        close_all(cam, sh)
+# Rendering speed at 1024x1024 is a benchmark, not a test: bench/bench_capture.py (render only).

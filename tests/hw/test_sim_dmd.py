@@ -93,6 +93,10 @@ def test_cli_capture_with_dmd_masks_and_recon(tmp_path, capsys):
     with ReconFile.open(rec) as rf:
         assert rf.process["method"] == "gap-tv-per-pixel"
         assert np.asarray(rf.video).shape == (2, 8, 48, 64)
+    assert main(["-q", "recon", str(cap), "--per-pixel-solver", "admm-tv", "--overwrite"]) == 0
+    with ReconFile.open(rec) as rf:
+        assert rf.process["method"] == "admm-tv-per-pixel"
+        assert rf.process["parameters"]["solver"] == "admm-tv"
     assert main(["-q", "recon", str(cap), "--method", "learned", "--overwrite"]) == 1
     assert "per pixel" in capsys.readouterr().err
     assert main(["-q", "capture", "--sim", "--masks", "random:8", "--out", str(tmp_path)]) == 2
