@@ -155,16 +155,7 @@ def admm_tv(
             scenes at 1 % noise, 0.05-0.25 of that mean scored within 0.05 dB of each other and
             a whole mean 0.5 dB lower).
 
-    Returns:
-        The reconstructed video.
-
-    Raises:
-        ValueError: bad shapes or parameters.
-
-    Shape:
-        - y: ``(H, W)`` or ``(B, H, W)``
-        - weights: ``(T, H, W)`` (or ``(T,)``)
-        - output: ``(T, H, W)`` or ``(B, T, H, W)``
+    Returns, raises and shapes: as :func:`gap_tv`.
     """
     yb, squeeze, wt, lam, phi = _setup(y, weights, iters, tv_iters, temporal_weight, tv_weight)
     r = 0.1 * phi.mean() if rho is None else _positive("rho", rho)
