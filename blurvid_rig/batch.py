@@ -24,14 +24,15 @@ from blurvid_rig.recon_file import ReconFile, ReconWriter, recon_path_for
 from calibration.model import Calibration
 from hw.errors import RigError
 from hw.optics import warp_masks
-from recon.classical import reconstruct_global
 from recon.device import resolve_device
-from recon.functional import mask_weights
-from recon.gap import PER_PIXEL_SOLVERS, per_pixel_solve
+from recon.gap import PER_PIXEL_SOLVERS
+from recon.operators import CodedExposure
+from recon.solvers import SolverError, solver_for
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "learned", "classical")
+MOTIONS = ("auto", "learned", "spectral")
 
 
 @dataclass
@@ -64,30 +65,6 @@ def output_times_s(chip_us: float, n_chips: int, n_out: int) -> np.ndarray:
     return (np.arange(n_out) + 0.5) * period_s / n_out
 
 
-def _learned_engine(method: str, bits, model: str, device: str, force: bool):
-    """The learned engine for ``method`` (None for classical) and the method that will run."""
-    if method == "classical":
-        return None, "classical"
-    from recon.engine import LearnedEngine, ModelFileError, shipped_models
-
-    if method == "auto" and model not in shipped_models():
-        return None, "classical"
-    try:
-        engine = LearnedEngine(model, device=device)
-    except ModelFileError as e:
-        raise RigError(str(e)) from e
-    ok, why = engine.accepts(bits)
-    if ok or force:
-        return engine, "learned"
-    if method == "auto":
-        return None, "classical"
-    code = "".join(str(b) for b in bits)
-    raise RigError(
-        f"The learned model {engine.name!r} was not trained for code {code}: {why}. Its results "
-        "would be silently wrong; use --method classical, or --force to try it anyway."
-    )
-
-
 def reconstruct_capture(
     path: Path,
     *,
@@ -97,7 +74,7 @@ def reconstruct_capture(
     exports: Sequence[str] = (),
     device: str = "auto",
     overwrite: bool = False,
-    max_blur_px: float = 64.0,
+    max_blur_px: float = 48.0,
     solver: str = "tv",
     model: str = "tiny",
     force: bool = False,
@@ -107,6 +84,7 @@ def reconstruct_capture(
     velocity: tuple[float, float] | None = None,
     calibration_max_age_days: float = 30.0,
     per_pixel_solver: str = "gap-tv",
+    motion: str = "auto",
 ) -> ReconOutcome:
     """Reconstruct every coded frame of one capture into ``<stem>.recon.h5`` (and optional exports).
 
@@ -120,7 +98,13 @@ def reconstruct_capture(
     effective code; ``use_calibration="none"`` subtracts only the black level. ``velocity``
     ``(dx, dy)`` (pixels per exposure), when the motion is known, replaces the classical method's
     per-frame estimate. A capture coded per pixel (DMD masks) is reconstructed with
-    ``per_pixel_solver``: ``"gap-tv"`` (default) or ``"admm-tv"``.
+    ``per_pixel_solver``: ``"gap-tv"`` (default) or ``"admm-tv"``. ``motion`` chooses the classical
+    method's motion estimate: ``"auto"`` (the shipped learned motion model when there is one),
+    ``"learned"`` or ``"spectral"``.
+
+    The capture's physics (:meth:`recon.operators.CodedExposure.from_capture`) and its solver
+    (:func:`recon.solvers.solver_for`) are built once; every frame then goes through
+    ``solver.reconstruct(y, physics, times)``.
 
     Raises:
         CaptureFormatError: the capture is malformed.
@@ -128,6 +112,8 @@ def reconstruct_capture(
     """
     if method not in METHODS:
         raise RigError(f"Unknown reconstruction method {method!r}; choose one of {METHODS}.")
+    if motion not in MOTIONS:
+        raise RigError(f"Unknown motion estimate {motion!r}; choose one of {MOTIONS}.")
     if per_pixel_solver not in PER_PIXEL_SOLVERS:
         raise RigError(f"Unknown per-pixel solver {per_pixel_solver!r}; choose one of "
                        f"{', '.join(PER_PIXEL_SOLVERS)}.")
@@ -137,20 +123,17 @@ def reconstruct_capture(
     with CaptureFile.open(path) as cap:
         code = cap.code
         masks = sensor_masks(cap)
-        if masks is not None:
-            if method == "learned":
-                raise RigError(
-                    f"{path} is coded per pixel (DMD masks); the learned model takes global codes. "
-                    "Use --method classical (GAP-TV or ADMM-TV, --per-pixel-solver)."
-                )
-            method = "classical"
-        engine, method = _learned_engine(method, code.bits, model, device, force)
         coded = np.flatnonzero(np.asarray(cap.image_key) == 0)
         if len(coded) == 0:
             raise CaptureFormatError(f"{path} holds no coded frames (only calibration frames).")
         k = code.n_chips if n_out is None else int(n_out)
         if k < 1:
             raise RigError(f"The number of output frames must be >= 1, got {k}.")
+        if masks is not None and k != code.n_chips:
+            raise RigError(
+                f"A per-pixel capture gives one frame per pattern ({code.n_chips}); "
+                f"--frames {k} is not possible."
+            )
         dst = recon_path_for(path) if out_dir is None else Path(out_dir) / recon_path_for(path).name
         stale = Path(str(dst) + ".partial")
         if (dst.exists() or stale.exists()) and not overwrite:
@@ -158,6 +141,17 @@ def reconstruct_capture(
                 "already exists" if dst.exists() else "was left half-written by an interrupted run"
             )
             raise RigError(f"{dst} {what}; pass --overwrite to replace it.")
+        h, w = cap.frame_shape
+        max_px = float(min(max_blur_px, min(h, w) / 2))
+        try:
+            # the solver first: a refused learned model must not cost a calibration check
+            nominal = CodedExposure.from_capture(code.bits, chip_us=code.chip_us, masks=masks)
+            rec = solver_for(nominal, method, solver=solver, per_pixel_solver=per_pixel_solver,
+                             model=model, device=device, force=force, velocity=velocity,
+                             max_px=max_px, motion=motion)
+        except SolverError as e:
+            raise RigError(str(e)) from e
+        learned = rec.name == "learned"
         stale.unlink(missing_ok=True)
         # with --overwrite the old result stays until the new one is complete
         final_dst = dst
@@ -166,55 +160,32 @@ def reconstruct_capture(
             Path(str(dst) + ".partial").unlink(missing_ok=True)
             dst.unlink(missing_ok=True)
         # the effective code serves the classical global-code solver only
-        use = "sensor" if use_calibration == "auto" and (masks is not None or engine) else (
+        use = "sensor" if use_calibration == "auto" and (masks is not None or learned) else (
             use_calibration)
         corr = corrections_for(cap, calibration, use, calibration_max_age_days)
         full_scale = float(cap.camera_settings.saturation_dn) - corr.mean_dark
-        h, w = cap.frame_shape
-        max_px = float(min(max_blur_px, min(h, w) / 2))
-        params = {
-            "solver": solver,
-            "velocity": "estimated per frame" if velocity is None else
-            f"given ({velocity[0]:g}, {velocity[1]:g}) px per exposure",
-            "max_blur_px": max_px,
-            "n_out": k,
-            "calibration": corr.used,
-            "calibration_warnings": "; ".join(corr.warnings),
-        }
+        physics = CodedExposure.from_capture(
+            code.bits, chip_us=code.chip_us, sub_steps=corr.sub_steps, weights=corr.weights,
+            masks=masks, device=dev if masks is not None else None)
+        params = {**rec.parameters(), "n_out": k}
         if masks is not None:
-            params = {
-                "solver": per_pixel_solver,
-                "n_out": k,
-                "masks_sha256": str(cap.dmd.get("masks_sha256", "")),
-                "calibration": corr.used,
-                "calibration_warnings": "; ".join(corr.warnings),
-            }
-            if k != code.n_chips:
-                raise RigError(
-                    f"A per-pixel capture gives one frame per pattern ({code.n_chips}); "
-                    f"--frames {k} is not possible."
-                )
-        if engine is not None:
-            params = {
-                "model": engine.name,
-                "model_sha256": str(engine.card.get("sha256", "")),
-                "n_out": k,
-                "calibration": corr.used + " (the learned model uses the nominal code)",
-                "calibration_warnings": "; ".join(corr.warnings),
-            }
+            params["masks_sha256"] = str(cap.dmd.get("masks_sha256", ""))
+        elif not learned:
+            params["velocity"] = (
+                "estimated per frame" if velocity is None
+                else f"given ({velocity[0]:g}, {velocity[1]:g}) px per exposure")
+        params["calibration"] = corr.used + (
+            " (the learned model uses the nominal code)" if learned else "")
+        params["calibration_warnings"] = "; ".join(corr.warnings)
         times = output_times_s(code.chip_us, code.n_chips, k)
-        if masks is not None:  # the forward operator's weights, once per capture
-            wts = mask_weights(masks, dtype=torch.float32, device=dev)
+        fractions = torch.from_numpy(times / (code.n_chips * code.chip_us * 1e-6))
         inputs, videos = [], []
         with ReconWriter(
             dst,
             time_s=times,
             frame_shape=cap.frame_shape,
             source=cap,
-            method="learned-codevideonet" if engine else (
-                f"{per_pixel_solver}-per-pixel" if masks is not None
-                else f"{method}-coded-deconvolution"
-            ),
+            method=rec.method_label,
             parameters=params,
             device=str(dev),
             calibration_used=str(params["calibration"]),
@@ -222,31 +193,20 @@ def reconstruct_capture(
             for n, i in enumerate(coded):
                 raw = cap.read_frame(int(i)).astype(np.float32)
                 corrected = corr.apply(raw)
+                y = torch.from_numpy(corrected / full_scale)
                 if masks is not None:
-                    y = torch.from_numpy(corrected / full_scale).to(dev)
-                    video = per_pixel_solve(per_pixel_solver, y, wts).float().cpu().numpy()
-                    video = (video * full_scale).astype(np.float32)
-                    writer.append(video, int(i))
-                elif engine is not None:
-                    y = torch.from_numpy(corrected / full_scale)
-                    frames = engine.reconstruct(y, code.bits, k)
-                    video = (frames.numpy() * full_scale).astype(np.float32)
-                    writer.append(video, int(i))
-                else:
-                    y = torch.from_numpy(corrected / full_scale).to(dev)
-                    res = reconstruct_global(
-                        y, code.bits, n_frames=k, max_px=max_px, method=solver,
-                        sub_steps=corr.sub_steps, weights=corr.weights, velocity=velocity,
-                    )
-                    video = (res.frames.float().cpu().numpy() * full_scale).astype(np.float32)
-                    writer.append(
-                        video,
-                        int(i),
-                        per_frame={
-                            "velocity_x": np.float64(res.velocity[0]),
-                            "velocity_y": np.float64(res.velocity[1]),
-                        },
-                    )
+                    y = y.to(dev)
+                result = rec.reconstruct(y, physics, fractions)
+                video = (result.frames.float().cpu().numpy() * full_scale).astype(np.float32)
+                per_frame = {}
+                if result.velocity is not None:
+                    per_frame["velocity_x"] = np.float64(result.velocity[0])
+                    per_frame["velocity_y"] = np.float64(result.velocity[1])
+                if result.motion is not None:
+                    per_frame["motion_field"] = result.motion.numpy().astype(np.float32)
+                    per_frame["motion_layers"] = np.float64(
+                        result.diagnostics.get("layers", 1.0))
+                writer.append(video, int(i), per_frame=per_frame or None)
                 if len(inputs) < 4:
                     inputs.append(corrected)
                     videos.append(video)
@@ -302,7 +262,7 @@ def reconstruct_files(
     exports: Sequence[str] = (),
     device: str = "auto",
     overwrite: bool = False,
-    max_blur_px: float = 64.0,
+    max_blur_px: float = 48.0,
     model: str = "tiny",
     force: bool = False,
     show_progress: bool = True,
@@ -311,11 +271,13 @@ def reconstruct_files(
     velocity: tuple[float, float] | None = None,
     calibration_max_age_days: float = 30.0,
     per_pixel_solver: str = "gap-tv",
+    motion: str = "auto",
 ) -> list[ReconOutcome]:
     """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on.
 
     ``calibration``, ``use_calibration``, ``velocity``, ``calibration_max_age_days`` (older
-    calibrations get a warning) and ``per_pixel_solver``: see :func:`reconstruct_capture`."""
+    calibrations get a warning), ``per_pixel_solver`` and ``motion``: see
+    :func:`reconstruct_capture`."""
     from tqdm import tqdm
 
     outcomes = []
@@ -352,6 +314,7 @@ def reconstruct_files(
                     velocity=velocity,
                     calibration_max_age_days=calibration_max_age_days,
                     per_pixel_solver=per_pixel_solver,
+                    motion=motion,
                 )
             )
         except Exception as e:  # reported in the outcome and at the end; the batch goes on

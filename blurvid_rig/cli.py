@@ -311,6 +311,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
         velocity=tuple(args.velocity) if args.velocity else None,
         calibration_max_age_days=args.calibration_max_age,
         per_pixel_solver=args.per_pixel_solver,
+        motion=args.motion,
     )
     failed = [o for o in outcomes if o.error]
     for o in outcomes:
@@ -535,8 +536,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--max-blur-px",
         type=float,
-        default=64.0,
-        help="longest motion blur (px over the exposure) the velocity search considers",
+        default=48.0,
+        help="longest motion blur (px over the exposure) the motion estimate considers (the "
+        "shipped motion model was trained up to 48)",
+    )
+    r.add_argument(
+        "--motion",
+        choices=["auto", "learned", "spectral"],
+        default="auto",
+        help="motion estimate of the classical method: learned (the shipped motion model: a "
+        "velocity field, each distinct motion deconvolved on its own), spectral (one global "
+        "velocity from the spectral search), or auto (learned when the model ships; the default)",
     )
     r.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
     r.add_argument(

@@ -170,7 +170,9 @@ def reconstruct_global(
     y: Tensor,
     bits: CodeLike,
     *,
-    n_frames: int,
+    n_frames: int | None = None,
+    times: Sequence[float] | Tensor | None = None,
+    frame_exposure: float | None = None,
     sub_steps: int = 1,
     weights: Tensor | None = None,
     velocity: Sequence[float] | None = None,
@@ -191,6 +193,9 @@ def reconstruct_global(
         y: the coded frame, ``y = sum_k c_k v_k / sum_k c_k`` (dark-subtracted).
         bits: the binary code, K chips in time order.
         n_frames: number of output frames (equal time slots; K gives one per chip).
+        times: explicit frame times in ``[0, 1]`` instead of ``n_frames`` (instantaneous unless
+            ``frame_exposure`` is set).
+        frame_exposure: exposure of each frame as a fraction of the whole exposure.
         sub_steps: S of ``weights``.
         weights: measured per-sub-step code weights ``(K * S,)``; default the ideal code.
         velocity: ``(dx, dy)`` in pixels over the exposure, or ``None`` to estimate it.
@@ -213,7 +218,7 @@ def reconstruct_global(
         raise ValueError(f"y must be one floating-point (H, W) image; got {tuple(y.shape)}.")
     if method not in ("tv", "wiener"):
         raise ValueError(f"method must be 'tv' or 'wiener'; got {method!r}.")
-    windows = _frame_windows(n_frames, None, None)
+    windows = _frame_windows(n_frames, times, frame_exposure)
     w = _time_weights(bits, sub_steps, weights)
     score = None
     if velocity is None:

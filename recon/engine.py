@@ -205,28 +205,36 @@ class LearnedEngine:
 
 
 class ClassicalEngine:
-    """The classical global reconstruction (:func:`recon.classical.reconstruct_global`) behind
-    the same ``reconstruct(y, bits, n_frames)`` call as :class:`LearnedEngine`, for live preview
-    when no learned model applies.
+    """The classical global-code solver (:class:`recon.solvers.ClassicalGlobal`) behind the same
+    ``reconstruct(y, bits, n_frames)`` call as :class:`LearnedEngine`, for live preview when no
+    learned video model applies.
 
-    The frame is first reduced (area average) so that its longer side is at most ``max_side``:
-    velocity estimation and deconvolution then take a fraction of a second on a CPU. Frames come
-    back at the reduced size. ``max_px`` bounds the velocity search at that size (32 px: about 1 s
-    for 256 x 256 on one core; the full search takes several times longer).
+    The frame is first reduced (area average) so that its longer side is at most ``max_side``;
+    frames come back at the reduced size. The motion comes from the shipped learned motion model
+    when there is one (a field; see :mod:`recon.motion`), else from the spectral search bounded
+    by ``max_px`` at the reduced size. :attr:`last` holds the newest full result (velocity,
+    motion field, diagnostics).
     """
 
     def __init__(self, method: str = "wiener", max_side: int = 256, max_px: float = 32.0) -> None:
+        from recon.solvers import ClassicalGlobal
+
         if method not in ("wiener", "tv"):
             raise ValueError(f"method must be 'wiener' or 'tv', got {method!r}.")
         self.method, self.max_side, self.max_px = method, int(max_side), float(max_px)
         self.device = torch.device("cpu")
-        self.name = f"classical ({method})"
+        self.solver = ClassicalGlobal(method, max_px=max_px)
+        motion = "learned motion" if self.solver.uses_learned_motion() else "spectral motion"
+        self.name = f"classical ({method}, {motion})"
+        self.last: Any = None
+        self._physics: dict[tuple[int, ...], Any] = {}
 
     def reconstruct(self, y: Tensor, bits: Sequence[int], n_frames: int | None = None) -> Tensor:
         """[T, h, w] frames from one coded frame ``y`` [H, W] scaled to [0, 1]."""
         import torch.nn.functional as F
 
-        from recon.classical import reconstruct_global
+        from recon.operators import CodedExposure
+        from recon.solvers import equal_times
 
         if y.dim() != 2:
             raise ValueError(f"y must be [H, W], got shape {tuple(y.shape)}.")
@@ -235,10 +243,14 @@ class ClassicalEngine:
         if f > 1:
             size = (max(8, round(y.shape[0] / f)), max(8, round(y.shape[1] / f)))
             y = F.interpolate(y[None, None], size=size, mode="area")[0, 0]
+        key = tuple(int(b) for b in bits)
+        if key not in self._physics:
+            self._physics = {key: CodedExposure.from_capture(key, chip_us=None)}
         n = len(bits) if n_frames is None else int(n_frames)
-        res = reconstruct_global(y, tuple(int(b) for b in bits), n_frames=n, method=self.method,
-                                 max_px=min(self.max_px, min(y.shape) / 2))  # fmt: skip
-        return res.frames.float()
+        self.solver.max_px = min(self.max_px, min(y.shape) / 2 - 1)
+        rec = self.solver.reconstruct(y, self._physics[key], equal_times(n))
+        self.last = rec
+        return rec.frames.float()
 
 
 @dataclass
@@ -250,6 +262,10 @@ class PreviewResult:
     source_index: int
     latency_s: float
     device: str
+    #: the engine's motion field ``(2, th, tw)`` (pixels per exposure per tile), when it has one
+    motion: Tensor | None = None
+    #: side of one motion tile in the frames' pixels
+    motion_tile_px: int | None = None
 
 
 class LivePreview:
@@ -309,6 +325,10 @@ class LivePreview:
             except Exception as e:  # reported to the display, the preview stops
                 self.error = e
                 return
-            result = PreviewResult(frames, index, time.perf_counter() - t0, str(self.engine.device))
+            last = getattr(self.engine, "last", None)
+            result = PreviewResult(frames, index, time.perf_counter() - t0,
+                                   str(self.engine.device),
+                                   motion=getattr(last, "motion", None),
+                                   motion_tile_px=getattr(last, "motion_tile_px", None))
             with self._cv:
                 self._result = result

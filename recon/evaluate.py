@@ -459,10 +459,12 @@ def _load_models(cfg: EvalConfig, notes: list[str]) -> list[_Model]:
 
 def _classical_frames(y: Tensor, bits: str, k: int, velocity: tuple[float, float] | None,
                       max_px: float) -> Tensor:
-    from recon.classical import reconstruct_global
+    from recon.operators import CodedExposure
+    from recon.solvers import equal_times, make_solver
 
-    return reconstruct_global(y.double(), bits, n_frames=k, velocity=velocity, max_px=max_px,
-                              method="tv").frames.float()
+    solver = make_solver("classical-tv", velocity=velocity, max_px=max_px, motion="spectral")
+    physics = CodedExposure.from_capture(bits, chip_us=None)
+    return solver.reconstruct(y, physics, equal_times(k)).frames.float()
 
 
 def _latency_frame(size: int) -> Tensor:

@@ -174,6 +174,10 @@ class CodedExposure(LinearOperator):
 
     weights: Tensor
     bits: Tensor | None
+    #: chip duration in microseconds when built by :meth:`from_capture` (else None).
+    chip_us: float | None = None
+    #: the nominal code as a tuple of 0/1 when built by :meth:`from_capture` (else None).
+    code: tuple[int, ...] | None = None
 
     def __init__(
         self,
@@ -225,6 +229,72 @@ class CodedExposure(LinearOperator):
             )
             self.register_buffer("bits", c.to(device=w.device))
         self.register_buffer("weights", w)
+
+    @classmethod
+    def from_capture(
+        cls,
+        bits: CodeLike,
+        *,
+        chip_us: float | None,
+        sub_steps: int = 1,
+        weights: Tensor | None = None,
+        masks: np.ndarray | Tensor | None = None,
+        device: torch.device | str | None = None,
+    ) -> CodedExposure:
+        """The physics of one capture, built once and handed to every frame's solver.
+
+        Args:
+            bits: the nominal code the controller played (K chips).
+            chip_us: chip duration in microseconds (None where it is not known, e.g. a live
+                preview: no solver needs it, it only dates the frames).
+            sub_steps: S of ``weights``.
+            weights: the calibration's measured effective code as per-sub-step weights
+                ``(K * S,)`` (e.g. from ``code_weights(bits, sub_steps=S, sub_profile=...)``);
+                None for the ideal code.
+            masks: per-pixel transmittance on the sensor ``(K, H, W)`` (a DMD capture), instead of
+                a global code.
+            device: where the weights live.
+
+        Returns:
+            The operator, with ``chip_us`` and the nominal ``code`` attached.
+
+        Raises:
+            ValueError: weights of the wrong length, negative or all zero; a bad code or masks.
+        """
+        c = code_bits(bits)
+        if masks is not None:
+            op = cls(masks=masks, dtype=torch.float32, device=device)
+        else:
+            op = cls(c, sub_steps=sub_steps, dtype=torch.float32, device=device)
+            if weights is not None:
+                w = torch.as_tensor(weights).detach().to(dtype=torch.float64).flatten()
+                if w.numel() != c.numel() * sub_steps:
+                    raise ValueError(f"weights must hold K * S = {c.numel() * sub_steps} values "
+                                     f"({c.numel()} chips x {sub_steps} sub-steps); got "
+                                     f"{w.numel()}.")
+                if bool((w < 0).any()) or float(w.sum()) <= 0 or not bool(w.isfinite().all()):
+                    raise ValueError("weights must be finite, non-negative and not all zero.")
+                op.weights = w.to(dtype=torch.float32, device=op.weights.device)
+                op._effective = True
+        op.chip_us = None if chip_us is None else _positive("chip_us", chip_us)
+        op.code = tuple(int(b) for b in c.tolist())
+        return op
+
+    @property
+    def time_weights(self) -> Tensor:
+        """Per-sample weights of a global code as float64 on the CPU (the blur's time profile).
+
+        Raises:
+            ValueError: the operator is per-pixel.
+        """
+        if self.per_pixel:
+            raise ValueError("A per-pixel (mask) operator has no global time profile.")
+        return self.weights.detach().to(device="cpu", dtype=torch.float64)
+
+    @property
+    def effective(self) -> bool:
+        """Whether the weights are a measured effective code rather than the ideal one."""
+        return self._effective
 
     # ------------------------------------------------------------------ description
 

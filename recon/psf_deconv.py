@@ -26,6 +26,7 @@ from recon.functional import CodeLike, code_bits, code_weights
 
 __all__ = [
     "motion_psf",
+    "motion_psf_batch",
     "tv_deconvolve",
     "wiener_deconvolve",
 ]
@@ -285,6 +286,10 @@ def _motion_psf_batch(
 # ---------------------------------------------------------------------------------------------
 # Deconvolution
 # ---------------------------------------------------------------------------------------------
+
+
+#: Public name of the batched PSF builder (the cost volume of :mod:`recon.motion` uses it).
+motion_psf_batch = _motion_psf_batch
 
 
 def _fast_len(n: int) -> int:

@@ -29,7 +29,10 @@ from recon.psf_deconv import (
 
 __all__ = [
     "VelocityEstimate",
+    "direction_sparsity",
     "estimate_velocity",
+    "periodic_component",
+    "spectrum_scores",
 ]
 
 
@@ -293,3 +296,53 @@ def estimate_velocity(
     return VelocityEstimate(dx=dx + 0.0, dy=dy + 0.0, score=float(nll[i]), direction_margin=margin,
                             noise_sigma=math.sqrt(float(s2[i])),
                             candidates=torch.cat(rows[::-1]).cpu())
+
+
+def periodic_component(u: Tensor) -> Tensor:
+    """Periodic part of ``(..., H, W)`` images (Moisan's periodic + smooth decomposition): the
+    image without the jumps between opposite borders that put a bright cross in its spectrum."""
+    return _periodic_component(u)
+
+
+def spectrum_scores(y: Tensor, weights: Tensor, velocities: list[Velocity],
+                    noise_sigma: float | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Spectral negative log-likelihood of each candidate velocity for one frame.
+
+    The model of :func:`estimate_velocity` (power-law image, blurred, white noise; scale,
+    exponent and noise fitted per candidate). Lower is better; blind to the sign.
+
+    Args:
+        y: the frame ``(H, W)`` (float64 preferred).
+        weights: per-sub-step code weights ``(K * S,)``.
+        velocities: candidates ``(dx, dy)``.
+        noise_sigma: noise standard deviation, fitted when None.
+
+    Returns:
+        ``nll, a, sigma^2, g`` per candidate, each ``(C,)``.
+    """
+    return _Spectrum(y, noise_sigma).score(weights.detach().to("cpu", torch.float64),
+                                           list(velocities))
+
+
+def direction_sparsity(y: Tensor, weights: Tensor, velocity: Velocity,
+                       noise_sigma: float | None = None) -> tuple[float, float]:
+    """Gradient L1 / L2 of the deconvolution with ``velocity`` and with its reverse.
+
+    The true direction of a non-palindromic code gives the sparser (lower) value.
+
+    Args:
+        y: the frame ``(H, W)``.
+        weights: per-sub-step code weights ``(K * S,)``.
+        velocity: ``(dx, dy)``.
+        noise_sigma: noise level, fitted with that blur when None.
+
+    Returns:
+        ``(forward, reverse)``.
+    """
+    w = weights.detach().to("cpu", torch.float64)
+    spec = _Spectrum(y, noise_sigma)
+    _, a, s2, g = spec.score(w, [velocity])
+    nsr = float(s2[0]) / max(spec.grad_energy(float(a[0]), float(g[0])), 1e-30)
+    p = _periodic_component(y)
+    return (_sparsity(p, w, velocity, nsr),
+            _sparsity(p, w, (-velocity[0], -velocity[1]), nsr))

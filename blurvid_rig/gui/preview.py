@@ -61,6 +61,26 @@ def strip_image(frames: np.ndarray, gap: int = 2) -> np.ndarray:
     return out
 
 
+def motion_segments(field: np.ndarray, tile_px: int, min_px: float = 0.75) -> np.ndarray:
+    """Pairs of points ``(2 n, 2)`` (x, y): each tile's path over the exposure, from its centre
+    minus half its velocity to its centre plus half; tiles moving less than ``min_px`` are left
+    out.
+
+    >>> motion_segments(np.array([[[4.0]], [[0.0]]]), 8).tolist()
+    [[2.0, 4.0], [6.0, 4.0]]
+    """
+    _, th, tw = field.shape
+    ys, xs = np.mgrid[0:th, 0:tw]
+    cx, cy = (xs + 0.5) * tile_px, (ys + 0.5) * tile_px
+    vx, vy = field[0], field[1]
+    keep = np.hypot(vx, vy) >= min_px
+    start = np.stack([cx - vx / 2, cy - vy / 2], -1)[keep]
+    end = np.stack([cx + vx / 2, cy + vy / 2], -1)[keep]
+    out = np.empty((2 * len(start), 2), dtype=np.float64)
+    out[0::2], out[1::2] = start, end
+    return out
+
+
 class PreviewPanel(QWidget):
     """The preview: call :meth:`submit` with new coded frames and :meth:`poll` on a timer."""
 
@@ -79,12 +99,24 @@ class PreviewPanel(QWidget):
         self.play_view = self.graphics.addViewBox(lockAspect=True, invertY=True)
         self.play_item = pg.ImageItem(axisOrder="row-major")
         self.play_view.addItem(self.play_item)
+        # the motion field: one segment per tile along its path over the exposure, a dot at the end
+        self.show_motion = QCheckBox("motion")
+        self.show_motion.setChecked(True)
+        self.show_motion.setToolTip("Overlay the estimated motion: each tile's path over the "
+                                    "exposure, a dot where it ends")
+        self.show_motion.toggled.connect(self._motion_visible)
+        self.motion_item = pg.PlotCurveItem(pen=pg.mkPen((0, 230, 255), width=2), connect="pairs")
+        self.motion_heads = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(0, 230, 255),
+                                               pen=None)
+        self.play_view.addItem(self.motion_item)
+        self.play_view.addItem(self.motion_heads)
         self.graphics.nextRow()
         self.strip_view = self.graphics.addViewBox(lockAspect=True, invertY=True)
         self.strip_item = pg.ImageItem(axisOrder="row-major")
         self.strip_view.addItem(self.strip_item)
         bar = QHBoxLayout()
-        for w in (self.enabled, QLabel("method"), self.method, QLabel("frames"), self.n_frames):
+        for w in (self.enabled, QLabel("method"), self.method, QLabel("frames"), self.n_frames,
+                  self.show_motion):
             bar.addWidget(w)
         bar.addStretch(1)
         lay = QVBoxLayout(self)
@@ -144,6 +176,7 @@ class PreviewPanel(QWidget):
             self.play_item.setImage(frames[0], autoLevels=False, levels=(lo, hi))
             self.play_view.autoRange(padding=0.0)
             self.strip_view.autoRange(padding=0.0)
+        self._draw_motion(r.motion, r.motion_tile_px)
         dev = "GPU" if r.device.startswith("cuda") else "CPU"
         self.label.setText(
             f"{self.why}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} in "
@@ -182,6 +215,21 @@ class PreviewPanel(QWidget):
             self._closing = [c for c in self._closing if c.is_alive()] + [t]
             self.preview = None
         self._last_index = -1
+
+    def _draw_motion(self, field: torch.Tensor | None, tile_px: int | None) -> None:
+        """Segments from each tile centre - v/2 to centre + v/2 (the tile's path), dot at the end;
+        tiles that stand still draw nothing."""
+        if field is None or not tile_px:
+            self.motion_item.setData([], [])
+            self.motion_heads.setData([], [])
+            return
+        segs = motion_segments(field.numpy(), int(tile_px))
+        self.motion_item.setData(segs[:, 0], segs[:, 1])
+        self.motion_heads.setData(segs[1::2, 0], segs[1::2, 1])
+
+    def _motion_visible(self, on: bool) -> None:
+        self.motion_item.setVisible(on)
+        self.motion_heads.setVisible(on)
 
     def _toggled(self, on: bool) -> None:
         if not on:

@@ -1,0 +1,507 @@
+"""One solver interface: ``solver.reconstruct(y, physics, times) -> Reconstruction``.
+
+The physics of a capture is a :class:`recon.operators.CodedExposure` built once per capture
+(:meth:`CodedExposure.from_capture`: the nominal code, the calibration's effective code or the
+DMD masks, and the chip duration). A solver is a registered :class:`Reconstructor`; batch
+reconstruction, live preview, evaluation and the demo hold one solver and one physics object and
+loop over frames, without branching on the kind of solver. Registered names
+(:data:`SOLVERS`, :func:`make_solver`):
+
+- ``classical-tv`` / ``classical-wiener``: coded deconvolution (TV or Wiener, unknown
+  boundaries) with the motion estimated per frame. With the shipped learned motion model
+  (:mod:`recon.motion`) the motion is a field: each distinct motion found in the frame (the
+  background's, each moving object's, "still") is deconvolved on its own and the frames are
+  composited by where each motion was found (``layers``); without it, the spectral search of
+  :mod:`recon.velocity` gives one global velocity.
+- ``gap-tv`` / ``admm-tv``: per-pixel (DMD) captures.
+- ``learned``: the shipped CodeVideoNet (:mod:`recon.engine`), when one ships.
+
+New solvers subclass :class:`Reconstructor` and are added with :func:`register`; the contract test
+(``tests/recon/test_solvers.py``) runs every registered name through the interface.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recon.operators import CodedExposure
+
+__all__ = [
+    "Reconstruction",
+    "Reconstructor",
+    "SOLVERS",
+    "SolverError",
+    "equal_times",
+    "make_solver",
+    "register",
+    "solver_for",
+    "solver_names",
+]
+
+
+class SolverError(ValueError):
+    """A solver cannot reconstruct this capture (wrong kind of physics, bad times...)."""
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """What a solver returns for one coded frame.
+
+    Attributes:
+        frames: the latent frames ``(T, H, W)`` float32, in the units of ``y``.
+        times: the frame times as fractions of the exposure ``(T,)``.
+        velocity: the global velocity used ``(dx, dy)`` in pixels per exposure, if any.
+        motion: the motion field ``(2, th, tw)`` (pixels per exposure per tile), if estimated.
+        motion_tile_px: the side of one motion tile in frame pixels.
+        diagnostics: per-frame scalars worth recording (motion source, layers, timings...).
+    """
+
+    frames: Tensor
+    times: Tensor
+    velocity: tuple[float, float] | None = None
+    motion: Tensor | None = None
+    motion_tile_px: int | None = None
+    diagnostics: dict[str, float | str] = field(default_factory=dict)
+
+
+def equal_times(n: int) -> Tensor:
+    """Centres of ``n`` equal parts of the exposure, as fractions ``(n,)``.
+
+    >>> equal_times(4).tolist()
+    [0.125, 0.375, 0.625, 0.875]
+    """
+    if n < 1:
+        raise SolverError(f"The number of output frames must be >= 1; got {n}.")
+    return (torch.arange(n, dtype=torch.float64) + 0.5) / n
+
+
+def _check_times(times: Tensor | Sequence[float]) -> Tensor:
+    t = torch.as_tensor(times, dtype=torch.float64).flatten()
+    if t.numel() == 0 or not bool(((t >= 0) & (t <= 1)).all()):
+        raise SolverError(f"Frame times must be fractions of the exposure in [0, 1]; got "
+                          f"{t.tolist()!r}.")
+    return t
+
+
+class Reconstructor(ABC):
+    """A reconstruction method. Subclasses set :attr:`name` and implement :meth:`accepts` and
+    :meth:`_solve`; :meth:`reconstruct` checks its arguments and times the call."""
+
+    name: str = ""
+    #: the method recorded in reconstruction files.
+    method_label: str = ""
+
+    @abstractmethod
+    def accepts(self, physics: CodedExposure) -> tuple[bool, str]:
+        """Whether this solver can reconstruct captures with ``physics``, and why not."""
+
+    @abstractmethod
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
+        """Reconstruct one frame (arguments already checked)."""
+
+    def parameters(self) -> dict[str, Any]:
+        """The settings to record in a reconstruction file."""
+        return {"solver": self.name}
+
+    def reconstruct(self, y: Tensor, physics: CodedExposure,
+                    times: Tensor | Sequence[float] | None = None) -> Reconstruction:
+        """Frames at ``times`` (fractions of the exposure; default one per chip) from one coded
+        frame ``y`` ``(H, W)`` in units of the full scale (dark-subtracted).
+
+        Raises:
+            SolverError: the physics does not suit this solver, a bad frame or bad times.
+        """
+        if not isinstance(y, Tensor) or y.dim() != 2 or not y.is_floating_point():
+            raise SolverError(f"y must be one floating-point (H, W) frame; got "
+                              f"{getattr(y, 'shape', type(y))}.")
+        ok, why = self.accepts(physics)
+        if not ok:
+            raise SolverError(f"{self.name} cannot reconstruct this capture: {why}")
+        t = equal_times(physics.n_chips) if times is None else _check_times(times)
+        t0 = time.perf_counter()
+        out = self._solve(y, physics, t)
+        out.diagnostics.setdefault("seconds", time.perf_counter() - t0)
+        return out
+
+
+#: name -> factory(**options) of every registered solver.
+SOLVERS: dict[str, Callable[..., Reconstructor]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Reconstructor]], Callable[..., Reconstructor]]:
+    """Class decorator: make a solver available under ``name``."""
+    def deco(cls: Callable[..., Reconstructor]) -> Callable[..., Reconstructor]:
+        SOLVERS[name] = cls
+        return cls
+    return deco
+
+
+def solver_names() -> tuple[str, ...]:
+    """The registered names."""
+    return tuple(SOLVERS)
+
+
+def make_solver(name: str, **options: Any) -> Reconstructor:
+    """The solver registered as ``name``, built with ``options``.
+
+    Raises:
+        SolverError: unknown name (the sentence lists the known ones) or bad options.
+    """
+    if name not in SOLVERS:
+        raise SolverError(f"Unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.")
+    try:
+        return SOLVERS[name](**options)
+    except TypeError as e:
+        raise SolverError(f"Bad options for solver {name!r}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Classical global-code solvers
+# ---------------------------------------------------------------------------------------------
+
+
+_MOTION_CACHE: dict[str, Any] = {}
+
+
+def _shipped_scorer() -> Any:
+    """The shipped motion scorer, its config and card (loaded once), or None when none ships."""
+    if "scorer" not in _MOTION_CACHE:
+        from recon.motion import load_motion_model, shipped_motion_model
+
+        _MOTION_CACHE["scorer"] = (load_motion_model() if shipped_motion_model() is not None
+                                   else None)
+    return _MOTION_CACHE["scorer"]
+
+
+class ClassicalGlobal(Reconstructor):
+    """Coded deconvolution for global codes, motion estimated per frame (or given).
+
+    Args:
+        method: ``"tv"`` or ``"wiener"``.
+        motion: ``"auto"`` (the learned estimator when its model ships, else the spectral
+            search), ``"learned"`` or ``"spectral"``.
+        velocity: a known global velocity ``(dx, dy)`` in pixels per exposure (no estimation).
+        max_px: the largest motion to search, pixels per exposure (capped at half the frame).
+        layers: with the learned estimator, deconvolve each distinct motion of the frame on its
+            own and composite (else one global velocity).
+        max_layers: the most distinct motions per frame.
+        iters: deconvolution iterations (default: :func:`reconstruct_global`'s).
+        device: where the motion estimator runs.
+    """
+
+    def __init__(self, method: str = "tv", *, motion: str = "auto",
+                 velocity: Sequence[float] | None = None, max_px: float = 48.0,
+                 layers: bool = True, max_layers: int = 3, iters: int | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        if method not in ("tv", "wiener"):
+            raise SolverError(f"method must be 'tv' or 'wiener'; got {method!r}.")
+        if motion not in ("auto", "learned", "spectral"):
+            raise SolverError(f"motion must be 'auto', 'learned' or 'spectral'; got {motion!r}.")
+        if motion == "learned" and _shipped_scorer() is None:
+            from recon.motion import MotionModelError, load_motion_model
+
+            try:
+                load_motion_model()
+            except MotionModelError as e:
+                raise SolverError(str(e)) from e
+        self.method = method
+        self.name = f"classical-{method}"
+        self.method_label = "classical-coded-deconvolution"
+        self.motion = motion
+        self.velocity = None if velocity is None else (float(velocity[0]), float(velocity[1]))
+        self.max_px = float(max_px)
+        self.layers = bool(layers)
+        self.max_layers = int(max_layers)
+        self.iters = iters
+        self.device = torch.device(device)
+        self._estimators: dict[tuple[Any, ...], Any] = {}
+
+    def accepts(self, physics: CodedExposure) -> tuple[bool, str]:
+        if physics.per_pixel:
+            return False, ("it is coded per pixel (DMD masks); use gap-tv or admm-tv.")
+        return True, ""
+
+    def uses_learned_motion(self) -> bool:
+        """Whether motion comes from the learned estimator."""
+        return self.velocity is None and self.motion in ("auto", "learned") and (
+            _shipped_scorer() is not None)
+
+    def parameters(self) -> dict[str, Any]:
+        src = ("given" if self.velocity is not None else
+               "learned field (recon/motion.py)" if self.uses_learned_motion() else
+               "spectral search (recon/velocity.py)")
+        p: dict[str, Any] = {"solver": self.name, "motion": src, "max_blur_px": self.max_px,
+                             "layers": self.layers and self.uses_learned_motion()}
+        if self.velocity is not None:
+            p["velocity"] = f"given ({self.velocity[0]:g}, {self.velocity[1]:g}) px per exposure"
+        if self.uses_learned_motion():
+            p["motion_model_sha256"] = _shipped_scorer()[2]["sha256"]
+        return p
+
+    def _estimator(self, physics: CodedExposure) -> Any:
+        from recon.motion import MotionEstimator
+
+        key = (physics.code, tuple(physics.time_weights.tolist()))
+        if key not in self._estimators:
+            scorer, cfg, _ = _shipped_scorer()
+            self._estimators[key] = MotionEstimator(scorer, cfg, physics.time_weights,
+                                                    n_chips=physics.n_chips, device=self.device)
+        return self._estimators[key]
+
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
+        from recon.classical import reconstruct_global
+
+        bits = physics.code if physics.code is not None else tuple(
+            int(b) for b in physics.bits.tolist())  # type: ignore[union-attr]
+        w = physics.time_weights
+        s = physics.sub_steps
+        bound = float(min(self.max_px, min(y.shape) / 2 - 1))
+        slot = 1.0 / len(times)
+        y64 = y.double()
+        diag: dict[str, float | str] = {}
+        if self.velocity is None and self.uses_learned_motion():
+            t0 = time.perf_counter()
+            est = self._estimator(physics).estimate(y, bound)
+            diag["motion_seconds"] = time.perf_counter() - t0
+            diag["motion"] = "learned"
+            vel = est.velocity
+            cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
+            if len(cands) > 1:
+                frames, used = _layered(y64, bits, s, w, est, cands, times, slot, self.method,
+                                        self.iters)
+                diag["layers"] = float(len(used))
+                diag["layer_velocities"] = "; ".join(f"({a:.2f}, {b:.2f})" for a, b in used)
+                return Reconstruction(frames=frames.float(), times=times, velocity=vel,
+                                      motion=est.field, motion_tile_px=est.tile_px,
+                                      diagnostics=diag)
+            res = reconstruct_global(y64, bits, times=times, frame_exposure=slot, sub_steps=s,
+                                     weights=w, velocity=vel, method=self.method, iters=self.iters)
+            diag["layers"] = 1.0
+            return Reconstruction(frames=res.frames.float(), times=times, velocity=res.velocity,
+                                  motion=est.field, motion_tile_px=est.tile_px, diagnostics=diag)
+        res = reconstruct_global(y64, bits, times=times, frame_exposure=slot, sub_steps=s,
+                                 weights=w, velocity=self.velocity, max_px=bound,
+                                 method=self.method, iters=self.iters)
+        diag["motion"] = "given" if self.velocity is not None else "spectral"
+        return Reconstruction(frames=res.frames.float(), times=times, velocity=res.velocity,
+                              diagnostics=diag)
+
+
+def _layer_candidates(est: Any, max_layers: int, min_share: float = 0.08) -> list[tuple[float,
+                                                                                     float]]:
+    """Distinct motions of a frame: the global velocity first, then each motion that holds at
+    least ``min_share`` of the tiles' probability once the earlier ones are explained."""
+    cands = [est.velocity]
+    left = est.tile_prob.clone()
+    r = 1.5 * est.scale
+    for _ in range(max_layers - 1):
+        for c in cands:
+            near = ((est.bank - torch.tensor(c, dtype=est.bank.dtype)).norm(dim=1) <= r)
+            left[near] = 0.0
+        share = left.mean(dim=(-2, -1))
+        j = int(share.argmax())
+        if float(share[j]) < min_share:
+            break
+        cands.append((float(est.bank[j, 0]), float(est.bank[j, 1])))
+    return cands
+
+
+def _layered(y: Tensor, bits: tuple[int, ...], sub_steps: int, w: Tensor, est: Any,
+             cands: list[tuple[float, float]], times: Tensor, slot: float, method: str,
+             iters: int | None) -> tuple[Tensor, list[tuple[float, float]]]:
+    """Deconvolve the frame once per motion and composite by where each motion holds.
+
+    Each motion's share of every tile (probability within 1.5 bank steps, normalised over the
+    motions) is upsampled to pixels and carried along that motion to each frame time, so a
+    moving object's region moves with it.
+    """
+    from recon.classical import reconstruct_global, render_frames
+
+    h, wd = y.shape
+    masses = torch.stack([est.mass_near(c) for c in cands])  # (M, th, tw)
+    masses = masses + 1e-3
+    masses[0] += 1e-2  # ties go to the global motion
+    share = masses / masses.sum(0, keepdim=True)
+    th, tw = share.shape[-2:]
+    tp = est.tile_px
+    # tile (i, j) covers rows i*tp..; pixels beyond the last full tile take the nearest tile
+    full = F.interpolate(share[None], size=(th * tp, tw * tp), mode="bilinear",
+                         align_corners=False)[0]
+    full = F.pad(full, (0, max(0, wd - tw * tp), 0, max(0, h - th * tp)), mode="replicate")
+    full = full[:, :h, :wd].to(y.dtype)
+    frames = torch.zeros(len(times), h, wd, dtype=y.dtype)
+    weight = torch.zeros_like(frames)
+    used = []
+    for m, v in enumerate(cands):
+        if math.hypot(*v) < 0.5:
+            layer = y.unsqueeze(0).expand(len(times), h, wd)
+            mask_t = full[m].unsqueeze(0).expand(len(times), h, wd)
+            v = (0.0, 0.0)
+        else:
+            res = reconstruct_global(y, bits, times=times, frame_exposure=slot,
+                                     sub_steps=sub_steps, weights=w, velocity=v, method=method,
+                                     iters=iters)
+            layer = res.frames
+            mask_t = render_frames(full[m], v, times=times, frame_exposure=slot)
+        frames += layer * mask_t
+        weight += mask_t
+        used.append(v)
+    return frames / weight.clamp(min=1e-6), used
+
+
+register("classical-tv")(lambda **kw: ClassicalGlobal("tv", **kw))
+register("classical-wiener")(lambda **kw: ClassicalGlobal("wiener", **kw))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pixel (DMD) solvers
+# ---------------------------------------------------------------------------------------------
+
+
+class PerPixel(Reconstructor):
+    """GAP-TV or ADMM-TV on per-pixel coded captures (:mod:`recon.gap`); one frame per pattern.
+
+    Args:
+        solver: ``"gap-tv"`` or ``"admm-tv"``.
+        options: passed to the solver function (iterations, TV weight...).
+    """
+
+    def __init__(self, solver: str = "gap-tv", **options: Any) -> None:
+        from recon.gap import PER_PIXEL_SOLVERS
+
+        if solver not in PER_PIXEL_SOLVERS:
+            raise SolverError(f"Unknown per-pixel solver {solver!r}; choose one of "
+                              f"{', '.join(PER_PIXEL_SOLVERS)}.")
+        import inspect
+
+        try:
+            inspect.signature(PER_PIXEL_SOLVERS[solver]).bind(None, None, **options)
+        except TypeError as e:
+            raise SolverError(f"Bad options for solver {solver!r}: {e}") from e
+        self.name = solver
+        self.method_label = f"{solver}-per-pixel"
+        self.options = options
+
+    def accepts(self, physics: CodedExposure) -> tuple[bool, str]:
+        if not physics.per_pixel:
+            return False, ("it has one global code; a static video explains a globally coded "
+                           "frame exactly, so a per-pixel solver cannot recover motion. Use "
+                           "classical-tv.")
+        return True, ""
+
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
+        from recon.gap import per_pixel_solve
+
+        k = physics.n_chips
+        if not torch.allclose(times, equal_times(k)):
+            raise SolverError(f"A per-pixel capture gives one frame per pattern ({k}); other "
+                              "frame times are not possible.")
+        if tuple(y.shape) != physics.frame_shape:
+            raise SolverError(f"The frame is {tuple(y.shape)} but the masks are "
+                              f"{physics.frame_shape}.")
+        wts = physics.weights.to(y.device)
+        video = per_pixel_solve(self.name, y.float(), wts, **self.options)
+        return Reconstruction(frames=video.float(), times=times)
+
+
+register("gap-tv")(lambda **kw: PerPixel("gap-tv", **kw))
+register("admm-tv")(lambda **kw: PerPixel("admm-tv", **kw))
+
+
+# ---------------------------------------------------------------------------------------------
+# The learned video model
+# ---------------------------------------------------------------------------------------------
+
+
+class LearnedVideo(Reconstructor):
+    """A shipped CodeVideoNet (:class:`recon.engine.LearnedEngine`).
+
+    Args:
+        model: a shipped model name or a model card path.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        force: accept codes outside the model's family.
+
+    Raises:
+        SolverError: no such model, or its file does not match its card.
+    """
+
+    name = "learned"
+    method_label = "learned-codevideonet"
+
+    def __init__(self, model: str = "tiny", *, device: str = "auto", force: bool = False,
+                 engine: Any = None) -> None:
+        from recon.engine import LearnedEngine, ModelFileError
+
+        try:
+            self.engine = engine if engine is not None else LearnedEngine(model, device=device)
+        except ModelFileError as e:
+            raise SolverError(str(e)) from e
+        self.force = force
+
+    def accepts(self, physics: CodedExposure) -> tuple[bool, str]:
+        if physics.per_pixel:
+            return False, "it is coded per pixel (DMD masks); the learned model takes global codes."
+        ok, why = self.engine.accepts(physics.code or ())
+        return (True, "") if ok or self.force else (False, why)
+
+    def parameters(self) -> dict[str, Any]:
+        return {"solver": self.name, "model": self.engine.name,
+                "model_sha256": str(self.engine.card.get("sha256", ""))}
+
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
+        frames = self.engine.reconstruct(y.float().cpu(), physics.code, times=times.float())
+        return Reconstruction(frames=frames.float(), times=times)
+
+
+register("learned")(LearnedVideo)
+
+
+def solver_for(physics: CodedExposure, method: str = "auto", *, solver: str = "tv",
+               per_pixel_solver: str = "gap-tv", model: str = "tiny", device: str = "auto",
+               force: bool = False, velocity: Sequence[float] | None = None,
+               max_px: float = 48.0, motion: str = "auto") -> Reconstructor:
+    """The solver a capture gets: the policy of batch reconstruction, live preview and the demo.
+
+    Per-pixel captures get ``per_pixel_solver``. Otherwise ``method="learned"`` takes the shipped
+    video model ``model`` (refusing a code outside its family unless ``force``), ``"auto"`` takes
+    it when it ships and accepts the code, and everything else is ``classical-<solver>`` with
+    the motion from ``motion`` (``"auto"``: the learned motion model when it ships).
+
+    Raises:
+        SolverError: an unknown method, a learned model that is missing or refuses the code.
+    """
+    if method not in ("auto", "learned", "classical"):
+        raise SolverError(f"Unknown reconstruction method {method!r}; choose auto, learned or "
+                          "classical.")
+    if physics.per_pixel:
+        if method == "learned":
+            raise SolverError("The capture is coded per pixel (DMD masks); the learned model "
+                              "takes global codes. Use --method classical (GAP-TV or ADMM-TV, "
+                              "--per-pixel-solver).")
+        return make_solver(per_pixel_solver)
+    if method in ("auto", "learned"):
+        from recon.engine import shipped_models
+
+        if method == "learned" or model in shipped_models():
+            learned = LearnedVideo(model, device=device, force=force)
+            ok, why = learned.accepts(physics)
+            if ok:
+                return learned
+            if method == "learned":
+                code = "".join(str(b) for b in physics.code or ())
+                raise SolverError(
+                    f"The learned model {learned.engine.name!r} was not trained for code {code}: "
+                    f"{why}. Its results would be silently wrong; use --method classical, or "
+                    "--force to try it anyway.")
+    dev = "cpu" if device == "auto" and not torch.cuda.is_available() else (
+        "cuda" if device == "auto" else device)
+    return ClassicalGlobal(solver, motion=motion, velocity=velocity, max_px=max_px, device=dev)

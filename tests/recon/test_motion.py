@@ -1,0 +1,141 @@
+"""The learned motion estimator (recon/motion.py): bank, cost volume, truth maps, model files,
+and the shipped model against the spectral search on a small fixed scene set."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from recon.classical import estimate_velocity
+from recon.functional import code_weights
+from recon.motion import (
+    N_FEATURES,
+    MotionEstimator,
+    MotionModelError,
+    cost_features,
+    estimate_noise_sigma,
+    load_motion_model,
+    shipped_motion_model,
+    velocity_bank,
+)
+from recon.motion_data import STRATA, stratum_scene, velocity_map
+from recon.scenes import Layer, Scene, SceneSampler, coded_batch, default_photos
+
+CODE = "11100101"
+
+
+def test_bank_covers_every_direction_and_length() -> None:
+    b = velocity_bank(6.0)
+    assert b[0].tolist() == [0.0, 0.0]
+    lengths = b[1:].norm(dim=1)
+    assert torch.allclose(lengths, lengths.round(), atol=1e-9)
+    assert sorted(set(lengths.round().long().tolist())) == [1, 2, 3, 4, 5, 6]
+    for target in ((5.0, 0.0), (-5.0, 0.0), (0.0, -5.0), (3.5, 3.5)):
+        d = (b - torch.tensor(target, dtype=b.dtype)).norm(dim=1).min()
+        assert float(d) < 0.6, target
+    with pytest.raises(ValueError, match="max_px"):
+        velocity_bank(0.0)
+
+
+def test_noise_estimate_on_white_noise() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = 0.5 + 0.01 * torch.randn(128, 128, generator=g)
+    assert 0.008 < estimate_noise_sigma(y) < 0.012
+
+
+def test_cost_features_shape_and_zero_hypothesis() -> None:
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(64, 64, generator=g)
+    bank = velocity_bank(4.0)
+    w = code_weights(CODE, sub_steps=2, dtype=torch.float64)
+    f = cost_features(y, w, bank, n_chips=8, tile=8)
+    assert f.shape == (bank.shape[0], N_FEATURES, 8, 8)
+    assert torch.isfinite(f).all()
+    assert bool((f[0, 10] == 1).all()) and bool((f[1:, 10] == 0).all())  # the "still" flag
+    assert float(f[0, 8].abs().max()) == 0.0  # its length
+
+
+def test_velocity_map_follows_the_layers() -> None:
+    bg = Layer(torch.rand(200, 200), velocity_px=(3.0, -1.0))
+    alpha = torch.zeros(40, 40)
+    alpha[5:35, 5:35] = 1.0
+    sprite = Layer(torch.rand(40, 40), alpha=alpha, velocity_px=(-20.0, 10.0))
+    vm = velocity_map(Scene((96, 96), (bg, sprite)))
+    assert vm.shape == (2, 96, 96)
+    assert vm[:, 48, 48].tolist() == pytest.approx([-20.0, 10.0], abs=1e-4)
+    assert vm[:, 2, 2].tolist() == pytest.approx([3.0, -1.0], abs=1e-4)
+
+
+def test_strata_move_what_they_say() -> None:
+    s = SceneSampler(default_photos(), 96, split="test", max_motion_px=48.0)
+    for st in STRATA:
+        sc = stratum_scene(s, st, 3, 0, (10.0, 20.0))
+        speeds = [math.hypot(*layer.velocity_px) for layer in sc.layers]
+        if st == "still":
+            assert max(speeds) == 0.0
+        elif st in ("pan", "pan_accel"):
+            assert len(sc.layers) == 1 and 10.0 <= speeds[0] <= 20.0
+        elif st in ("object", "objects"):
+            assert speeds[0] == 0.0 and all(10.0 <= v <= 20.0 for v in speeds[1:])
+    with pytest.raises(ValueError, match="Unknown stratum"):
+        stratum_scene(s, "tornado", 0, 0, (1.0, 2.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped model
+# ---------------------------------------------------------------------------------------------
+
+
+def _shipped() -> Path:
+    card = shipped_motion_model()
+    assert card is not None, ("no motion model ships (recon/models/motion/motion.json); train "
+                              "one with python -m recon.train_motion --export recon/models/motion")
+    return card
+
+
+def test_shipped_model_loads_with_its_sha256(tmp_path: Path) -> None:
+    card_path = _shipped()
+    scorer, cfg, card = load_motion_model()
+    assert card["kind"] == "motion-scorer" and len(card["sha256"]) == 64
+    assert sum(p.numel() for p in scorer.parameters()) == card["parameters"]
+    # a damaged copy is refused with the reason
+    d = tmp_path / "m"
+    shutil.copytree(card_path.parent, d)
+    w = d / card["weights"]
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(MotionModelError, match="sha256"):
+        load_motion_model(d / card_path.name)
+    (d / card_path.name).write_text(json.dumps({**card, "weights": "gone.safetensors"}))
+    with pytest.raises(MotionModelError, match="missing"):
+        load_motion_model(d / card_path.name)
+
+
+def test_shipped_model_beats_the_spectral_search_on_fixed_scenes() -> None:
+    """Six held-out pans (test photos, 20-40 px per exposure, 192 px frames): the learned
+    estimate's median end-point error and its count of misses (> 2 px) are below the spectral
+    search's."""
+    _shipped()
+    scorer, cfg, _ = load_motion_model()
+    w = code_weights(CODE, sub_steps=4, dtype=torch.float64)
+    est = MotionEstimator(scorer, cfg, w, n_chips=8)
+    s = SceneSampler(default_photos(), 192, split="test", max_motion_px=48.0)
+    learned, spectral = [], []
+    for i in range(6):
+        scene = stratum_scene(s, "pan_accel" if i % 2 else "pan", 0xF1C, i, (20.0, 40.0))
+        y = coded_batch([scene], CODE, sub_steps=4, sigma=0.005, noise_seed=i).y[0, 0]
+        truth = scene.layers[0].velocity_px
+        v = est.estimate(y, 40.0).velocity
+        learned.append(math.hypot(v[0] - truth[0], v[1] - truth[1]))
+        e = estimate_velocity(y.double(), CODE, max_px=40.0, sub_steps=4, weights=w)
+        spectral.append(math.hypot(e.dx - truth[0], e.dy - truth[1]))
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    print("learned", [round(x, 1) for x in learned], "spectral", [round(x, 1) for x in spectral])
+    assert med(learned) < med(spectral)
+    assert sum(x > 2 for x in learned) < sum(x > 2 for x in spectral)
