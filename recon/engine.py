@@ -211,9 +211,10 @@ class ClassicalEngine:
 
     The frame is first reduced (area average) so that its longer side is at most ``max_side``;
     frames come back at the reduced size. The motion comes from the shipped learned motion model
-    when there is one (a field; see :mod:`recon.motion`), else from the spectral search bounded
-    by ``max_px`` at the reduced size. :attr:`last` holds the newest full result (velocity,
-    motion field, diagnostics).
+    when there is one (a field; see :mod:`recon.motion`), and each motion is deconvolved in
+    closed form (``fast``: Wiener with a tapered border, no full-resolution refinement); without
+    the model, from the spectral search bounded by ``max_px`` at the reduced size. :attr:`last`
+    holds the newest full result (velocity, motion field, diagnostics).
     """
 
     def __init__(self, method: str = "wiener", max_side: int = 256, max_px: float = 32.0) -> None:
@@ -223,7 +224,7 @@ class ClassicalEngine:
             raise ValueError(f"method must be 'wiener' or 'tv', got {method!r}.")
         self.method, self.max_side, self.max_px = method, int(max_side), float(max_px)
         self.device = torch.device("cpu")
-        self.solver = ClassicalGlobal(method, max_px=max_px)
+        self.solver = ClassicalGlobal(method, max_px=max_px, fast=True)
         motion = "learned motion" if self.solver.uses_learned_motion() else "spectral motion"
         self.name = f"classical ({method}, {motion})"
         self.last: Any = None

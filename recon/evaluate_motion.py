@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.classical import estimate_velocity
 from recon.metrics import psnr
 from recon.motion_data import STRATA, stratum_scene, velocity_map
 from recon.operators import CodedExposure
@@ -88,11 +87,14 @@ def _object_tiles(scene: Any, tile_px: int) -> tuple[Tensor, Tensor]:
 
 def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
              codes: tuple[str, ...] = CODES, noise: tuple[float, ...] = NOISE,
-             progress: bool = True, split: str = "test") -> list[Sample]:
-    """Run every row on ``n`` scenes per (stratum, code, noise level)."""
-    photos = default_photos()
+             progress: bool = True, split: str = "test", photos: Any = None,
+             dead_leaves_fraction: float = 0.3, label: str = "") -> list[Sample]:
+    """Run every row on ``n`` scenes per (stratum, code, noise level); strata are named
+    ``label + stratum``."""
+    photos = default_photos() if photos is None else photos
     preload_dead_leaves(split)
-    sampler = SceneSampler(photos, size, split=split, max_motion_px=48.0)
+    sampler = SceneSampler(photos, size, split=split, max_motion_px=48.0,
+                           dead_leaves_fraction=dead_leaves_fraction)
     learned = ClassicalGlobal("tv", motion="learned", max_px=48.0)
     learned_g = ClassicalGlobal("tv", motion="learned", max_px=48.0, layers=False)
     spectral = ClassicalGlobal("tv", motion="spectral", max_px=48.0)
@@ -109,7 +111,7 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
                     b = coded_batch([scene], code, sub_steps=SUB_STEPS, sigma=sigma,
                                     noise_seed=SEED + i)
                     y, gt = b.y[0, 0], b.chips[0]
-                    smp = Sample(stratum, code, sigma, scene.motion_px)
+                    smp = Sample(label + stratum, code, sigma, scene.motion_px)
                     smp.psnr["B0"] = _video_psnr(y.expand_as(gt), gt)
                     bg = scene.layers[0].velocity_px
                     t0 = time.perf_counter()
@@ -139,10 +141,6 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
                                 else:
                                     d = (torch.tensor(v).view(2, 1, 1) - m).norm(dim=0)[moving]
                                 smp.object_epe[name] = float(d.median())
-                    # the spectral search alone, for its timing
-                    t0 = time.perf_counter()
-                    estimate_velocity(y.double(), code, max_px=48.0)
-                    smp.seconds["spectral-search"] = time.perf_counter() - t0
                     out.append(smp)
                     done += 1
                     if progress:
@@ -152,6 +150,95 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
                               + " | epe " + ", ".join(f"{k} {v:.1f}" for k, v in smp.epe.items()),
                               file=sys.stderr, flush=True)
     return out
+
+
+#: Debian packages kept out of training and tuning: the independent held-out check.
+HELDOUT_PACKAGES = ("plasma-workspace-wallpapers", "opencv-doc")
+#: Sample videos of opencv-doc (real motion: a street with people walking, a cartoon, a tree).
+HELDOUT_VIDEOS = ("vtest.avi", "Megamind.avi", "tree.avi")
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+def _video_frames(path: Path, size: int, scale: float) -> Tensor:
+    """All frames of a video, grey, linear light (sRGB decoded), resized by ``scale`` and
+    centre-cropped to ``size`` (float32 ``(N, size, size)`` in [0, 1])."""
+    import cv2
+    import numpy as np
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        g = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+        if scale != 1.0:
+            g = cv2.resize(g, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        h, w = g.shape
+        s = min(size, h, w)
+        g = g[(h - s) // 2: (h - s) // 2 + s, (w - s) // 2: (w - s) // 2 + s]
+        frames.append(np.power(g, 2.2))
+    cap.release()
+    if not frames:
+        raise ValueError(f"{path} has no readable frame.")
+    return torch.from_numpy(np.stack(frames))
+
+
+def evaluate_heldout_videos(n_clips: int, size: int = 256, codes: tuple[str, ...] = CODES,
+                            sigma: float = 0.005, progress: bool = True) -> list[Sample]:
+    """Coded frames made from real video: each chip is one video frame (as BDINR's data: a
+    240 fps GoPro frame per chip), ``y = sum_k c_k x_k / sum_k c_k`` plus noise; the truth is the
+    frames themselves. Rows: B0, spectral, learned, learned-global (no true velocity exists)."""
+    learned = ClassicalGlobal("tv", motion="learned", max_px=48.0)
+    learned_g = ClassicalGlobal("tv", motion="learned", max_px=48.0, layers=False)
+    spectral = ClassicalGlobal("tv", motion="spectral", max_px=48.0)
+    out = []
+    for name in HELDOUT_VIDEOS:
+        path = OPENCV_DATA / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; install the held-out data with "
+                                    f"`sudo apt-get install -y {' '.join(HELDOUT_PACKAGES)}`.")
+        scale = 0.5 if name == "vtest.avi" else 1.0
+        video = _video_frames(path, size, scale)
+        for code in codes:
+            k = len(code)
+            phys = CodedExposure.from_capture(code, chip_us=None)
+            times = equal_times(k)
+            c = torch.tensor([int(b) for b in code], dtype=torch.float32)
+            starts = torch.linspace(0, video.shape[0] - k - 1, n_clips).round().long().tolist()
+            for i, s0 in enumerate(starts):
+                gt = video[s0: s0 + k]
+                y = (c.view(k, 1, 1) * gt).sum(0) / c.sum()
+                g = torch.Generator().manual_seed(SEED + i)
+                y = y + sigma * torch.randn(y.shape, generator=g)
+                smp = Sample(f"video:{name.split('.')[0]}", code, sigma, math.nan)
+                smp.psnr["B0"] = _video_psnr(y.expand_as(gt), gt)
+                for row, solver in (("spectral", spectral), ("learned", learned),
+                                    ("learned-global", learned_g)):
+                    t0 = time.perf_counter()
+                    rec = solver.reconstruct(y, phys, times)
+                    smp.seconds[row] = time.perf_counter() - t0
+                    smp.psnr[row] = _video_psnr(rec.frames, gt)
+                out.append(smp)
+                if progress:
+                    print(f"[held-out {name} {code} clip {i}] " + ", ".join(
+                        f"{r} {v:.2f}" for r, v in smp.psnr.items()), file=sys.stderr,
+                        flush=True)
+    return out
+
+
+def evaluate_heldout_photos(n: int, size: int = 256, progress: bool = True) -> list[Sample]:
+    """The strata of :func:`evaluate` on photos of ``plasma-workspace-wallpapers`` only (no dead
+    leaves), which training and tuning never saw."""
+    from recon.scenes import PhotoLibrary, package_photo_paths
+
+    paths = package_photo_paths(("plasma-workspace-wallpapers",))
+    if not paths:
+        raise FileNotFoundError("plasma-workspace-wallpapers is not installed; run `sudo apt-get "
+                                f"install -y {' '.join(HELDOUT_PACKAGES)}`.")
+    lib = PhotoLibrary(roots=sorted({p.parent for p in paths}))
+    return evaluate(n, size, photos=lib, split="train", dead_leaves_fraction=0.0,
+                    progress=progress, label="plasma:")
 
 
 ROWS = ("B0", "spectral", "learned", "learned-global", "wiener-true")
@@ -189,7 +276,6 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
             row[f"flip_{r}"] = _mean(fl)
             row[f"object_epe_{r}"] = _median([s.object_epe[r] for s in ss if r in s.object_epe])
             row[f"seconds_{r}"] = _mean([s.seconds[r] for s in ss])
-        row["seconds_spectral_search"] = _mean([s.seconds["spectral-search"] for s in ss])
         out[f"{code}/{stratum}"] = row
     return out
 
@@ -198,16 +284,8 @@ def _f(x: float | None, nd: int = 2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
-def render_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+def _psnr_table(summary: dict[str, Any]) -> list[str]:
     lines = [
-        "# Motion estimation and classical reconstruction, per stratum",
-        "",
-        f"Generated by `{meta['command']}` on {meta['machine']} ({meta['date']}); "
-        f"{meta['n']} scenes per (stratum, code, noise level), {meta['size']} px, test photos. "
-        f"Motion model: sha256 `{meta['motion_sha256'][:16]}...`.",
-        "",
-        "## Reconstruction PSNR (dB, mean over frames and scenes)",
-        "",
         "| code / stratum | n | B0 | spectral | learned (layers) | learned (global) | "
         "Wiener, true bg velocity | learned - B0 | learned - spectral |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -219,7 +297,40 @@ def render_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(f"| {key} | {r['n']} | {_f(r['psnr_B0'])} | {_f(r['psnr_spectral'])} | "
                      f"{_f(r['psnr_learned'])} | {_f(r['psnr_learned-global'])} | "
                      f"{_f(r['psnr_wiener-true'])} | {_f(d0, 2)} | {_f(d1, 2)} |")
-    lines += [
+    return lines
+
+
+def _motion_table(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        "| code / stratum | EPE spectral | EPE learned | >2 px spectral | >2 px learned | "
+        "flips spectral | flips learned | object EPE spectral | object EPE learned |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(summary):
+        r = summary[key]
+        if r["epe_median_learned"] is None:
+            continue
+        lines.append(
+            f"| {key} | {_f(r['epe_median_spectral'])} | {_f(r['epe_median_learned'])} | "
+            f"{_f(r['epe_gt2_spectral'])} | {_f(r['epe_gt2_learned'])} | "
+            f"{_f(r['flip_spectral'])} | {_f(r['flip_learned'])} | "
+            f"{_f(r['object_epe_spectral'])} | {_f(r['object_epe_learned'])} |")
+    return lines
+
+
+def render_markdown(summary: dict[str, Any], meta: dict[str, Any],
+                    heldout: dict[str, Any] | None = None) -> str:
+    lines = [
+        "# Motion estimation and classical reconstruction, per stratum",
+        "",
+        f"Generated by `{meta['command']}` on {meta['machine']} ({meta['date']}); "
+        f"{meta['n']} scenes per (stratum, code, noise level), {meta['size']} px, test photos. "
+        f"Motion model: sha256 `{meta['motion_sha256'][:16]}...`. Rows: see the docstring of "
+        "`recon/evaluate_motion.py`.",
+        "",
+        "## Reconstruction PSNR (dB, mean over frames and scenes)",
+        "",
+        *_psnr_table(summary),
         "",
         "## Motion",
         "",
@@ -228,31 +339,37 @@ def render_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "scenes with objects, the median error over the objects' tiles (the spectral search has "
         "one global velocity for them).",
         "",
-        "| code / stratum | EPE spectral | EPE learned | >2 px spectral | >2 px learned | "
-        "flips spectral | flips learned | object EPE spectral | object EPE learned |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *_motion_table(summary),
     ]
-    for key in sorted(summary):
-        r = summary[key]
-        lines.append(
-            f"| {key} | {_f(r['epe_median_spectral'])} | {_f(r['epe_median_learned'])} | "
-            f"{_f(r['epe_gt2_spectral'])} | {_f(r['epe_gt2_learned'])} | "
-            f"{_f(r['flip_spectral'])} | {_f(r['flip_learned'])} | "
-            f"{_f(r['object_epe_spectral'])} | {_f(r['object_epe_learned'])} |")
     r = summary["all/all"]
     lines += [
         "",
         "## Seconds per 256x256 frame (mean, this machine, torch threads: "
         f"{meta['threads']})",
         "",
-        f"- spectral search alone: {_f(r['seconds_spectral_search'])} s; classical-tv with it: "
-        f"{_f(r['seconds_spectral'])} s",
+        f"- classical-tv with the spectral search: {_f(r['seconds_spectral'])} s",
         f"- classical-tv with the learned motion field (estimate + refinement + one TV "
         f"deconvolution per layer): {_f(r['seconds_learned'])} s",
+        "- (the steps apart, at 256 and 512 px: `python bench/bench_motion.py`)",
         "",
         "![PSNR per stratum](motion_results.png)",
         "",
     ]
+    if heldout:
+        lines += [
+            "## Independent held-out check",
+            "",
+            "Data kept out of training and tuning: photos of `plasma-workspace-wallpapers` in the "
+            "same strata (`plasma:` rows, no dead leaves), and coded frames made from the real "
+            "videos of `opencv-doc` (`video:` rows: each chip one video frame, linear light, "
+            "noise 0.005; vtest is a fixed camera on a street with people walking, Megamind a "
+            "cartoon with camera motion, tree a hand-held shot).",
+            "",
+            *_psnr_table(heldout),
+            "",
+            *_motion_table(heldout),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -262,8 +379,11 @@ def draw_plot(summary: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CODES), figsize=(6 * len(CODES), 4), sharey=True)
-    for ax, code in zip(axes, CODES, strict=True):
+    codes = [c for c in CODES if any(k.startswith(c + "/") for k in summary)]
+    fig, axes = plt.subplots(1, len(codes), figsize=(6 * len(codes), 4), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, code in zip(axes, codes, strict=True):
         keys = [f"{code}/{s}" for s in STRATA if f"{code}/{s}" in summary]
         x = range(len(keys))
         wdt = 0.16
@@ -290,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--out", type=Path, default=Path("docs/motion_results.md"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--heldout", type=int, default=0, metavar="N",
+                   help="also run the independent held-out check: N scenes per stratum on the "
+                   "plasma-workspace-wallpapers photos and N clips per opencv-doc video")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from recon.motion import shipped_motion_model
@@ -301,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     samples = evaluate(args.n, args.size)
     summary = summarise(samples)
+    held: list[Sample] = []
+    if args.heldout:
+        held = (evaluate_heldout_photos(args.heldout, args.size)
+                + evaluate_heldout_videos(args.heldout, args.size))
     meta = {
         "command": "python -m recon.evaluate_motion " + " ".join(
             argv if argv is not None else sys.argv[1:]),
@@ -310,10 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         "motion_sha256": json.loads(card_path.read_text())["sha256"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(summary, meta))
+    held_summary = summarise(held) if held else None
+    if held_summary:
+        held_summary = {k: v for k, v in held_summary.items() if not k.endswith("/all")
+                        and not k.startswith("all/")}
+    args.out.write_text(render_markdown(summary, meta, held_summary))
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"meta": meta, "summary": summary,
-         "samples": [s.__dict__ for s in samples]}, indent=1))
+        {"meta": meta, "summary": summary, "heldout": held_summary,
+         "samples": [s.__dict__ for s in samples + held]}, indent=1))
     draw_plot(summary, args.out.with_suffix(".png"))
     print(args.out)
     return 0

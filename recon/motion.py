@@ -276,10 +276,14 @@ def _ring_scores(f: Tensor, bank: Tensor) -> Tensor:
 
 
 class MotionScorer(nn.Module):
-    """Scores per (hypothesis, tile) from :func:`cost_features`, mixed over tiles and the frame.
+    """Scores per (hypothesis, tile) from :func:`cost_features`, with two read-outs.
 
-    ``logit = a * s + b * mean_3x3(s) + c * mean_tiles(s)`` with ``s = MLP(features)``; a softmax
-    over the hypotheses then gives each tile a distribution over the bank.
+    ``s = MLP(features)`` per (hypothesis, tile). The *tile* read-out
+    ``a * s + b * mean_3x3(s) + c * mean_tiles(s)`` (softmax over the bank) is each tile's
+    distribution over velocities: the motion field, objects included. The *frame* read-out
+    ``d * mean_tiles(s)`` is the distribution of the background's (camera's) motion. They are
+    trained apart (the tile one on every tile, moving objects weighted up; the frame one on the
+    background's velocity), so a small moving object is not voted down by the frame.
 
     Args:
         hidden: width of the MLP's two hidden layers.
@@ -293,24 +297,25 @@ class MotionScorer(nn.Module):
             nn.Conv2d(hidden, hidden, 1), nn.GELU(),
             nn.Conv2d(hidden, 1, 1),
         )
-        self.mix = nn.Parameter(torch.tensor([1.0, 1.0, 0.5]))
+        self.mix = nn.Parameter(torch.tensor([1.0, 1.0, 0.2, 1.0]))
         self.register_buffer("mean", torch.zeros(N_FEATURES))
         self.register_buffer("std", torch.ones(N_FEATURES))
 
-    def forward(self, feats: Tensor) -> Tensor:
-        """Log-probabilities over the bank per tile.
+    def forward(self, feats: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-probabilities over the bank per tile, and for the frame's background motion.
 
         Shape:
             - feats: ``(B, N, F, th, tw)``
-            - output: ``(B, N, th, tw)``
+            - output: ``(B, N, th, tw)`` and ``(B, N)``
         """
         b, n, f, th, tw = feats.shape
         z = (feats - self.mean.view(1, 1, f, 1, 1)) / self.std.view(1, 1, f, 1, 1)
         s = self.mlp(z.reshape(b * n, f, th, tw)).view(b, n, th, tw)
         nb = F.avg_pool2d(F.pad(s, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
         g = s.mean(dim=(-2, -1), keepdim=True)
-        logit = self.mix[0] * s + self.mix[1] * nb + self.mix[2] * g
-        return logit.log_softmax(dim=1)
+        tile = self.mix[0] * s + self.mix[1] * nb + self.mix[2] * g
+        frame = self.mix[3] * g[..., 0, 0]
+        return tile.log_softmax(dim=1), frame.log_softmax(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,8 +332,9 @@ class MotionEstimate:
         confidence: per-tile probability mass near the chosen velocity ``(th, tw)``.
         tile_px: tile side in full-resolution pixels (tile ``(i, j)`` covers rows
             ``i * tile_px ...`` and columns ``j * tile_px ...`` of the frame).
-        velocity: the global velocity (most probable over all tiles, refined when asked).
-        global_probability: probability of the global velocity's hypothesis averaged over tiles.
+        velocity: the background's (camera's) velocity from the frame read-out, refined when
+            asked.
+        global_probability: the frame read-out's probability near the global velocity.
         scale: the working-scale reduction factor.
         bank: the hypotheses ``(N, 2)`` in full-resolution pixels per exposure.
         tile_prob: per-tile probability of each hypothesis ``(N, th, tw)``.
@@ -352,17 +358,26 @@ class MotionEstimate:
         return (self.tile_prob * near.view(-1, 1, 1)).sum(0)
 
 
-def _soft_argmax(logp: Tensor, bank: Tensor, radius: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Per tile: argmax hypothesis, probability-weighted mean of the bank within ``radius`` of it,
-    and the probability mass there. ``logp`` ``(N, th, tw)``, bank ``(N, 2)``."""
-    p = logp.exp()
-    best = p.argmax(dim=0)  # (th, tw)
-    centre = bank[best]  # (th, tw, 2)
-    d = (bank.view(-1, 1, 1, 2) - centre.unsqueeze(0)).norm(dim=-1)  # (N, th, tw)
-    near = (d <= radius).to(p.dtype) * p
-    mass = near.sum(0)
-    mean = (near.unsqueeze(-1) * bank.view(-1, 1, 1, 2)).sum(0) / mass.clamp(min=1e-12)[..., None]
-    return best, mean.permute(2, 0, 1), mass
+def _neighbourhood(bank: Tensor, radius: float) -> Tensor:
+    """``(N, N)`` 0/1 matrix: hypotheses within ``radius`` of each other."""
+    return ((bank.unsqueeze(0) - bank.unsqueeze(1)).norm(dim=-1) <= radius).to(bank.dtype)
+
+
+def _soft_argmax(p: Tensor, bank: Tensor, nb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per tile: the hypothesis whose neighbourhood (``nb``) holds the most probability, the
+    probability-weighted mean of the bank over that neighbourhood, and its mass.
+
+    Summing over a neighbourhood first keeps a motion whose probability is spread over several
+    close hypotheses from losing to a single isolated one (zero). ``p`` ``(N, th, tw)``, bank
+    ``(N, 2)``."""
+    n, th, tw = p.shape
+    flat = p.reshape(n, -1)
+    nb_mass = nb @ flat  # (N, T)
+    best = nb_mass.argmax(dim=0)  # (T,)
+    sel = nb[best].T * flat  # (N, T): probability inside the winner's neighbourhood
+    mass = sel.sum(0)
+    mean = (sel.T @ bank) / mass.clamp(min=1e-12)[:, None]  # (T, 2)
+    return (best.view(th, tw), mean.T.reshape(2, th, tw), mass.view(th, tw))
 
 
 class MotionEstimator:
@@ -384,6 +399,13 @@ class MotionEstimator:
         self.weights = weights.detach().to(torch.float64).cpu()
         self.device = torch.device(device)
         self._cache: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
+        self._nb: dict[tuple[Any, ...], Tensor] = {}
+
+    def _neighbourhoods(self, bank: Tensor) -> Tensor:
+        key = ("nb", bank.shape[0], float(bank.abs().sum()))
+        if key not in self._nb:
+            self._nb[key] = _neighbourhood(bank, 1.5)
+        return self._nb[key]
 
     def scale_for(self, max_px: float, hw: tuple[int, int]) -> int:
         """The working-scale reduction for a bound of ``max_px`` on an ``hw`` frame."""
@@ -430,35 +452,34 @@ class MotionEstimator:
             The estimate.
         """
         feats, bank, f = self.features(y, max_px)
-        logp = self.scorer(feats.unsqueeze(0))[0]
-        bank32 = bank.to(logp)
-        _, field, mass = _soft_argmax(logp, bank32, 1.5)
-        mean_logp = logp.exp().mean(dim=(-2, -1))
-        g = int(mean_logp.argmax())
-        near = (bank32 - bank32[g]).norm(dim=1) <= 1.5
-        pg = mean_logp * near
-        v = (pg.unsqueeze(1) * bank32).sum(0) / pg.sum().clamp(min=1e-12)
-        vel = (float(v[0]) * f, float(v[1]) * f)
-        if refine and math.hypot(*vel) > 0.5 * f:
+        tile_logp, frame_logp = self.scorer(feats.unsqueeze(0))
+        p = tile_logp[0].exp()
+        bank32 = bank.to(p)
+        nb = self._neighbourhoods(bank32)
+        _, field, mass = _soft_argmax(p, bank32, nb)
+        _, v, pg = _soft_argmax(frame_logp[0].exp().view(-1, 1, 1), bank32, nb)
+        vel = (float(v[0, 0, 0]) * f, float(v[1, 0, 0]) * f)
+        if math.hypot(*vel) <= 0.5 * f:
+            vel = (0.0, 0.0)  # "still" is an answer: nothing to refine
+        elif refine:
             vel = refine_global(y.float().cpu(), self.weights, vel, step_px=float(f),
                                 noise_sigma=noise_sigma)
-        elif math.hypot(*vel) <= 0.5 * f and refine:
-            vel = refine_global(y.float().cpu(), self.weights, vel, step_px=float(f),
-                                noise_sigma=noise_sigma, allow_zero=True)
         return MotionEstimate(field=(field * f).cpu(), confidence=mass.cpu(),
                               tile_px=self.config.tile * f, velocity=vel,
                               global_probability=float(pg.sum()), scale=f,
-                              bank=(bank * f).float().cpu(), tile_prob=logp.exp().cpu())
+                              bank=(bank * f).float().cpu(), tile_prob=p.cpu())
 
 
 def refine_global(y: Tensor, weights: Tensor, velocity: Velocity, *, step_px: float,
                   noise_sigma: float | None = None, allow_zero: bool = False,
-                  max_size: int = 256) -> Velocity:
+                  max_size: int | None = None, half_width: int = 2,
+                  levels: int = 2) -> Velocity:
     """Refine a coarse global velocity at full resolution.
 
     The axis and length: the spectral likelihood of :mod:`recon.velocity` over a local polar grid
-    (lengths within ``+-step_px``, angles within ``+-step_px / length`` radians, two passes at
-    1/4 and 1/16 of ``step_px``); the sign: the sparser of the two deconvolutions.
+    of ``(2 half_width + 1)^2`` candidates around the estimate (lengths within ``+-step_px``,
+    angles within ``+-step_px / length`` radians), then again ``levels - 1`` times on a grid
+    four times finer around the best; the sign: the sparser of the two deconvolutions.
 
     Args:
         y: full-resolution frame ``(H, W)``; a centred crop of ``max_size`` is used.
@@ -467,12 +488,16 @@ def refine_global(y: Tensor, weights: Tensor, velocity: Velocity, *, step_px: fl
         step_px: its uncertainty (the bank step at full resolution).
         noise_sigma: noise level, fitted when None.
         allow_zero: also consider no motion (for a coarse estimate near zero).
-        max_size: side of the crop.
+        max_size: side of the crop (default: three times the motion, at least 128 px).
+        half_width: candidates on each side of the centre, per axis.
+        levels: refinement passes.
 
     Returns:
         The refined ``(dx, dy)``.
     """
     h, w = y.shape
+    if max_size is None:
+        max_size = max(128, math.ceil(3 * (math.hypot(*velocity) + step_px)))
     side = min(h, w, max_size)
     crop = y[(h - side) // 2: (h - side) // 2 + side, (w - side) // 2: (w - side) // 2 + side]
     crop = crop.double()
@@ -480,29 +505,26 @@ def refine_global(y: Tensor, weights: Tensor, velocity: Velocity, *, step_px: fl
     l0, th0 = math.hypot(dx, dy), math.atan2(dy, dx)
     limit = side / 2 - 2
     best = (dx, dy)
-    for level in range(2):
-        dl = step_px / (4 ** level) / 2
-        lengths = [l0 + j * dl for j in range(-4, 5) if 0 < l0 + j * dl <= limit]
+    span = float(step_px)
+    for level in range(levels):
+        dl = span / half_width
+        lengths = [l0 + j * dl for j in range(-half_width, half_width + 1)
+                   if 0 < l0 + j * dl <= limit]
         da = dl / max(l0, 2.0)
         cands = [(ln * math.cos(th0 + j * da), ln * math.sin(th0 + j * da))
-                 for ln in lengths for j in range(-4, 5)]
+                 for ln in lengths for j in range(-half_width, half_width + 1)]
         if allow_zero and level == 0:
             cands.append((0.0, 0.0))
         if not cands:
             break
-        nll, a, s2, g = spectrum_scores(crop, weights, cands, noise_sigma)
-        i = int(nll.argmin())
-        best = cands[i]
+        nll, _, _, _ = spectrum_scores(crop, weights, cands, noise_sigma)
+        best = cands[int(nll.argmin())]
         l0, th0 = math.hypot(*best), math.atan2(best[1], best[0])
         if l0 == 0:
             return (0.0, 0.0)
-    # Sign: the coarse stage's direction, unless the sparsity test clearly disagrees.
+        span /= 4
     fwd, rev = direction_sparsity(crop, weights, best, noise_sigma)
-    if rev < fwd * 0.97:
-        best = (-best[0], -best[1])
-    # keep the coarse sign when the two are within 3 % (ambiguous): the scorer saw both
-    cos = best[0] * dx + best[1] * dy
-    if rev >= fwd * 0.97 and fwd >= rev * 0.97 and cos < 0:
+    if rev < fwd:
         best = (-best[0], -best[1])
     return (best[0] + 0.0, best[1] + 0.0)
 

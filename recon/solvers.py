@@ -195,13 +195,16 @@ class ClassicalGlobal(Reconstructor):
             own and composite (else one global velocity).
         max_layers: the most distinct motions per frame.
         iters: deconvolution iterations (default: :func:`reconstruct_global`'s).
+        fast: for live preview: closed-form Wiener deconvolution with a tapered border (one FFT
+            pass instead of an iterative solve) and the learned motion without the full-resolution
+            refinement.
         device: where the motion estimator runs.
     """
 
     def __init__(self, method: str = "tv", *, motion: str = "auto",
                  velocity: Sequence[float] | None = None, max_px: float = 48.0,
                  layers: bool = True, max_layers: int = 3, iters: int | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 fast: bool = False, device: str | torch.device = "cpu") -> None:
         if method not in ("tv", "wiener"):
             raise SolverError(f"method must be 'tv' or 'wiener'; got {method!r}.")
         if motion not in ("auto", "learned", "spectral"):
@@ -222,6 +225,7 @@ class ClassicalGlobal(Reconstructor):
         self.layers = bool(layers)
         self.max_layers = int(max_layers)
         self.iters = iters
+        self.fast = bool(fast)
         self.device = torch.device(device)
         self._estimators: dict[tuple[Any, ...], Any] = {}
 
@@ -266,29 +270,47 @@ class ClassicalGlobal(Reconstructor):
         s = physics.sub_steps
         bound = float(min(self.max_px, min(y.shape) / 2 - 1))
         slot = 1.0 / len(times)
-        y64 = y.double()
+        yf = y.float()  # float32, as batch reconstruction always ran (float64 took twice as long)
         diag: dict[str, float | str] = {}
+        if not bool(torch.isfinite(yf).all()):
+            raise SolverError("The frame holds NaN or infinite values; check the capture and its "
+                              "calibration (a dark frame or flat field with zeros?).")
+        span = float(yf.max() - yf.min())
+        if span <= 1e-6 * max(1.0, float(yf.abs().max())):
+            # a uniform frame (all dark, all saturated) carries no motion: it is its own video
+            diag["note"] = "uniform frame: reconstructed as itself"
+            field = None
+            if self.velocity is None and self.uses_learned_motion():
+                est = self._estimator(physics)
+                f = est.scale_for(bound, (int(y.shape[0]), int(y.shape[1])))
+                t = est.config.tile
+                field = torch.zeros(2, (y.shape[0] // f) // t, (y.shape[1] // f) // t)
+                diag["motion"] = "learned"
+            return Reconstruction(frames=yf.expand(len(times), *yf.shape).clone(), times=times,
+                                  velocity=(0.0, 0.0), motion=field,
+                                  motion_tile_px=None if field is None else t * f,
+                                  diagnostics=diag)
         if self.velocity is None and self.uses_learned_motion():
             t0 = time.perf_counter()
-            est = self._estimator(physics).estimate(y, bound)
+            est = self._estimator(physics).estimate(y, bound, refine=not self.fast)
             diag["motion_seconds"] = time.perf_counter() - t0
             diag["motion"] = "learned"
             vel = est.velocity
             cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
-            if len(cands) > 1:
-                frames, used = _layered(y64, bits, s, w, est, cands, times, slot, self.method,
-                                        self.iters)
+            if len(cands) > 1 or self.fast:
+                frames, used = _layered(yf, bits, s, w, est, cands, times, slot, self.method,
+                                        self.iters, self.fast)
                 diag["layers"] = float(len(used))
                 diag["layer_velocities"] = "; ".join(f"({a:.2f}, {b:.2f})" for a, b in used)
                 return Reconstruction(frames=frames.float(), times=times, velocity=vel,
                                       motion=est.field, motion_tile_px=est.tile_px,
                                       diagnostics=diag)
-            res = reconstruct_global(y64, bits, times=times, frame_exposure=slot, sub_steps=s,
+            res = reconstruct_global(yf, bits, times=times, frame_exposure=slot, sub_steps=s,
                                      weights=w, velocity=vel, method=self.method, iters=self.iters)
             diag["layers"] = 1.0
             return Reconstruction(frames=res.frames.float(), times=times, velocity=res.velocity,
                                   motion=est.field, motion_tile_px=est.tile_px, diagnostics=diag)
-        res = reconstruct_global(y64, bits, times=times, frame_exposure=slot, sub_steps=s,
+        res = reconstruct_global(yf, bits, times=times, frame_exposure=slot, sub_steps=s,
                                  weights=w, velocity=self.velocity, max_px=bound,
                                  method=self.method, iters=self.iters)
         diag["motion"] = "given" if self.velocity is not None else "spectral"
@@ -296,10 +318,13 @@ class ClassicalGlobal(Reconstructor):
                               diagnostics=diag)
 
 
-def _layer_candidates(est: Any, max_layers: int, min_share: float = 0.08) -> list[tuple[float,
+def _layer_candidates(est: Any, max_layers: int, min_share: float = 0.03) -> list[tuple[float,
                                                                                      float]]:
     """Distinct motions of a frame: the global velocity first, then each motion that holds at
-    least ``min_share`` of the tiles' probability once the earlier ones are explained."""
+    least ``min_share`` of the tiles' probability once the earlier ones are explained, and most
+    of the probability of at least one tile (a small object is a few tiles). A later
+    motion is the mean of the per-tile (soft-argmax) velocities of the tiles it dominates, so it
+    is finer than the bank's step."""
     cands = [est.velocity]
     left = est.tile_prob.clone()
     r = 1.5 * est.scale
@@ -311,13 +336,37 @@ def _layer_candidates(est: Any, max_layers: int, min_share: float = 0.08) -> lis
         j = int(share.argmax())
         if float(share[j]) < min_share:
             break
-        cands.append((float(est.bank[j, 0]), float(est.bank[j, 1])))
+        c = (float(est.bank[j, 0]), float(est.bank[j, 1]))
+        mass = est.mass_near(c)
+        if float(mass.max()) < 0.5:
+            break
+        close = ((est.field - torch.tensor(c).view(2, 1, 1)).norm(dim=0) <= r) & (mass > 0.3)
+        if bool(close.any()):
+            wts = mass * close
+            c = (float((est.field[0] * wts).sum() / wts.sum()),
+                 float((est.field[1] * wts).sum() / wts.sum()))
+        cands.append(c)
     return cands
+
+
+def _fast_frames(y: Tensor, w: Tensor, v: tuple[float, float], times: Tensor,
+                 slot: float) -> Tensor:
+    """Closed-form Wiener deconvolution (tapered border) rendered along ``v``: the live path."""
+    from recon.classical import motion_psf, render_frames, wiener_deconvolve
+    from recon.motion import estimate_noise_sigma
+
+    psf = motion_psf(w, v, dtype=y.dtype)
+    sigma = estimate_noise_sigma(y)
+    gx, gy = y.diff(dim=1), y.diff(dim=0)
+    grad_e = float(gx.square().mean() + gy.square().mean())
+    nsr = max(3 * sigma**2 / max(grad_e, 1e-10), 1e-5)
+    sharp = wiener_deconvolve(y, psf, nsr, boundary="taper")
+    return render_frames(sharp, v, times=times, frame_exposure=slot)
 
 
 def _layered(y: Tensor, bits: tuple[int, ...], sub_steps: int, w: Tensor, est: Any,
              cands: list[tuple[float, float]], times: Tensor, slot: float, method: str,
-             iters: int | None) -> tuple[Tensor, list[tuple[float, float]]]:
+             iters: int | None, fast: bool = False) -> tuple[Tensor, list[tuple[float, float]]]:
     """Deconvolve the frame once per motion and composite by where each motion holds.
 
     Each motion's share of every tile (probability within 1.5 bank steps, normalised over the
@@ -346,6 +395,9 @@ def _layered(y: Tensor, bits: tuple[int, ...], sub_steps: int, w: Tensor, est: A
             layer = y.unsqueeze(0).expand(len(times), h, wd)
             mask_t = full[m].unsqueeze(0).expand(len(times), h, wd)
             v = (0.0, 0.0)
+        elif fast:
+            layer = _fast_frames(y, w, v, times, slot)
+            mask_t = render_frames(full[m], v, times=times, frame_exposure=slot)
         else:
             res = reconstruct_global(y, bits, times=times, frame_exposure=slot,
                                      sub_steps=sub_steps, weights=w, velocity=v, method=method,

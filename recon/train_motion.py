@@ -139,15 +139,22 @@ class Sampler:
         feats = cost_features(y[: hw[0], : hw[1]], w, bank, n_chips=len(code), tile=t,
                               nsr_gain=self.cfg.nsr_gain, otfs=self.otfs[key])
         target, weight = tile_targets(velocity_map(scene), f, t)
+        bg = torch.tensor(scene.layers[0].velocity_px, dtype=torch.float32) / f
+        # tiles on a moving object count four times: they are few, and they are the point
+        weight = weight * (1 + 3 * ((target - bg.view(2, 1, 1)).norm(dim=0) > 1.0).float())
         return feats, target, weight, scene
 
 
 def _loss(scorer: MotionScorer, feats: Tensor, targets: Tensor, weights: Tensor,
-          bank: Tensor) -> Tensor:
-    logp = scorer(feats)  # (B, N, th, tw)
+          background: Tensor, bank: Tensor) -> Tensor:
+    """Soft cross-entropy of the tile read-out (tiles weighted) plus that of the frame read-out
+    against the background's velocity."""
+    tile_logp, frame_logp = scorer(feats)  # (B, N, th, tw), (B, N)
     q = torch.stack([soft_labels(bank.float(), t) for t in targets])
-    ce = -(q * logp).sum(1)  # (B, th, tw)
-    return (ce * weights).sum() / weights.sum().clamp(min=1e-6)
+    ce = -(q * tile_logp).sum(1)  # (B, th, tw)
+    qb = soft_labels(bank.float(), background.T.reshape(2, -1, 1))  # (N, B, 1)
+    ce_frame = -(qb[:, :, 0].T * frame_logp).sum(1).mean()
+    return (ce * weights).sum() / weights.sum().clamp(min=1e-6) + ce_frame
 
 
 def validate(scorer: MotionScorer, cfg: MotionConfig, photos, n_per: int = 4,
@@ -309,19 +316,21 @@ def train(argv: Sequence[str] | None = None) -> int:
             g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         code = _draw_code(gen)
         f = 3 + _pick(gen, 2)
-        fs, ts, ws = [], [], []
+        fs, ts, ws, bgs = [], [], [], []
         for _ in range(args.batch):
             st = sampler.strata[int(torch.multinomial(sampler.stratum_p, 1, generator=gen))]
             sigma = float(10 ** (math.log10(0.001) + float(torch.rand(1, generator=gen))
                                  * (math.log10(0.02) - math.log10(0.001))))
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            fe, tg, wt, _ = sampler.example(code, f, st, seed, 0, sigma)
+            fe, tg, wt, scene = sampler.example(code, f, st, seed, 0, sigma)
             inside = (tg.norm(dim=0) <= cfg.work_max_px).float()
+            bgs.append(torch.tensor(scene.layers[0].velocity_px, dtype=torch.float32) / f)
             fs.append(fe)
             ts.append(tg)
             ws.append(wt * inside)
         scenes_seen += args.batch
-        loss = _loss(scorer, torch.stack(fs), torch.stack(ts), torch.stack(ws), bank)
+        loss = _loss(scorer, torch.stack(fs), torch.stack(ts), torch.stack(ws), torch.stack(bgs),
+                     bank)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)

@@ -119,3 +119,19 @@ def test_solver_for_policy(mask_case) -> None:
     assert solver_for(CodedExposure.from_capture(CODE, chip_us=1)).name == "classical-tv"
     with pytest.raises(SolverError, match="per pixel"):
         solver_for(CodedExposure.from_capture(CODE, chip_us=1, masks=masks), "learned")
+
+
+@pytest.mark.parametrize("motion", ["spectral", "auto"])
+@pytest.mark.parametrize("value", [0.0, 1.0, 0.37])
+def test_uniform_frame_is_its_own_video(value: float, motion: str) -> None:
+    """An all-dark or all-saturated frame carries no motion: it comes back as a constant video
+    (no division by a zero spectrum, no NaN), and a NaN frame is refused with a sentence."""
+    phys = CodedExposure.from_capture(CODE, chip_us=500)
+    solver = make_solver("classical-tv", motion=motion)
+    out = solver.reconstruct(torch.full((96, 96), value), phys)
+    assert torch.equal(out.frames, torch.full((8, 96, 96), value))
+    assert out.velocity == (0.0, 0.0) and "uniform" in str(out.diagnostics["note"])
+    bad = torch.full((96, 96), 0.5)
+    bad[3, 4] = float("nan")
+    with pytest.raises(SolverError, match="NaN"):
+        solver.reconstruct(bad, phys)
