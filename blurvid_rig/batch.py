@@ -167,7 +167,7 @@ def reconstruct_capture(
         physics = CodedExposure.from_capture(
             code.bits, chip_us=code.chip_us, sub_steps=corr.sub_steps, weights=corr.weights,
             masks=masks, device=dev if masks is not None else None)
-        params = {**rec.parameters(), "n_out": k}
+        params = {**rec.parameters(cap.frame_shape), "n_out": k}
         if masks is not None:
             params["masks_sha256"] = str(cap.dmd.get("masks_sha256", ""))
         elif not learned:

@@ -407,17 +407,24 @@ class MotionEstimator:
             self._nb[key] = _neighbourhood(bank, 1.5)
         return self._nb[key]
 
-    def scale_for(self, max_px: float, hw: tuple[int, int]) -> int:
+    @staticmethod
+    def scale(config: MotionConfig, max_px: float, hw: tuple[int, int]) -> int:
         """The working-scale reduction for a bound of ``max_px`` on an ``hw`` frame."""
-        f = max(1, math.ceil(max_px / self.config.work_max_px))
-        return max(1, min(f, min(hw) // self.config.min_work_side))
+        f = max(1, math.ceil(max_px / config.work_max_px))
+        return max(1, min(f, min(hw) // config.min_work_side))
+
+    def scale_for(self, max_px: float, hw: tuple[int, int]) -> int:
+        """:meth:`scale` with this estimator's config."""
+        return self.scale(self.config, max_px, hw)
 
     def bank_and_otfs(self, max_px: float, work_hw: tuple[int, int], f: int) -> tuple[Tensor,
                                                                                      Tensor]:
         """The bank at the working scale and its OTFs (cached per frame size and bound)."""
         key = (round(max_px, 3), work_hw, f)
         if key not in self._cache:
-            bound = min(max_px / f, min(work_hw) / 2 - 2)
+            # beyond 4/3 of the trained range the scorer would extrapolate: a small frame cannot
+            # be reduced enough for a long bound, and such motions are not searched
+            bound = min(max_px / f, min(work_hw) / 2 - 2, self.config.work_max_px * 4 / 3)
             bank = velocity_bank(max(bound, 1.0), angle_px=self.config.angle_px)
             self._cache[key] = (bank, _otfs(self.weights, bank, work_hw, torch.float32)
                                 .to(self.device))
@@ -463,7 +470,7 @@ class MotionEstimator:
             vel = (0.0, 0.0)  # "still" is an answer: nothing to refine
         elif refine:
             vel = refine_global(y.float().cpu(), self.weights, vel, step_px=float(f),
-                                noise_sigma=noise_sigma)
+                                noise_sigma=noise_sigma, max_len=max_px)
         return MotionEstimate(field=(field * f).cpu(), confidence=mass.cpu(),
                               tile_px=self.config.tile * f, velocity=vel,
                               global_probability=float(pg.sum()), scale=f,
@@ -473,7 +480,7 @@ class MotionEstimator:
 def refine_global(y: Tensor, weights: Tensor, velocity: Velocity, *, step_px: float,
                   noise_sigma: float | None = None, allow_zero: bool = False,
                   max_size: int | None = None, half_width: int = 2,
-                  levels: int = 2) -> Velocity:
+                  levels: int = 2, max_len: float | None = None) -> Velocity:
     """Refine a coarse global velocity at full resolution.
 
     The axis and length: the spectral likelihood of :mod:`recon.velocity` over a local polar grid
@@ -491,6 +498,7 @@ def refine_global(y: Tensor, weights: Tensor, velocity: Velocity, *, step_px: fl
         max_size: side of the crop (default: three times the motion, at least 128 px).
         half_width: candidates on each side of the centre, per axis.
         levels: refinement passes.
+        max_len: the longest displacement allowed (the search bound).
 
     Returns:
         The refined ``(dx, dy)``.
@@ -503,7 +511,7 @@ def refine_global(y: Tensor, weights: Tensor, velocity: Velocity, *, step_px: fl
     crop = crop.double()
     dx, dy = velocity
     l0, th0 = math.hypot(dx, dy), math.atan2(dy, dx)
-    limit = side / 2 - 2
+    limit = side / 2 - 2 if max_len is None else min(side / 2 - 2, float(max_len))
     best = (dx, dy)
     span = float(step_px)
     for level in range(levels):

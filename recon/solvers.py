@@ -108,8 +108,8 @@ class Reconstructor(ABC):
     def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
         """Reconstruct one frame (arguments already checked)."""
 
-    def parameters(self) -> dict[str, Any]:
-        """The settings to record in a reconstruction file."""
+    def parameters(self, frame_shape: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The settings to record in a reconstruction file (of frames of ``frame_shape``)."""
         return {"solver": self.name}
 
     def reconstruct(self, y: Tensor, physics: CodedExposure,
@@ -239,7 +239,7 @@ class ClassicalGlobal(Reconstructor):
         return self.velocity is None and self.motion in ("auto", "learned") and (
             _shipped_scorer() is not None)
 
-    def parameters(self) -> dict[str, Any]:
+    def parameters(self, frame_shape: tuple[int, int] | None = None) -> dict[str, Any]:
         src = ("given" if self.velocity is not None else
                "learned field (recon/motion.py)" if self.uses_learned_motion() else
                "spectral search (recon/velocity.py)")
@@ -248,7 +248,14 @@ class ClassicalGlobal(Reconstructor):
         if self.velocity is not None:
             p["velocity"] = f"given ({self.velocity[0]:g}, {self.velocity[1]:g}) px per exposure"
         if self.uses_learned_motion():
-            p["motion_model_sha256"] = _shipped_scorer()[2]["sha256"]
+            scorer, cfg, card = _shipped_scorer()
+            p["motion_model_sha256"] = card["sha256"]
+            if frame_shape is not None:
+                from recon.motion import MotionEstimator
+
+                f = MotionEstimator.scale(cfg, min(self.max_px, min(frame_shape) / 2 - 1),
+                                          frame_shape)
+                p["motion_tile_px"] = cfg.tile * f
         return p
 
     def _estimator(self, physics: CodedExposure) -> Any:
@@ -282,7 +289,7 @@ class ClassicalGlobal(Reconstructor):
             field = None
             if self.velocity is None and self.uses_learned_motion():
                 est = self._estimator(physics)
-                f = est.scale_for(bound, (int(y.shape[0]), int(y.shape[1])))
+                f = est.scale(est.config, bound, (int(y.shape[0]), int(y.shape[1])))
                 t = est.config.tile
                 field = torch.zeros(2, (y.shape[0] // f) // t, (y.shape[1] // f) // t)
                 diag["motion"] = "learned"
@@ -505,7 +512,7 @@ class LearnedVideo(Reconstructor):
         ok, why = self.engine.accepts(physics.code or ())
         return (True, "") if ok or self.force else (False, why)
 
-    def parameters(self) -> dict[str, Any]:
+    def parameters(self, frame_shape: tuple[int, int] | None = None) -> dict[str, Any]:
         return {"solver": self.name, "model": self.engine.name,
                 "model_sha256": str(self.engine.card.get("sha256", ""))}
 
