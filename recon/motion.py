@@ -104,7 +104,7 @@ def velocity_bank(max_px: float, *, angle_px: float = 1.0) -> Tensor:
         float64 ``(N, 2)`` of ``(dx, dy)``; row 0 is ``(0, 0)``.
 
     >>> b = velocity_bank(2.0); b.shape[0], b[0].tolist()
-    (21, [0.0, 0.0])
+    (22, [0.0, 0.0])
     """
     if not (max_px > 0 and math.isfinite(max_px)):
         raise ValueError(f"max_px must be a finite number > 0; got {max_px!r}.")

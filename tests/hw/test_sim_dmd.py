@@ -75,8 +75,9 @@ def test_per_pixel_capture_and_gap_tv_beat_the_global_code(tmp_path):
                 np.testing.assert_array_equal(cap.dmd["masks"], masks)
                 np.testing.assert_array_equal(cap.dmd["dmd_to_camera"], np.eye(3))
     print(f"PSNR per-pixel {results['dmd']:.2f} dB, global {results['global']:.2f} dB")
-    # measured: 22.63 vs 21.21 dB here; 24.91 vs 21.77 dB at 256 px (bench/bench_dmd.py)
-    assert results["dmd"] > results["global"] + 1.0
+    # measured: 22.63 vs 21.92 dB here with the learned motion field (the recon default since
+    # issue 14; 21.21 dB with the spectral search); 24.91 vs 21.77 dB at 256 px (bench/bench_dmd.py)
+    assert results["dmd"] > results["global"] + 0.5
 
 
 def test_cli_capture_with_dmd_masks_and_recon(tmp_path, capsys):
