@@ -206,6 +206,8 @@ def reconstruct_capture(
                     per_frame["motion_field"] = result.motion.numpy().astype(np.float32)
                     per_frame["motion_layers"] = np.float64(
                         result.diagnostics.get("layers", 1.0))
+                    per_frame["motion_confidence"] = np.float64(
+                        result.diagnostics.get("motion_confidence", 1.0))
                 writer.append(video, int(i), per_frame=per_frame or None)
                 if len(inputs) < 4:
                     inputs.append(corrected)

@@ -286,6 +286,7 @@ class ClassicalGlobal(Reconstructor):
         if span <= 1e-6 * max(1.0, float(yf.abs().max())):
             # a uniform frame (all dark, all saturated) carries no motion: it is its own video
             diag["note"] = "uniform frame: reconstructed as itself"
+            diag["motion_confidence"] = 1.0
             field = None
             if self.velocity is None and self.uses_learned_motion():
                 est = self._estimator(physics)
@@ -302,6 +303,7 @@ class ClassicalGlobal(Reconstructor):
             est = self._estimator(physics).estimate(y, bound, refine=not self.fast)
             diag["motion_seconds"] = time.perf_counter() - t0
             diag["motion"] = "learned"
+            diag["motion_confidence"] = est.global_probability
             vel = est.velocity
             cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
             if len(cands) > 1 or self.fast:

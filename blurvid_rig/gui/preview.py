@@ -31,8 +31,9 @@ METHODS = ("auto", "classical", "learned")
 
 
 def choose_engine(method: str, bits: tuple[int, ...]):
-    """The engine for ``method``: ``auto`` takes a shipped learned model whose code family holds
-    ``bits``, else the classical one. Returns ``(engine, why)``."""
+    """The engine for ``method``: ``auto`` takes a shipped learned video model whose code family
+    holds ``bits``, else the classical one (its name says where its motion comes from). Returns
+    ``(engine, why)``."""
     if method in ("auto", "learned"):
         models = shipped_models()
         if models:
@@ -41,24 +42,14 @@ def choose_engine(method: str, bits: tuple[int, ...]):
             ok, reason = is_in_family(bits)
             if ok or method == "learned":
                 return LearnedEngine(models[0]), f"learned model {models[0]}"
-            return ClassicalEngine(), f"classical: {reason}"
+            eng = ClassicalEngine()
+            return eng, f"{eng.name}: {reason}"
         if method == "learned":
-            raise ValueError("No learned model is shipped yet; choose classical.")
-        return ClassicalEngine(), "classical (no learned model shipped)"
-    return ClassicalEngine(), "classical"
-
-
-def strip_image(frames: np.ndarray, gap: int = 2) -> np.ndarray:
-    """[T, H, W] -> one [H, T*W + (T-1)*gap] row of frames separated by NaN-free dark gaps.
-
-    >>> strip_image(np.ones((3, 2, 2))).shape
-    (2, 10)
-    """
-    t, h, w = frames.shape
-    out = np.zeros((h, t * w + (t - 1) * gap), dtype=np.float32)
-    for i in range(t):
-        out[:, i * (w + gap): i * (w + gap) + w] = frames[i]
-    return out
+            raise ValueError("No learned video model is shipped yet; choose classical.")
+        eng = ClassicalEngine()
+        return eng, f"{eng.name} (no learned video model shipped)"
+    eng = ClassicalEngine()
+    return eng, eng.name
 
 
 def motion_segments(field: np.ndarray, tile_px: int, min_px: float = 0.75) -> np.ndarray:

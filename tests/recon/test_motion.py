@@ -162,6 +162,7 @@ def test_live_engine_uses_the_motion_model_and_reports_the_field() -> None:
     th, tw = rec.motion.shape[1:]
     assert th * rec.motion_tile_px <= 128 and tw * rec.motion_tile_px <= 128
     assert rec.diagnostics["motion"] == "learned" and len(rec.velocity) == 2
+    assert 0.0 <= rec.diagnostics["motion_confidence"] <= 1.0
     # the preview hands the field on with the frames
     from recon.engine import LivePreview
 
