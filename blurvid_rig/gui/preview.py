@@ -52,6 +52,19 @@ def choose_engine(method: str, bits: tuple[int, ...]):
     return eng, eng.name
 
 
+def strip_image(frames: np.ndarray, gap: int = 2) -> np.ndarray:
+    """[T, H, W] -> one [H, T*W + (T-1)*gap] row of frames separated by NaN-free dark gaps.
+
+    >>> strip_image(np.ones((3, 2, 2))).shape
+    (2, 10)
+    """
+    t, h, w = frames.shape
+    out = np.zeros((h, t * w + (t - 1) * gap), dtype=np.float32)
+    for i in range(t):
+        out[:, i * (w + gap): i * (w + gap) + w] = frames[i]
+    return out
+
+
 def motion_segments(field: np.ndarray, tile_px: int, min_px: float = 0.75) -> np.ndarray:
     """Pairs of points ``(2 n, 2)`` (x, y): each tile's path over the exposure, from its centre
     minus half its velocity to its centre plus half; tiles moving less than ``min_px`` are left
