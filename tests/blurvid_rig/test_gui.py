@@ -242,8 +242,10 @@ def test_calibrate_from_the_window_then_record_with_it(qtbot, window: MainWindow
     connect(qtbot, window)
     window.camera_panel.black_level.setValue(16.0)  # dark noise must not clip at 0 (Mono8)
     window.apply_camera()
-    qtbot.waitUntil(lambda: window.session.camera.settings.black_level_dn == 16.0,
-                    timeout=WAIT_MS)
+    # the apply task sets the black level before it ends: wait for the task too (the wizard
+    # refuses to open while a device task is busy; on a loaded machine the gap was seen)
+    qtbot.waitUntil(lambda: window.session.camera.settings.black_level_dn == 16.0
+                    and not window.tasks.busy, timeout=WAIT_MS)
     window.open_calibration_wizard()
     wiz = window.wizard
     assert wiz is not None
