@@ -62,6 +62,7 @@ test: apt venv lint
 bench: venv
 	$(BIN)/python bench/bench_capture.py
 	$(BIN)/python bench/bench_recon.py
+	$(BIN)/python bench/bench_motion.py
 	$(MAKE) -C firmware all sim
 	$(BIN)/python bench/bench_shutter.py
 	$(BIN)/python bench/bench_calibration.py
