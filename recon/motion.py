@@ -44,6 +44,7 @@ __all__ = [
     "MotionEstimator",
     "MotionScorer",
     "N_FEATURES",
+    "bank_otfs",
     "cost_features",
     "estimate_noise_sigma",
     "load_motion_model",
@@ -138,7 +139,7 @@ def _fftfreq_grads(h: int, w: int, dtype: torch.dtype, device: torch.device) -> 
     return 4 * torch.sin(math.pi * fy) ** 2 + 4 * torch.sin(math.pi * fx) ** 2
 
 
-def _otfs(weights: Tensor, bank: Tensor, hw: tuple[int, int], dtype: torch.dtype) -> Tensor:
+def bank_otfs(weights: Tensor, bank: Tensor, hw: tuple[int, int], dtype: torch.dtype) -> Tensor:
     """OTFs ``(N, h, w // 2 + 1)`` of the coded PSFs of the bank on an ``hw`` periodic grid."""
     psf = motion_psf_batch(weights, [tuple(v) for v in bank.tolist()], dtype=dtype)
     k = psf.shape[-1]
@@ -212,7 +213,7 @@ def cost_features(y: Tensor, weights: Tensor, bank: Tensor, *, n_chips: int, til
     a2_y = _tile_mean(ymag.square()[None, None], tile)[0, 0].sqrt()
     texture = torch.log(a2_y / math.sqrt(s2) + 1e-3)
     if otfs is None:
-        otfs = _otfs(weights, bank.to(torch.float64), (h, w), torch.float32)
+        otfs = bank_otfs(weights, bank.to(torch.float64), (h, w), torch.float32)
     out = []
     for i in range(0, bank.shape[0], chunk):
         b = bank[i: i + chunk].to(torch.float32)
@@ -426,7 +427,7 @@ class MotionEstimator:
             # be reduced enough for a long bound, and such motions are not searched
             bound = min(max_px / f, min(work_hw) / 2 - 2, self.config.work_max_px * 4 / 3)
             bank = velocity_bank(max(bound, 1.0), angle_px=self.config.angle_px)
-            self._cache[key] = (bank, _otfs(self.weights, bank, work_hw, torch.float32)
+            self._cache[key] = (bank, bank_otfs(self.weights, bank, work_hw, torch.float32)
                                 .to(self.device))
         return self._cache[key]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.scenes import Layer, Scene, SceneSampler, _fill_grid, _sprite_window
+from recon.scenes import Layer, Scene, SceneSampler, fill_layer_grid, sprite_window
 
 __all__ = ["STRATA", "stratum_scene", "velocity_map"]
 
@@ -48,11 +48,11 @@ def velocity_map(scene: Scene) -> Tensor:
     out[1] = float(scene.layers[0].velocity_px[1])
     for layer in scene.layers[1:]:
         assert layer.alpha is not None
-        y0, y1, x0, x1 = _sprite_window(layer, scene.shake, t, (hh, ww))
+        y0, y1, x0, x1 = sprite_window(layer, scene.shake, t, (hh, ww))
         if y0 >= y1 or x0 >= x1:
             continue
         g = torch.empty(1, y1 - y0, x1 - x0, 2)
-        _fill_grid(g, layer, scene.shake, t, xs[x0:x1], ys[y0:y1])
+        fill_layer_grid(g, layer, scene.shake, t, xs[x0:x1], ys[y0:y1])
         a = F.grid_sample(layer.alpha.float()[None, None], g, mode="bilinear",
                           padding_mode="zeros", align_corners=False)[0, 0]
         for d in range(2):

@@ -51,7 +51,8 @@ __all__ = [
     "CameraShake", "CodeFamily", "CodedBatch", "FixedSet", "Layer", "PhotoLibrary",
     "PhotoLibraryError", "Scene", "SceneSampler", "coded_batch", "default_photos", "fixed_set",
     "is_in_family", "make_batch", "motion_class", "motion_extent_px", "package_photo_paths",
-    "preload_dead_leaves", "render", "render_batch", "sample_code",
+    "fill_layer_grid", "preload_dead_leaves", "render", "render_batch", "sample_code",
+    "sprite_window",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -574,6 +575,11 @@ def _sprite_window(layer: Layer, shake: CameraShake, t: np.ndarray,
     y0 = max(0, math.floor(lo[:, 1].min() + (hh - 1) / 2) - 1)
     y1 = min(hh, math.ceil(hi[:, 1].max() + (hh - 1) / 2) + 2)
     return y0, y1, x0, x1
+
+
+#: Public names of the per-layer sampling helpers (recon.motion_data renders alpha maps with them).
+fill_layer_grid = _fill_grid
+sprite_window = _sprite_window
 
 
 def render_batch(scenes: Sequence[Scene], times: Sequence[float] | Tensor,

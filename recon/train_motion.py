@@ -39,7 +39,7 @@ from recon.motion import (
     MotionConfig,
     MotionEstimator,
     MotionScorer,
-    _otfs,
+    bank_otfs,
     config_dict,
     cost_features,
     velocity_bank,
@@ -135,7 +135,7 @@ class Sampler:
         if key not in self.otfs:
             if len(self.otfs) > 64:
                 self.otfs.clear()
-            self.otfs[key] = _otfs(w, bank, hw, torch.float32)
+            self.otfs[key] = bank_otfs(w, bank, hw, torch.float32)
         feats = cost_features(y[: hw[0], : hw[1]], w, bank, n_chips=len(code), tile=t,
                               nsr_gain=self.cfg.nsr_gain, otfs=self.otfs[key])
         target, weight = tile_targets(velocity_map(scene), f, t)
