@@ -145,7 +145,8 @@ def reconstruct_capture(
         max_px = float(min(max_blur_px, min(h, w) / 2))
         try:
             # the solver first: a refused learned model must not cost a calibration check
-            nominal = CodedExposure.from_capture(code.bits, chip_us=code.chip_us, masks=masks)
+            nominal = CodedExposure.from_capture(code.bits, chip_us=code.chip_us, masks=masks,
+                                                 device=dev if masks is not None else None)
             rec = solver_for(nominal, method, solver=solver, per_pixel_solver=per_pixel_solver,
                              model=model, device=device, force=force, velocity=velocity,
                              max_px=max_px, motion=motion)
@@ -164,9 +165,10 @@ def reconstruct_capture(
             use_calibration)
         corr = corrections_for(cap, calibration, use, calibration_max_age_days)
         full_scale = float(cap.camera_settings.saturation_dn) - corr.mean_dark
-        physics = CodedExposure.from_capture(
-            code.bits, chip_us=code.chip_us, sub_steps=corr.sub_steps, weights=corr.weights,
-            masks=masks, device=dev if masks is not None else None)
+        # a measured effective code changes a global code's physics; masks stay as they are
+        physics = nominal if masks is not None or corr.weights is None else (
+            CodedExposure.from_capture(code.bits, chip_us=code.chip_us, sub_steps=corr.sub_steps,
+                                       weights=corr.weights))
         params = {**rec.parameters(cap.frame_shape), "n_out": k}
         if masks is not None:
             params["masks_sha256"] = str(cap.dmd.get("masks_sha256", ""))

@@ -248,7 +248,6 @@ class ClassicalEngine:
         if key not in self._physics:
             self._physics = {key: CodedExposure.from_capture(key, chip_us=None)}
         n = len(bits) if n_frames is None else int(n_frames)
-        self.solver.max_px = min(self.max_px, min(y.shape) / 2 - 1)
         rec = self.solver.reconstruct(y, self._physics[key], equal_times(n))
         self.last = rec
         return rec.frames.float()

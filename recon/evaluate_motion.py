@@ -38,11 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from recon.metrics import psnr
-from recon.motion_data import STRATA, stratum_scene, velocity_map
+from recon.motion_data import STRATA, stratum_scene, tile_targets, velocity_map
 from recon.operators import CodedExposure
 from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves
 from recon.solvers import ClassicalGlobal, equal_times
@@ -75,14 +74,9 @@ def _video_psnr(pred: Tensor, gt: Tensor) -> float:
 
 def _object_tiles(scene: Any, tile_px: int) -> tuple[Tensor, Tensor]:
     """True per-tile velocity and the mask of tiles covered by moving objects (pure tiles)."""
-    vm = velocity_map(scene)
-    h, w = (vm.shape[1] // tile_px) * tile_px, (vm.shape[2] // tile_px) * tile_px
-    v = vm[:, :h, :w]
-    m = F.avg_pool2d(v[None], tile_px)[0]
-    var = (F.avg_pool2d(v.square()[None], tile_px)[0] - m.square()).sum(0)
+    m, uniform = tile_targets(velocity_map(scene), 1, tile_px)
     bg = torch.tensor(scene.layers[0].velocity_px).view(2, 1, 1)
-    moving = ((m - bg).norm(dim=0) > 2.0) & (var < 1.0)
-    return m, moving
+    return m, ((m - bg).norm(dim=0) > 2.0) & (uniform > math.exp(-1.0))
 
 
 def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
@@ -284,38 +278,37 @@ def _f(x: float | None, nd: int = 2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
-def _psnr_table(summary: dict[str, Any]) -> list[str]:
-    lines = [
-        "| code / stratum | n | B0 | spectral | learned (layers) | learned (global) | "
-        "Wiener, true bg velocity | learned - B0 | learned - spectral |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def _table(summary: dict[str, Any], header: list[str], cells, keep=None) -> list[str]:
+    """Markdown rows ``key | cells(row)...`` for every (sorted) key of ``summary`` that ``keep``
+    accepts."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in sorted(summary):
         r = summary[key]
-        d0 = (None if r["psnr_learned"] is None else r["psnr_learned"] - r["psnr_B0"])
-        d1 = (None if r["psnr_learned"] is None else r["psnr_learned"] - r["psnr_spectral"])
-        lines.append(f"| {key} | {r['n']} | {_f(r['psnr_B0'])} | {_f(r['psnr_spectral'])} | "
-                     f"{_f(r['psnr_learned'])} | {_f(r['psnr_learned-global'])} | "
-                     f"{_f(r['psnr_wiener-true'])} | {_f(d0, 2)} | {_f(d1, 2)} |")
+        if keep is None or keep(r):
+            lines.append("| " + " | ".join([key, *cells(r)]) + " |")
     return lines
+
+
+def _psnr_table(summary: dict[str, Any]) -> list[str]:
+    def cells(r: dict[str, Any]) -> list[str]:
+        def gain(ref: str) -> float | None:
+            return None if r["psnr_learned"] is None else r["psnr_learned"] - r[ref]
+
+        return [str(r["n"]), *(_f(r[f"psnr_{k}"]) for k in ROWS), _f(gain("psnr_B0")),
+                _f(gain("psnr_spectral"))]
+
+    return _table(summary, ["code / stratum", "n", "B0", "spectral", "learned (layers)",
+                            "learned (global)", "Wiener, true bg velocity", "learned - B0",
+                            "learned - spectral"], cells)
 
 
 def _motion_table(summary: dict[str, Any]) -> list[str]:
-    lines = [
-        "| code / stratum | EPE spectral | EPE learned | >2 px spectral | >2 px learned | "
-        "flips spectral | flips learned | object EPE spectral | object EPE learned |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key in sorted(summary):
-        r = summary[key]
-        if r["epe_median_learned"] is None:
-            continue
-        lines.append(
-            f"| {key} | {_f(r['epe_median_spectral'])} | {_f(r['epe_median_learned'])} | "
-            f"{_f(r['epe_gt2_spectral'])} | {_f(r['epe_gt2_learned'])} | "
-            f"{_f(r['flip_spectral'])} | {_f(r['flip_learned'])} | "
-            f"{_f(r['object_epe_spectral'])} | {_f(r['object_epe_learned'])} |")
-    return lines
+    keys = ("epe_median", "epe_gt2", "flip", "object_epe")
+    return _table(summary, ["code / stratum", "EPE spectral", "EPE learned", ">2 px spectral",
+                            ">2 px learned", "flips spectral", "flips learned",
+                            "object EPE spectral", "object EPE learned"],
+                  lambda r: [_f(r[f"{k}_{m}"]) for k in keys for m in ("spectral", "learned")],
+                  keep=lambda r: r["epe_median_learned"] is not None)
 
 
 def render_markdown(summary: dict[str, Any], meta: dict[str, Any],

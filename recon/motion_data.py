@@ -19,7 +19,7 @@ from torch import Tensor
 
 from recon.scenes import Layer, Scene, SceneSampler, fill_layer_grid, sprite_window
 
-__all__ = ["STRATA", "stratum_scene", "velocity_map"]
+__all__ = ["STRATA", "stratum_scene", "tile_targets", "velocity_map"]
 
 #: Motion strata: ``pan`` (the background translates), ``pan_accel`` (with acceleration),
 #: ``object`` (one object over a still background), ``objects`` (2-3 objects in different
@@ -59,6 +59,25 @@ def velocity_map(scene: Scene) -> Tensor:
             reg = out[d, y0:y1, x0:x1]
             reg.mul_(1 - a).add_(a * float(layer.velocity_px[d]))
     return out
+
+
+def tile_targets(vmap: Tensor, f: int, tile: int) -> tuple[Tensor, Tensor]:
+    """Per-tile mean velocity (working px) and weight (uniformity of the motion in the tile).
+
+    Args:
+        vmap: ``(2, H, W)`` full-resolution velocity map.
+        f: working-scale reduction.
+        tile: tile side at the working scale.
+
+    Returns:
+        ``(2, th, tw)`` velocities and ``(th, tw)`` weights in ``(0, 1]``.
+    """
+    k = f * tile
+    h, w = (vmap.shape[1] // k) * k, (vmap.shape[2] // k) * k
+    v = vmap[:, :h, :w] / f
+    m = F.avg_pool2d(v[None], k)[0]
+    var = (F.avg_pool2d(v.square()[None], k)[0] - m.square()).sum(0).clamp(min=0)
+    return m, torch.exp(-var / 1.0)
 
 
 def _direction(rng: np.random.Generator) -> np.ndarray:

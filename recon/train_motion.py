@@ -44,7 +44,7 @@ from recon.motion import (
     cost_features,
     velocity_bank,
 )
-from recon.motion_data import STRATA, stratum_scene, velocity_map
+from recon.motion_data import STRATA, stratum_scene, tile_targets, velocity_map
 from recon.scenes import (
     CODE_FAMILY,
     SceneSampler,
@@ -72,25 +72,6 @@ def _draw_code(gen: torch.Generator) -> str:
     if u < 0.6:
         return CODE_16
     return "".join(str(b) for b in CODE_FAMILY.sample(gen, lengths=range(8, 25)))
-
-
-def tile_targets(vmap: Tensor, f: int, tile: int) -> tuple[Tensor, Tensor]:
-    """Per-tile mean velocity (working px) and weight (uniformity of the motion in the tile).
-
-    Args:
-        vmap: ``(2, H, W)`` full-resolution velocity map.
-        f: working-scale reduction.
-        tile: tile side at the working scale.
-
-    Returns:
-        ``(2, th, tw)`` velocities and ``(th, tw)`` weights in ``(0, 1]``.
-    """
-    k = f * tile
-    h, w = (vmap.shape[1] // k) * k, (vmap.shape[2] // k) * k
-    v = vmap[:, :h, :w] / f
-    m = F.avg_pool2d(v[None], k)[0]
-    var = (F.avg_pool2d(v.square()[None], k)[0] - m.square()).sum(0).clamp(min=0)
-    return m, torch.exp(-var / 1.0)
 
 
 def soft_labels(bank: Tensor, target: Tensor, sigma: float = LABEL_SIGMA) -> Tensor:
