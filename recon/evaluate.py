@@ -442,7 +442,10 @@ def _load_models(cfg: EvalConfig, notes: list[str]) -> list[_Model]:
     for name in cfg.models:
         card = Path(cfg.models_dir) / f"{name}.json"
         if not card.exists():
-            notes.append(f"Model `{name}` is not in `{cfg.models_dir}` (not trained or exported "
+            where = Path(cfg.models_dir).resolve()
+            root = Path(__file__).resolve().parents[1]
+            where = where.relative_to(root) if where.is_relative_to(root) else where
+            notes.append(f"Model `{name}` is not in `{where}` (not trained or exported "
                          "yet): its rows are left out.")
             continue
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -115,7 +116,11 @@ class MainWindow(QMainWindow):
                  out_dir: Path = Path("captures")) -> None:  # fmt: skip
         super().__init__()
         self.setWindowTitle("blurvid-rig")
-        self.resize(1400, 900)
+        # 1400x900, or the screen's free area where it is smaller (a 1366x768 laptop)
+        screen = QGuiApplication.primaryScreen()
+        free = screen.availableGeometry() if screen is not None else None
+        self.resize(min(1400, free.width()) if free else 1400,
+                    min(900, free.height()) if free else 900)
         self._rig_factory = rig_factory
         self.session: RigSession | None = None
         self.tasks = TaskRunner(self)
