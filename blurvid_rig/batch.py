@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blurvid_rig.capture_file import CaptureFile, CaptureFormatError
+from blurvid_rig.capture_file import CaptureFile, CaptureFormatError, DamagedFrameError
 from blurvid_rig.corrections import corrections_for
 from blurvid_rig.export import contact_sheet, display_levels, save_png, save_video
 from blurvid_rig.recon_file import ReconFile, ReconWriter, recon_path_for
@@ -45,6 +45,7 @@ class ReconOutcome:
     n_frames: int = 0
     seconds: float = 0.0
     error: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 def sensor_masks(capture: CaptureFile) -> np.ndarray | None:
@@ -192,8 +193,17 @@ def reconstruct_capture(
             device=str(dev),
             calibration_used=str(params["calibration"]),
         ) as writer:
+            skipped: list[int] = []
             for n, i in enumerate(coded):
-                raw = cap.read_frame(int(i)).astype(np.float32)
+                try:
+                    raw = cap.read_frame(int(i)).astype(np.float32)
+                except DamagedFrameError as e:
+                    # one damaged chunk costs its frame, not the capture
+                    skipped.append(int(i))
+                    outcome.warnings.append(str(e))
+                    if progress is not None:
+                        progress(n + 1, len(coded))
+                    continue
                 corrected = corr.apply(raw)
                 y = torch.from_numpy(corrected / full_scale)
                 if masks is not None:
@@ -210,16 +220,24 @@ def reconstruct_capture(
                         result.diagnostics.get("layers", 1.0))
                     per_frame["motion_confidence"] = np.float64(
                         result.diagnostics.get("motion_confidence", 1.0))
+                    per_frame["motion_fallback"] = np.float64(
+                        result.diagnostics.get("motion_fallback", 0.0))
                 writer.append(video, int(i), per_frame=per_frame or None)
                 if len(inputs) < 4:
                     inputs.append(corrected)
                     videos.append(video)
                 if progress is not None:
                     progress(n + 1, len(coded))
-            outcome.output = writer.close()
+            if len(skipped) == len(coded):
+                raise CaptureFormatError(
+                    f"No coded frame of {path} can be read (every chunk is damaged); nothing "
+                    "was reconstructed.")
+            outcome.output = writer.close(
+                f"source frames {', '.join(map(str, skipped))} could not be read (damaged data) "
+                "and were skipped" if skipped else "")
         if dst != final_dst:
             outcome.output = dst.replace(final_dst)
-        outcome.n_frames = len(coded)
+        outcome.n_frames = len(coded) - len(skipped)
     if exports:
         outcome.exports = export_reconstruction(outcome.output, inputs, videos, exports)
     outcome.seconds = time.perf_counter() - t0
@@ -233,10 +251,12 @@ def export_reconstruction(
     formats: Sequence[str],
     ground_truth: Sequence[np.ndarray] | None = None,
 ) -> list[Path]:
-    """Write a contact sheet (PNG) and/or the first video (MP4, GIF) beside a recon file.
+    """Write a contact sheet (PNG) and/or the whole high-speed video (MP4, GIF) beside a recon
+    file.
 
-    Each contact-sheet row is a coded input followed by its recovered frames; with ground truth
-    (simulation), a row of true frames follows each reconstruction.
+    Each contact-sheet row is a coded input (the first four) followed by its recovered frames;
+    with ground truth (simulation), a row of true frames follows each reconstruction. The movies
+    hold every coded frame's recovered frames in time order, read back from the recon file.
     """
     stem = str(recon_path).removesuffix(".h5")
     levels = display_levels(*inputs, *videos)
@@ -253,7 +273,9 @@ def export_reconstruction(
         written.append(save_png(Path(stem + ".png"), contact_sheet(rows, labels, levels)))
     for fmt in ("mp4", "gif"):
         if fmt in formats:
-            written.append(save_video(Path(f"{stem}.{fmt}"), videos[0], levels))
+            with ReconFile.open(recon_path) as r:
+                every = (f for i in range(len(r)) for f in r.read_video(i))
+                written.append(save_video(Path(f"{stem}.{fmt}"), every, levels))
     return written
 
 
@@ -330,4 +352,62 @@ def reconstruct_files(
     return outcomes
 
 
-__all__ = ["ReconFile", "ReconOutcome", "reconstruct_capture", "reconstruct_files"]
+def _is_reconstruction(path: Path) -> bool:
+    name = path.name
+    if name.endswith((".recon.h5", ".recon.h5.partial")):
+        return True
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("kind", "")) == "reconstruction"
+    except (OSError, KeyError, RuntimeError, ValueError):
+        return False  # not readable here: reconstruct_capture says why
+
+
+def collect_captures(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """The capture files named by ``inputs`` (files, folders, glob patterns), in order, without
+    duplicates, and one line for each input left out.
+
+    A folder gives its ``*.h5`` captures (not its reconstructions, not subfolders); a
+    reconstruction file given by name is left out ("is a reconstruction, skipped"), so rerunning
+    ``recon captures/*.h5`` beside earlier results does not fail on them.
+    """
+    import glob
+
+    out: list[Path] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = [q for q in sorted(p.glob("*.h5")) if not _is_reconstruction(q)]
+            if not found:
+                notes.append(f"{p} holds no capture files (*.h5), skipped")
+            for q in found:
+                add(q)
+        elif not p.exists() and any(c in str(item) for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(item)))
+            if not matches:
+                notes.append(f"{item} matches no file, skipped")
+            for q in matches:
+                if q.is_file() and _is_reconstruction(q):
+                    notes.append(f"{q} is a reconstruction, skipped")
+                elif q.is_file():
+                    add(q)
+        elif p.is_file() and _is_reconstruction(p):
+            notes.append(f"{p} is a reconstruction, skipped")
+        else:
+            add(p)  # a missing or unreadable file is reported by its reconstruction
+    return out, notes
+
+
+__all__ = ["ReconFile", "ReconOutcome", "collect_captures", "reconstruct_capture",
+           "reconstruct_files"]

@@ -24,9 +24,10 @@ Reconstruction files live in :mod:`blurvid_rig.recon_file`; their API is re-expo
 
 from __future__ import annotations
 
+import os
 import re
 import uuid as uuid_mod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ import numpy.typing as npt
 
 from blurvid_rig.h5util import (
     H5_LIBVER,
+    H5_READ_ERRORS,
     STATUSES,
     UNWRITTEN,
     CaptureFormatError,
@@ -46,6 +48,8 @@ from blurvid_rig.h5util import (
     check_finite,
     check_numeric_finite,
     compression_kwargs,
+    creating_path,
+    damaged_file_error,
     entry_group,
     finalise,
     new_group,
@@ -58,6 +62,7 @@ from blurvid_rig.h5util import (
     read_camera_info,
     read_camera_settings,
     read_code,
+    read_num,
     read_shutter_info,
     read_shutter_status,
     read_str,
@@ -92,6 +97,7 @@ __all__ = [
     "CaptureFormatError",
     "CaptureWriteError",
     "CaptureWriter",
+    "DamagedFrameError",
     "ReconFile",
     "ReconWriter",
     "describe_file",
@@ -232,7 +238,10 @@ class CaptureWriter:
         self._closed_path: Path | None = None
         self._counters: dict[str, int] = {}
 
-        self._file = h5py.File(self._partial, "w", libver=H5_LIBVER)
+        # the metadata is written under a hidden temporary name and the file becomes .partial
+        # only once it is whole on disk: a .partial file opens from its first byte on
+        creating = creating_path(self._final)
+        self._file = h5py.File(creating, "w", libver=H5_LIBVER)
         try:
             start = now_iso()
             root_attrs(self._file, kind="capture", uuid=self._uuid, time=start)
@@ -278,9 +287,12 @@ class CaptureWriter:
             write_field(entry, "settings_json", settings_json)
             self._file.swmr_mode = True
             self._file.flush()
+            os.fsync(self._file.id.get_vfd_handle())
+            os.replace(creating, self._partial)
         except BaseException:
             self._file.close()
-            self._partial.unlink(missing_ok=True)  # nothing recorded yet; do not block the name
+            creating.unlink(missing_ok=True)  # nothing recorded yet; do not block the name
+            self._partial.unlink(missing_ok=True)
             raise
 
     # -- properties -------------------------------------------------------------------------
@@ -559,6 +571,18 @@ def _read_dataset_tree(group: h5py.Group) -> dict[str, Any]:
 # ============================================================================================
 
 
+class DamagedFrameError(CaptureFormatError):
+    """One frame's data cannot be read (a damaged chunk); the rest of the file can.
+
+    Attributes:
+        index: the frame's index in the file.
+    """
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class CaptureFile:
     """Read a capture file: metadata as typed values, frames one at a time.
 
@@ -605,12 +629,9 @@ class CaptureFile:
         except CaptureFormatError:
             f.close()
             raise
-        except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
+        except H5_READ_ERRORS as e:
             f.close()
-            raise CaptureFormatError(
-                f"{path} is damaged or malformed: reading it failed ({type(e).__name__}: {e}). "
-                "Check it with h5ls; the frames may still be readable with plain h5py."
-            ) from e
+            raise damaged_file_error(path, e) from e
         return obj
 
     # -- loading ----------------------------------------------------------------------------
@@ -673,6 +694,34 @@ class CaptureFile:
         cal = entry.get("calibration")
         self.calibration = _read_dataset_tree(cal) if cal is not None else {}
         self._recover(cam, data)
+        self._check_code_agrees(sh)
+
+    def _check_code_agrees(self, sh: h5py.Group) -> None:
+        """The stored code must be the one the rest of the file names: ``n_chips``, the
+        controller's echo (``status``) and the code hash of every recorded frame. A code that
+        disagrees would be reconstructed silently wrong."""
+        code, path = self.code, self.path
+        what = []
+        if "n_chips" in sh:
+            n = int(read_num(sh, "n_chips", path))
+            if n != code.n_chips:
+                what.append(f"{SHUTTER}/n_chips ({n})")
+        st = self.shutter_status
+        if st is not None and st.code_sha256 and (st.code_sha256 != code.sha256
+                                                   or st.n_chips != code.n_chips):
+            what.append(f"the controller's echo ({SHUTTER}/status: code {st.code_sha256[:12]}..., "
+                        f"{st.n_chips} chips)")
+        shas = self.frame_log["code_sha"]
+        bad = np.flatnonzero((shas != "") & (shas != code.sha256) & (self.image_key == 0))
+        if bad.size:
+            what.append(f"the code hash of {bad.size} of {len(shas)} recorded frames (first: "
+                        f"frame {int(bad[0])}, {shas[bad[0]][:12]}...)")
+        if what:
+            raise CaptureFormatError(
+                f"{path}: the stored exposure code ({code.n_chips} chips, sha256 "
+                f"{code.sha256[:12]}...) disagrees with " + " and ".join(what) + ". The file was "
+                "edited or damaged; reconstructing it with this code would give a wrong video "
+                "without any sign of it. Use the original copy of the capture.")
 
     def _recover(self, cam: h5py.Group, data: h5py.Dataset) -> None:
         path = self.path
@@ -713,6 +762,8 @@ class CaptureFile:
             self.recovery_note = (
                 f"{why}: {n} frames were recovered, those with both image data and a "
                 f"frame_log row ({n_data} image slots, {n_rows} log rows on disk)."
+                if n else f"{why}: it holds no frames at all (the writer stopped before its "
+                "first frame reached the disk)."
             )
 
     # -- frames -----------------------------------------------------------------------------
@@ -737,13 +788,37 @@ class CaptureFile:
             raise IndexError(
                 f"Frame {i} is outside {self.path}, which holds {self.n_frames} recovered frames."
             )
-        return self._data[i % self.n_frames]
+        j = i % self.n_frames
+        try:
+            return self._data[j]
+        except H5_READ_ERRORS as e:
+            raise DamagedFrameError(
+                f"Frame {j} of {self.path} cannot be read (damaged chunk: {e}). The other frames "
+                f"can still be read; `blurvid-rig info --verify {self.path}` lists every damaged "
+                "one.", j) from e
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-        """Iterate over frames ``start`` .. ``stop - 1`` (default: all recovered frames)."""
+        """Iterate over frames ``start`` .. ``stop - 1`` (default: all recovered frames).
+
+        Raises:
+            DamagedFrameError: a frame's data cannot be read (the iteration stops there).
+        """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
         for i in range(start, stop):
-            yield self._data[i]
+            yield self.read_frame(i)
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> list[tuple[int, str]]:
+        """Read every recovered frame; returns ``(index, reason)`` of those that cannot be read
+        (empty when all are whole)."""
+        bad = []
+        for i in range(self.n_frames):
+            try:
+                self.read_frame(i)
+            except DamagedFrameError as e:
+                bad.append((i, str(e.__cause__ or e)))
+            if progress is not None:
+                progress(i + 1, self.n_frames)
+        return bad
 
     def __len__(self) -> int:
         return self.n_frames

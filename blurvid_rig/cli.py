@@ -287,13 +287,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_recon(args: argparse.Namespace) -> int:
-    from blurvid_rig.batch import reconstruct_files
+    from blurvid_rig.batch import collect_captures, reconstruct_files
 
     if args.no_calibration and args.calibration:
         raise RigError("--calibration and --no-calibration contradict each other; pick one.")
 
+    files, notes = collect_captures(args.files)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if not files:
+        print("No capture files to reconstruct; give capture files (.h5), folders of them or "
+              "glob patterns.", file=sys.stderr)
+        return 1
     outcomes = reconstruct_files(
-        [Path(p) for p in args.files],
+        files,
         method=args.method,
         n_out=args.frames,
         out_dir=Path(args.out) if args.out else None,
@@ -318,10 +325,15 @@ def cmd_recon(args: argparse.Namespace) -> int:
         if not o.error:
             extra = "".join(f"\n    {p}" for p in o.exports)
             print(f"ok    {o.source} -> {o.output} ({o.n_frames} frames, {o.seconds:.1f} s){extra}")
+            for w in o.warnings:
+                print(f"  warning: {w}", file=sys.stderr)
     for o in failed:
         print(f"FAILED {o.source}: {o.error}", file=sys.stderr)
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} files reconstructed.")
-    return 1 if failed else 0
+    damaged = [o for o in outcomes if o.warnings and not o.error]
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} files reconstructed"
+          + (f"; {len(damaged)} of them with damaged frames skipped (see the warnings)."
+             if damaged else "."))
+    return 1 if failed or damaged else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -338,11 +350,42 @@ def cmd_info(args: argparse.Namespace) -> int:
     for p in args.files:
         try:
             print(describe_file(Path(p)))
+            if args.verify:
+                rc |= _verify_frames(Path(p))
         except (CaptureFormatError, OSError) as e:
             print(f"{p}: {e}", file=sys.stderr)
             rc = 1
         print()
     return rc
+
+
+def _verify_frames(path: Path) -> int:
+    """Read every frame of a capture (``info --verify``); 1 when any is damaged."""
+    from blurvid_rig.capture_file import CaptureFile
+    from blurvid_rig.h5util import H5_READ_ERRORS
+    from blurvid_rig.recon_file import ReconFile
+
+    if path.name.endswith(".recon.h5") or path.name.endswith(".recon.h5.partial"):
+        with ReconFile.open(path) as r:
+            n = len(r)
+            bad = []
+            for i in range(n):
+                try:
+                    r.read_video(i)
+                except H5_READ_ERRORS as e:
+                    bad.append((i, str(e)))
+    else:
+        with CaptureFile.open(path) as c:
+            n = c.n_frames
+            bad = c.verify()
+    if not bad:
+        print(f"  verify: all {n} frames read back whole")
+        return 0
+    print(f"  verify: {len(bad)} of {n} frames cannot be read (damaged data): "
+          + ", ".join(str(i) for i, _ in bad))
+    for i, why in bad[:5]:
+        print(f"    frame {i}: {why}")
+    return 1
 
 
 def cmd_code(args: argparse.Namespace) -> int:
@@ -505,7 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     po.set_defaults(func=cmd_ports)
 
     r = sub.add_parser("recon", help="reconstruct videos from capture files (batch)")
-    r.add_argument("files", nargs="+", help="capture files (.h5)")
+    r.add_argument("files", nargs="+",
+                   help="capture files (.h5), folders of captures or glob patterns; "
+                   "reconstruction files (.recon.h5) among them are skipped")
     r.add_argument(
         "--method",
         choices=["auto", "learned", "classical"],
@@ -530,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         choices=["mp4", "gif", "png"],
         default=None,
-        help="also write movies / contact sheets",
+        help="also write the whole high-speed video (mp4, gif: every coded frame's recovered "
+        "frames in time order) and a contact sheet of the first coded frames (png)",
     )
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument(
@@ -606,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="human summary of capture or reconstruction files")
     i.add_argument("files", nargs="+")
+    i.add_argument("--verify", action="store_true",
+                   help="also read every frame and list the damaged ones (exit code 1 if any)")
     i.set_defaults(func=cmd_info)
 
     k = sub.add_parser("code", help="describe an exposure code, or search for good codes")

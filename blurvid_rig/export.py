@@ -6,7 +6,8 @@ whole reconstruction), so brightness does not flicker from frame to frame.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -85,32 +86,42 @@ def save_png(path: Path, image: np.ndarray) -> Path:
 
 
 def save_video(
-    path: Path, frames: np.ndarray, levels: tuple[float, float], fps: float = 8.0
+    path: Path, frames: Iterable[np.ndarray], levels: tuple[float, float], fps: float = 8.0
 ) -> Path:
-    """Write a (T, H, W) video as MP4 (mp4v) or GIF, chosen by the file suffix.
+    """Write frames ``(H, W)`` (an array ``(T, H, W)`` or any iterable, read once, in order) as
+    MP4 (mp4v) or GIF, chosen by the file suffix.
 
     Small frames are upscaled (nearest) to at least 256 px so players show them at a useful size.
+    MP4 frames are streamed to the file; a GIF holds every frame in memory (8 bits each).
     """
     path = Path(path)
-    frames8 = np.stack([to_uint8(f, levels) for f in frames])
-    t, h, w = frames8.shape
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"Unknown video format {path.suffix!r}; use .mp4 or .gif.")
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"No frames to write to {path}.")
+    h, w = first.shape
     k = max(1, int(np.ceil(256 / max(h, w))))
-    if k > 1:
-        frames8 = frames8.repeat(k, axis=1).repeat(k, axis=2)
-        h, w = h * k, w * k
-    if path.suffix.lower() == ".gif":
-        imgs = [Image.fromarray(f, mode="L") for f in frames8]
+
+    def frames8() -> Iterator[np.ndarray]:
+        for f in itertools.chain([first], it):
+            f8 = to_uint8(f, levels)
+            yield f8.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else f8
+
+    h, w = h * k, w * k
+    if suffix == ".gif":
+        imgs = [Image.fromarray(f, mode="L") for f in frames8()]
         imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
         return path
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"Unknown video format {path.suffix!r}; use .mp4 or .gif.")
     # mp4v needs even frame sizes
     h2, w2 = h + (h % 2), w + (w % 2)
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w2, h2), isColor=False)
     if not vw.isOpened():
         raise OSError(f"OpenCV could not open an MP4 writer for {path}; export a GIF instead.")
     try:
-        for f in frames8:
+        for f in frames8():
             if (h2, w2) != (h, w):
                 f = np.pad(f, ((0, h2 - h), (0, w2 - w)), mode="edge")
             vw.write(f)

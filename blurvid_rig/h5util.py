@@ -362,6 +362,12 @@ def partial_path(final: Path) -> Path:
     return final.with_name(final.name + ".partial")
 
 
+def creating_path(final: Path) -> Path:
+    """Name a file carries while its metadata is written, before it becomes ``.partial``: a
+    hidden ``.<final>.creating`` (a file killed then holds no frames; nothing reads it)."""
+    return final.with_name("." + final.name + ".creating")
+
+
 def refuse_existing(final: Path) -> None:
     """Refuse to start a file whose final or partial name is taken (nothing is ever overwritten)."""
     for p in (final, partial_path(final)):
@@ -465,6 +471,12 @@ def open_h5(path: Path) -> tuple[h5py.File, str]:
     sb = _superblock(path)
     size = path.stat().st_size
     if sb is not None and size < sb[2]:
+        if path.name.endswith(".partial") and size < 4096:
+            raise CaptureFormatError(
+                f"{path} holds no frames at all: its writer stopped while creating it ({size} "
+                f"bytes of the {sb[2]} its HDF5 header announces). Nothing was recorded in it; "
+                "delete it."
+            )
         raise CaptureFormatError(
             f"{path} is truncated: it holds {size} bytes but its HDF5 header says {sb[2]}. It was "
             "cut short (interrupted copy, full disk). Copy it again from the original; if this is "
@@ -568,11 +580,36 @@ def check_numeric_finite(group: h5py.Group, path: Path, skip: frozenset[str]) ->
         )
 
 
+#: The exceptions h5py raises when a file's bytes are damaged (and a malformed file's values).
+H5_READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError)
+
+
+def damaged_file_error(path: Path, e: BaseException, where: str = "") -> CaptureFormatError:
+    """The sentence for an HDF5 read that failed: what was damaged, and what to do."""
+    msg = str(e)
+    low = msg.lower()
+    place = f" ({where})" if where else ""
+    todo = "The file cannot be read as a whole; use the original copy if there is one."
+    if "checksum" in low:
+        why = "part of its HDF5 metadata is damaged (incorrect checksum)"
+    elif "filter returned failure" in low or "can't read data" in low or "read failed" in low:
+        why = "part of its data is damaged (a compressed chunk cannot be decoded)"
+        todo = (f"The other frames can still be read; `blurvid-rig info --verify {path}` lists "
+                "the damaged ones.")
+    elif "bad object header" in low or "unable to synchronously open object" in low:
+        why = "one of its HDF5 objects cannot be read (damaged object header)"
+    else:
+        why = f"reading it failed ({type(e).__name__}: {msg})"
+    return CaptureFormatError(f"{path} is damaged{place}: {why}. {todo}")
+
+
 def require(f: h5py.Group, name: str, path: Path, what: str) -> Any:
-    """``f[name]``, or a CaptureFormatError naming the missing item."""
+    """``f[name]``, or a CaptureFormatError naming the missing (or unreadable) item."""
     try:
         return f[name]
-    except KeyError:
+    except KeyError as e:
+        if "checksum" in str(e).lower() or "object header" in str(e).lower():
+            raise damaged_file_error(path, e, f"{name}, {what}") from None
         raise CaptureFormatError(
             f"{path} lacks {name} ({what}); the file is damaged or was not written by "
             "blurvid-rig. It cannot be used without it."

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from blurvid_rig.h5util import (
     CREATOR,
     H5_LIBVER,
+    H5_READ_ERRORS,
     STATUSES,
     CaptureFormatError,
     CaptureWriteError,
@@ -39,6 +40,7 @@ from blurvid_rig.h5util import (
     check_numeric_finite,
     compression_kwargs,
     creator_version,
+    damaged_file_error,
     entry_group,
     finalise,
     new_group,
@@ -302,13 +304,14 @@ class ReconWriter:
             ) from e
         return i
 
-    def close(self) -> Path:
-        """Mark complete and rename to the final name; returns the final path."""
+    def close(self, note: str = "") -> Path:
+        """Mark complete (with ``note`` as its ``status_reason``, e.g. which source frames were
+        skipped) and rename to the final name; returns the final path."""
         if self._closed_path is not None:
             return self._closed_path
         if self._state == "broken":
             return self.abort("a write failed during reconstruction")
-        return self._finish("complete", "")
+        return self._finish("complete", note)
 
     def abort(self, reason: str) -> Path:
         """Keep what was written, mark it aborted with ``reason``, rename; returns the path."""
@@ -441,11 +444,9 @@ class ReconFile:
         except CaptureFormatError:
             f.close()
             raise
-        except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
+        except H5_READ_ERRORS as e:
             f.close()
-            raise CaptureFormatError(
-                f"{path} is damaged or malformed: reading it failed ({type(e).__name__}: {e})."
-            ) from e
+            raise damaged_file_error(path, e) from e
         return obj
 
     def _load(self) -> None:
@@ -590,7 +591,10 @@ def describe_file(path: str | Path) -> str:
     path = Path(path)
     f, _ = open_h5(path)
     with f:
-        kind = str(py_value(f.attrs.get("kind", "")))
+        try:
+            kind = str(py_value(f.attrs.get("kind", "")))
+        except H5_READ_ERRORS as e:
+            raise damaged_file_error(path, e, "its root group") from e
     if kind == "reconstruction":
         with ReconFile.open(path) as r:
             return r.describe()

@@ -326,6 +326,52 @@ def test_sigkill_mid_capture_keeps_every_flushed_frame(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 5
 
 
+KILLED_EARLY = """
+import os, sys, time
+from pathlib import Path
+import blurvid_rig.capture_file as cf
+from tests.blurvid_rig.test_capture_file import writer_kwargs
+if sys.argv[2] == "during-creation":  # die half-way through writing the metadata
+    cf.write_shutter = lambda *a, **k: os._exit(9)
+w = cf.CaptureWriter(Path(sys.argv[1]), **writer_kwargs())
+print("created", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("when", ["during-creation", "before-first-frame"])
+def test_a_writer_killed_before_any_frame_leaves_no_unreadable_partial(
+        tmp_path: Path, when: str) -> None:
+    """The file becomes <name>.partial only once its metadata is whole on disk: a writer killed
+    while creating it leaves no .partial at all (a hidden .creating file, which nothing reads),
+    and one killed after that leaves a .partial that opens and says it holds no frames."""
+    final = tmp_path / "early.h5"
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_EARLY, str(final), when], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if when == "before-first-frame":
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready and proc.stdout.readline().strip() == "created", proc.stderr.read()
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    partial = Path(str(final) + ".partial")
+    if when == "during-creation":
+        assert proc.returncode == 9
+        assert not partial.exists() and not final.exists()
+        assert (tmp_path / ".early.h5.creating").exists()
+        # the name is not blocked: the next capture of that name starts
+        write_capture(tmp_path / "again", 1)
+        return
+    assert partial.exists()
+    with CaptureFile.open(partial) as c:
+        assert c.n_frames == 0 and c.status == "partial"
+        assert "holds no frames at all" in c.recovery_note
+    assert "holds no frames at all" in describe_file(partial)
+
+
 def test_abort_keeps_frames_and_marks_aborted(tmp_path: Path) -> None:
     final = tmp_path / "a.h5"
     w = CaptureWriter(final, **(writer_kwargs() | {"flush_every": 100}))
@@ -428,6 +474,24 @@ def _code_edited(p: Path) -> None:
         f[f"{SHUTTER}/code"][3] = 1
 
 
+def _code_swapped(p: Path) -> None:
+    """A 12-chip code with its own matching sha256, while n_chips, the controller's echo and
+    every frame's code hash name the 8-chip code."""
+    other = ShutterCode((1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1), CODE.chip_us)
+    with h5py.File(p, "r+") as f:
+        del f[f"{SHUTTER}/code"]
+        f[SHUTTER].create_dataset("code", data=np.array(other.bits, np.uint8))
+        del f[f"{SHUTTER}/code_sha256"]
+        f[SHUTTER].create_dataset("code_sha256", data=other.sha256)
+
+
+def _code_swapped_everywhere_but_frames(p: Path) -> None:
+    _code_swapped(p)
+    with h5py.File(p, "r+") as f:
+        f[f"{SHUTTER}/n_chips"][()] = 12
+        del f[f"{SHUTTER}/status"]
+
+
 def _random_bytes(p: Path) -> None:
     p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
 
@@ -454,6 +518,10 @@ def _bad_status(p: Path) -> None:
         (_nan_metadata, r"/entry/instrument/shutter/chip_duration holds NaN or infinity"),
         (_code_not_binary, r"must be a 1-D array of 0 and 1"),
         (_code_edited, r"does not match the stored code bits"),
+        (_code_swapped, r"stored exposure code \(12 chips.*disagrees with "
+         r"/entry/instrument/shutter/n_chips \(8\) and the controller's echo .* and the code "
+         r"hash of 10 of 10 recorded frames \(first: frame 0"),
+        (_code_swapped_everywhere_but_frames, r"disagrees with the code hash of 10 of 10"),
         (_random_bytes, r"is not an HDF5 file"),
         (_foreign_hdf5, r"is an HDF5 file but not a blurvid-rig file"),
         (_bad_status, r"has status 'finished'"),

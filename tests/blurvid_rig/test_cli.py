@@ -75,6 +75,7 @@ def test_recon_goes_on_past_bad_files_and_reports_them(capture_path, tmp_path, c
             "--export",
             "png",
             "gif",
+            "mp4",
         ]
     )
     assert rc == 1, "a batch with bad files must exit non-zero"
@@ -88,6 +89,12 @@ def test_recon_goes_on_past_bad_files_and_reports_them(capture_path, tmp_path, c
         assert rf.video.shape == (3, 8, 80, 96)
         assert np.all(np.isfinite(rf.video[:]))
     assert recon.with_suffix(".png").exists() and recon.with_suffix(".gif").exists()
+    # the movie is the whole high-speed video: every coded frame's 8 frames, in time order
+    import cv2
+
+    movie = cv2.VideoCapture(str(recon.with_suffix(".mp4")))
+    assert int(movie.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 * 8
+    movie.release()
     # a second run refuses to overwrite without being asked
     assert main(["-q", "recon", str(good)]) == 1
 
@@ -156,3 +163,81 @@ def test_cli_reports_unwritable_output_as_a_sentence(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
+
+
+def _flip(path, offset: int, n: int = 8) -> None:
+    b = bytearray(path.read_bytes())
+    for k in range(n):
+        b[offset + k] ^= 0x5A
+    path.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("obj", ["/", "/entry", "/entry/instrument/camera",
+                                 "/entry/instrument/shutter",
+                                 "/entry/instrument/camera/frame_log"])
+def test_info_on_a_damaged_object_header_says_so_without_a_traceback(
+        capture_path, tmp_path, capsys, obj) -> None:
+    """A damaged object header (bytes flipped inside it: HDF5's 'incorrect metadata checksum')
+    gives one sentence naming the file, from info and from recon, never a Python traceback."""
+    p = tmp_path / capture_path.name
+    shutil.copy(capture_path, p)
+    with h5py.File(p, "r") as f:
+        addr = h5py.h5o.get_info(f[obj].id).addr
+    _flip(p, addr + 20)
+    assert main(["info", str(p)]) == 1
+    err = capsys.readouterr().err
+    assert f"{p} is damaged" in err and "Traceback" not in err
+    assert main(["-q", "recon", str(p), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "is damaged" in err
+
+
+def test_damaged_chunk_costs_one_frame_and_info_verify_finds_it(
+        capture_path, tmp_path, capsys) -> None:
+    """A damaged compressed chunk: the frame is named, the other frames are reconstructed (the
+    file says which was skipped), and `info --verify` lists it."""
+    p = tmp_path / capture_path.name
+    shutil.copy(capture_path, p)
+    with h5py.File(p, "r") as f:
+        d = f["/entry/instrument/camera/data"]
+        assert d.compression is not None or d.id.get_create_plist().get_nfilters() > 0
+        info = d.id.get_chunk_info_by_coord((1, 0, 0))
+    _flip(p, info.byte_offset, 16)  # the compressed stream's header: sizes that cannot hold
+    assert main(["info", str(p)]) == 0  # the metadata is whole
+    capsys.readouterr()
+    assert main(["info", "--verify", str(p)]) == 1
+    out = capsys.readouterr().out
+    assert "verify: 1 of 3 frames cannot be read (damaged data): 1" in out
+    rc = main(["-q", "recon", str(p), "--out", str(tmp_path), "--motion", "spectral",
+               "--max-blur-px", "8"])
+    io = capsys.readouterr()
+    assert rc == 1  # the batch says that something was lost
+    assert f"Frame 1 of {p} cannot be read (damaged chunk" in io.err
+    assert "with damaged frames skipped" in io.out
+    (rec,) = tmp_path.glob("*.recon.h5")
+    with ReconFile.open(rec) as r:
+        assert r.n_frames == 2 and r.status == "complete"
+        assert "source frames 1 could not be read" in r.status_reason
+
+
+def test_recon_twice_over_a_folder_or_glob_skips_reconstructions(capture_path, tmp_path,
+                                                                 capsys) -> None:
+    """A second `recon captures/*.h5` meets the .recon.h5 files of the first: they are skipped
+    with one line each, not reported FAILED; a folder gives its captures only."""
+    folder = tmp_path / "caps"
+    folder.mkdir()
+    p = folder / capture_path.name
+    shutil.copy(capture_path, p)
+    args = ["--motion", "spectral", "--max-blur-px", "8"]
+    assert main(["-q", "recon", str(folder / "*.h5"), *args]) == 0
+    capsys.readouterr()
+    recon = next(folder.glob("*.recon.h5"))
+    # the shell's expansion of captures/*.h5 on the second run: the capture and its result
+    assert main(["-q", "recon", str(p), str(recon), "--overwrite", *args]) == 0
+    io = capsys.readouterr()
+    assert f"{recon} is a reconstruction, skipped" in io.err and "FAILED" not in io.err
+    assert "1 of 1 files reconstructed" in io.out
+    assert main(["-q", "recon", str(folder), "--overwrite", *args]) == 0
+    assert "1 of 1 files reconstructed" in capsys.readouterr().out
+    assert main(["-q", "recon", str(recon)]) == 1
+    assert "No capture files to reconstruct" in capsys.readouterr().err
