@@ -7,7 +7,8 @@ For a 256x256 and a 512x512 coded frame (a test photo panning 24 px per exposure
 sigma 0.005) it times, per frame: the spectral velocity search alone; ``classical-tv`` with it
 (the batch path before); the learned motion estimate (cost volume + scorer), its full-resolution
 refinement, and ``classical-tv`` with the learned motion (the batch path now); the live preview's
-closed-form path (``ClassicalEngine``: learned motion, tapered Wiener), 8 and 16 output frames.
+closed-form path (``ClassicalEngine``: learned motion, tapered Wiener), 8 and 16 output frames;
+when a refiner ships, ``refined`` (learned motion, closed-form Wiener and the refiner).
 Prints a markdown table and the throughput ratio of the new batch path to the old one.
 """
 
@@ -29,6 +30,7 @@ from recon.functional import code_weights  # noqa: E402
 from recon.motion import MotionEstimator, load_motion_model, refine_global  # noqa: E402
 from recon.motion_data import stratum_scene  # noqa: E402
 from recon.operators import CodedExposure  # noqa: E402
+from recon.refiner import shipped_refiner  # noqa: E402
 from recon.scenes import SceneSampler, coded_batch, default_photos  # noqa: E402
 from recon.solvers import ClassicalGlobal, equal_times  # noqa: E402
 
@@ -83,6 +85,12 @@ def main() -> int:
             "live preview, 16 frames": timed(lambda y=y, g=eng: g.reconstruct(y, CODE, 16),
                                              args.repeats),
         }
+        if shipped_refiner() is not None:
+            ref = ClassicalGlobal("refined", motion="learned", max_px=48.0)
+            r["refined, learned motion (Wiener + refiner)"] = timed(
+                lambda y=y, n=ref: n.reconstruct(y, phys, equal_times(8)), args.repeats)
+            r["refined, learned motion, 16 frames"] = timed(
+                lambda y=y, n=ref: n.reconstruct(y, phys, equal_times(16)), args.repeats)
         rows.append(r)
         print(f"{size}: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in r.items()
                                        if k != "size"), file=sys.stderr, flush=True)
@@ -98,6 +106,10 @@ def main() -> int:
             "classical-tv, learned motion (batch path)"]
         print(f"\n{r['size']} px: batch throughput, learned motion / spectral search: "
               f"{ratio:.2f}x")
+        key = "refined, learned motion (Wiener + refiner)"
+        if key in r:
+            print(f"{r['size']} px: batch throughput, refined / spectral search (old path): "
+                  f"{r['classical-tv, spectral (old batch path)'] / r[key]:.2f}x")
     return 0
 
 

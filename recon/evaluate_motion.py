@@ -15,13 +15,23 @@ Rows, all on the same frames:
   motion model);
 - **learned**: ``classical-tv`` with the learned motion field (layers);
 - **learned-global**: ``classical-tv`` with the learned global velocity only;
+- **auto**: ``classical-tv`` with ``motion="auto"``, the default: the learned field, and the
+  spectral search's velocity for the background on frames where the learned frame read-out is
+  unsure (probability below ``recon.solvers.FALLBACK_BELOW``);
+- **refined**: ``refined`` (:mod:`recon.refiner`) with ``motion="auto"``: the same motion, then
+  closed-form Wiener and the non-blind refiner instead of TV (when a refiner ships);
 - **wiener-true**: ``classical-wiener`` with the true velocity of the background (for pans, the
-  true motion; for objects over a still background, zero).
+  true motion; for objects over a still background, zero);
+- **refined-true**: ``refined`` with the true velocity of the background.
 
 Motion: end-point error of the global velocity against the background's (pans), sign flips
 (estimate pointing more than 90 degrees away from a true motion of at least 8 px), and for scenes
 with objects the error on the tiles the objects cover (the learned field; the spectral search has
 only its global velocity there). Seconds per frame for each. Writes a markdown report and a plot.
+
+``--tune-fallback`` chooses ``FALLBACK_BELOW`` on the *val* photos (never the test ones): for each
+threshold, the mean PSNR of taking the spectral row where the learned probability is below it
+and the learned row elsewhere (written to ``docs/motion_fallback.md``).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from torch import Tensor
 from recon.metrics import psnr
 from recon.motion_data import STRATA, stratum_scene, tile_targets, velocity_map
 from recon.operators import CodedExposure
+from recon.refiner import shipped_refiner
 from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves
 from recon.solvers import ClassicalGlobal, equal_times
 
@@ -65,6 +76,7 @@ class Sample:
     epe: dict[str, float] = field(default_factory=dict)
     flip: dict[str, bool] = field(default_factory=dict)
     object_epe: dict[str, float] = field(default_factory=dict)
+    confidence: float = math.nan
 
 
 def _video_psnr(pred: Tensor, gt: Tensor) -> float:
@@ -82,9 +94,10 @@ def _object_tiles(scene: Any, tile_px: int) -> tuple[Tensor, Tensor]:
 def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
              codes: tuple[str, ...] = CODES, noise: tuple[float, ...] = NOISE,
              progress: bool = True, split: str = "test", photos: Any = None,
-             dead_leaves_fraction: float = 0.3, label: str = "") -> list[Sample]:
+             dead_leaves_fraction: float = 0.3, label: str = "",
+             with_auto: bool = True) -> list[Sample]:
     """Run every row on ``n`` scenes per (stratum, code, noise level); strata are named
-    ``label + stratum``."""
+    ``label + stratum``; ``with_auto=False`` leaves out the ``auto`` row (for tuning it)."""
     photos = default_photos() if photos is None else photos
     preload_dead_leaves(split)
     sampler = SceneSampler(photos, size, split=split, max_motion_px=48.0,
@@ -92,6 +105,13 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
     learned = ClassicalGlobal("tv", motion="learned", max_px=48.0)
     learned_g = ClassicalGlobal("tv", motion="learned", max_px=48.0, layers=False)
     spectral = ClassicalGlobal("tv", motion="spectral", max_px=48.0)
+    rows = [("spectral", spectral), ("learned", learned), ("learned-global", learned_g)]
+    if with_auto:
+        rows.append(("auto", ClassicalGlobal("tv", motion="auto", max_px=48.0)))
+    refined = None
+    if with_auto and shipped_refiner() is not None:
+        refined = ClassicalGlobal("refined", motion="auto", max_px=48.0)
+        rows.append(("refined", refined))
     out = []
     total = len(strata) * len(codes) * len(noise) * n
     done = 0
@@ -112,12 +132,19 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
                     wt = ClassicalGlobal("wiener", velocity=bg).reconstruct(y, phys, times)
                     smp.seconds["wiener-true"] = time.perf_counter() - t0
                     smp.psnr["wiener-true"] = _video_psnr(wt.frames, gt)
-                    for name, solver in (("spectral", spectral), ("learned", learned),
-                                         ("learned-global", learned_g)):
+                    if refined is not None:
+                        t0 = time.perf_counter()
+                        rt = ClassicalGlobal("refined", velocity=bg).reconstruct(y, phys, times)
+                        smp.seconds["refined-true"] = time.perf_counter() - t0
+                        smp.psnr["refined-true"] = _video_psnr(rt.frames, gt)
+                    for name, solver in rows:
                         t0 = time.perf_counter()
                         rec = solver.reconstruct(y, phys, times)
                         smp.seconds[name] = time.perf_counter() - t0
                         smp.psnr[name] = _video_psnr(rec.frames, gt)
+                        if name == "learned":
+                            smp.confidence = float(rec.diagnostics.get("motion_confidence",
+                                                                       math.nan))
                         v = rec.velocity or (0.0, 0.0)
                         if name == "learned-global":
                             continue
@@ -186,6 +213,11 @@ def evaluate_heldout_videos(n_clips: int, size: int = 256, codes: tuple[str, ...
     learned = ClassicalGlobal("tv", motion="learned", max_px=48.0)
     learned_g = ClassicalGlobal("tv", motion="learned", max_px=48.0, layers=False)
     spectral = ClassicalGlobal("tv", motion="spectral", max_px=48.0)
+    auto = ClassicalGlobal("tv", motion="auto", max_px=48.0)
+    video_rows = [("spectral", spectral), ("learned", learned), ("learned-global", learned_g),
+                  ("auto", auto)]
+    if shipped_refiner() is not None:
+        video_rows.append(("refined", ClassicalGlobal("refined", motion="auto", max_px=48.0)))
     out = []
     for name in HELDOUT_VIDEOS:
         path = OPENCV_DATA / name
@@ -207,8 +239,7 @@ def evaluate_heldout_videos(n_clips: int, size: int = 256, codes: tuple[str, ...
                 y = y + sigma * torch.randn(y.shape, generator=g)
                 smp = Sample(f"video:{name.split('.')[0]}", code, sigma, math.nan)
                 smp.psnr["B0"] = _video_psnr(y.expand_as(gt), gt)
-                for row, solver in (("spectral", spectral), ("learned", learned),
-                                    ("learned-global", learned_g)):
+                for row, solver in video_rows:
                     t0 = time.perf_counter()
                     rec = solver.reconstruct(y, phys, times)
                     smp.seconds[row] = time.perf_counter() - t0
@@ -235,7 +266,9 @@ def evaluate_heldout_photos(n: int, size: int = 256, progress: bool = True) -> l
                     progress=progress, label="plasma:")
 
 
-ROWS = ("B0", "spectral", "learned", "learned-global", "wiener-true")
+ROWS = ("B0", "spectral", "learned", "learned-global", "auto", "refined", "wiener-true",
+        "refined-true")
+MOTION_ROWS = ("spectral", "learned", "auto")
 
 
 def _median(xs: list[float]) -> float | None:
@@ -263,13 +296,15 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         row: dict[str, Any] = {"n": len(ss)}
         for r in ROWS:
             row[f"psnr_{r}"] = _mean([s.psnr[r] for s in ss if r in s.psnr])
-        for r in ("spectral", "learned"):
+        for r in MOTION_ROWS:
             row[f"epe_median_{r}"] = _median([s.epe[r] for s in ss if r in s.epe])
             row[f"epe_gt2_{r}"] = _mean([float(s.epe[r] > 2.0) for s in ss if r in s.epe])
             fl = [float(s.flip[r]) for s in ss if r in s.flip]
             row[f"flip_{r}"] = _mean(fl)
             row[f"object_epe_{r}"] = _median([s.object_epe[r] for s in ss if r in s.object_epe])
-            row[f"seconds_{r}"] = _mean([s.seconds[r] for s in ss])
+            row[f"seconds_{r}"] = _mean([s.seconds[r] for s in ss if r in s.seconds])
+        row["seconds_refined"] = _mean([s.seconds["refined"] for s in ss
+                                        if "refined" in s.seconds])
         out[f"{code}/{stratum}"] = row
     return out
 
@@ -292,22 +327,24 @@ def _table(summary: dict[str, Any], header: list[str], cells, keep=None) -> list
 def _psnr_table(summary: dict[str, Any]) -> list[str]:
     def cells(r: dict[str, Any]) -> list[str]:
         def gain(ref: str) -> float | None:
-            return None if r["psnr_learned"] is None else r["psnr_learned"] - r[ref]
+            return None if r["psnr_auto"] is None else r["psnr_auto"] - r[ref]
 
         return [str(r["n"]), *(_f(r[f"psnr_{k}"]) for k in ROWS), _f(gain("psnr_B0")),
                 _f(gain("psnr_spectral"))]
 
     return _table(summary, ["code / stratum", "n", "B0", "spectral", "learned (layers)",
-                            "learned (global)", "Wiener, true bg velocity", "learned - B0",
-                            "learned - spectral"], cells)
+                            "learned (global)", "auto (TV)", "refined (auto)",
+                            "Wiener, true bg velocity", "refined, true bg velocity",
+                            "auto - B0", "auto - spectral"], cells)
 
 
 def _motion_table(summary: dict[str, Any]) -> list[str]:
     keys = ("epe_median", "epe_gt2", "flip", "object_epe")
-    return _table(summary, ["code / stratum", "EPE spectral", "EPE learned", ">2 px spectral",
-                            ">2 px learned", "flips spectral", "flips learned",
-                            "object EPE spectral", "object EPE learned"],
-                  lambda r: [_f(r[f"{k}_{m}"]) for k in keys for m in ("spectral", "learned")],
+    names = {"epe_median": "EPE", "epe_gt2": ">2 px", "flip": "flips",
+             "object_epe": "object EPE"}
+    return _table(summary, ["code / stratum", *(f"{names[k]} {m}" for k in keys
+                                                for m in MOTION_ROWS)],
+                  lambda r: [_f(r[f"{k}_{m}"]) for k in keys for m in MOTION_ROWS],
                   keep=lambda r: r["epe_median_learned"] is not None)
 
 
@@ -343,6 +380,10 @@ def render_markdown(summary: dict[str, Any], meta: dict[str, Any],
         f"- classical-tv with the spectral search: {_f(r['seconds_spectral'])} s",
         f"- classical-tv with the learned motion field (estimate + refinement + one TV "
         f"deconvolution per layer): {_f(r['seconds_learned'])} s",
+        f"- classical-tv with motion=auto (the learned field; the spectral search on unsure "
+        f"frames): {_f(r['seconds_auto'])} s",
+        f"- refined with motion=auto (the same motion; closed-form Wiener and the refiner "
+        f"instead of TV): {_f(r.get('seconds_refined'))} s",
         "- (the steps apart, at 256 and 512 px: `python bench/bench_motion.py`)",
         "",
         "![PSNR per stratum](motion_results.png)",
@@ -379,14 +420,15 @@ def draw_plot(summary: dict[str, Any], path: Path) -> Path:
     for ax, code in zip(axes, codes, strict=True):
         keys = [f"{code}/{s}" for s in STRATA if f"{code}/{s}" in summary]
         x = range(len(keys))
-        wdt = 0.16
-        for j, r in enumerate(ROWS):
+        rows = [r for r in ROWS if any(summary[k][f"psnr_{r}"] is not None for k in keys)]
+        wdt = 0.8 / len(rows)
+        for j, r in enumerate(rows):
             vals = [summary[k][f"psnr_{r}"] or 0 for k in keys]
-            ax.bar([i + (j - 2) * wdt for i in x], vals, wdt, label=r)
+            ax.bar([i + (j - (len(rows) - 1) / 2) * wdt for i in x], vals, wdt, label=r)
         ax.set_xticks(list(x), [k.split("/")[1] for k in keys], rotation=20)
         ax.set_title(f"code {code}")
         ax.set_ylabel("PSNR (dB)")
-        lo = min(summary[k][f"psnr_{r}"] or 99 for k in keys for r in ROWS)
+        lo = min(summary[k][f"psnr_{r}"] or 99 for k in keys for r in rows)
         ax.set_ylim(max(0, lo - 3), None)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -394,6 +436,46 @@ def draw_plot(summary: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def tune_fallback(samples: list[Sample]) -> list[tuple[float, float, float]]:
+    """For each threshold: mean PSNR of the spectral row on frames whose learned probability is
+    below it (the learned row elsewhere), and the share of frames that fall back."""
+    out = []
+    for th in THRESHOLDS:
+        vals = [s.psnr["spectral"] if s.confidence < th else s.psnr["learned"] for s in samples]
+        share = sum(s.confidence < th for s in samples) / max(1, len(samples))
+        out.append((th, sum(vals) / max(1, len(vals)), share))
+    return out
+
+
+def _tuning_report(samples: list[Sample], command: str) -> str:
+    lines = ["# Choosing the fallback threshold of motion=auto (val photos)", "",
+             f"Generated by `{command}` ({time.strftime('%Y-%m-%d')}); {len(samples)} frames of "
+             "the *val* split in every stratum, code and noise level of "
+             "`recon/evaluate_motion.py`. Per threshold: mean PSNR when frames whose learned "
+             "frame read-out probability is below it take the spectral search's reconstruction, "
+             "and the share of such frames. The chosen threshold is "
+             "`recon.solvers.FALLBACK_BELOW`.", ""]
+    strata = sorted({s.stratum for s in samples})
+    lines.append("| threshold | share falling back | all | " + " | ".join(strata) + " |")
+    lines.append("|" + "---|" * (3 + len(strata)))
+    for th, mean, share in tune_fallback(samples):
+        per = []
+        for st in strata:
+            ss = [s for s in samples if s.stratum == st]
+            per.append(f"{tune_fallback_at(ss, th):.2f}")
+        lines.append(f"| {th:.1f} | {share:.2f} | {mean:.2f} | " + " | ".join(per) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def tune_fallback_at(samples: list[Sample], th: float) -> float:
+    """Mean PSNR of the fallback rule at one threshold."""
+    vals = [s.psnr["spectral"] if s.confidence < th else s.psnr["learned"] for s in samples]
+    return sum(vals) / max(1, len(vals))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", type=int, default=0, metavar="N",
                    help="also run the independent held-out check: N scenes per stratum on the "
                    "plasma-workspace-wallpapers photos and N clips per opencv-doc video")
+    p.add_argument("--tune-fallback", action="store_true",
+                   help="choose the fallback threshold of motion=auto on the val photos and "
+                   "write the table to OUT (default docs/motion_fallback.md)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from recon.motion import shipped_motion_model
@@ -415,6 +500,16 @@ def main(argv: list[str] | None = None) -> int:
         print("No motion model ships; train one with python -m recon.train_motion.",
               file=sys.stderr)
         return 2
+    command = "python -m recon.evaluate_motion " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    if args.tune_fallback:
+        out = (args.out if args.out != Path("docs/motion_results.md")
+               else Path("docs/motion_fallback.md"))
+        samples = evaluate(args.n, args.size, split="val", with_auto=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(_tuning_report(samples, command))
+        print(out)
+        return 0
     samples = evaluate(args.n, args.size)
     summary = summarise(samples)
     held: list[Sample] = []
@@ -422,8 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         held = (evaluate_heldout_photos(args.heldout, args.size)
                 + evaluate_heldout_videos(args.heldout, args.size))
     meta = {
-        "command": "python -m recon.evaluate_motion " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "date": time.strftime("%Y-%m-%d"),
         "n": args.n, "size": args.size, "threads": args.threads,

@@ -22,6 +22,7 @@ New solvers subclass :class:`Reconstructor` and are added with :func:`register`;
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
@@ -171,6 +172,13 @@ def make_solver(name: str, **options: Any) -> Reconstructor:
 
 _MOTION_CACHE: dict[str, Any] = {}
 
+#: ``motion="auto"``: below this frame-read-out probability the learned global velocity is not
+#: trusted and the spectral search gives it. Chosen on the *val* split
+#: (``python -m recon.evaluate_motion --tune-fallback`` -> docs/motion_fallback.md), never on the
+#: test photos: with the shipped motion model no threshold helped (the spectral search is worse
+#: than the learned estimate even on the frames the latter is unsure of), so it is 0 (off).
+FALLBACK_BELOW = 0.0
+
 
 def _shipped_scorer() -> Any:
     """The shipped motion scorer, its config and card (loaded once), or None when none ships."""
@@ -182,13 +190,28 @@ def _shipped_scorer() -> Any:
     return _MOTION_CACHE["scorer"]
 
 
+def _shipped_refiner() -> Any:
+    """The shipped non-blind refiner and its card (loaded once, on the CPU)."""
+    if "refiner" not in _MOTION_CACHE:
+        from recon.refiner import load_refiner
+
+        _MOTION_CACHE["refiner"] = load_refiner()
+    return _MOTION_CACHE["refiner"]
+
+
 class ClassicalGlobal(Reconstructor):
     """Coded deconvolution for global codes, motion estimated per frame (or given).
 
     Args:
-        method: ``"tv"`` or ``"wiener"``.
-        motion: ``"auto"`` (the learned estimator when its model ships, else the spectral
-            search), ``"learned"`` or ``"spectral"``.
+        method: ``"tv"``, ``"wiener"`` or ``"refined"`` (closed-form Wiener and the shipped
+            non-blind refiner of :mod:`recon.refiner`: faster than TV, and sharper where the
+            refiner was trained).
+        motion: ``"auto"`` (the learned estimator when its model ships, with the spectral
+            search for the background's velocity when the learned answer is unsure, see
+            ``fallback_below``; the spectral search alone when no model ships), ``"learned"``
+            (the learned estimator only) or ``"spectral"``.
+        fallback_below: with ``motion="auto"``, frames whose learned global probability is
+            below this use the spectral search's velocity instead (:data:`FALLBACK_BELOW`).
         velocity: a known global velocity ``(dx, dy)`` in pixels per exposure (no estimation).
         max_px: the largest motion to search, pixels per exposure (capped at half the frame).
         layers: with the learned estimator, deconvolve each distinct motion of the frame on its
@@ -204,9 +227,17 @@ class ClassicalGlobal(Reconstructor):
     def __init__(self, method: str = "tv", *, motion: str = "auto",
                  velocity: Sequence[float] | None = None, max_px: float = 48.0,
                  layers: bool = True, max_layers: int = 3, iters: int | None = None,
-                 fast: bool = False, device: str | torch.device = "cpu") -> None:
-        if method not in ("tv", "wiener"):
-            raise SolverError(f"method must be 'tv' or 'wiener'; got {method!r}.")
+                 fast: bool = False, device: str | torch.device = "cpu",
+                 fallback_below: float | None = None) -> None:
+        if method not in ("tv", "wiener", "refined"):
+            raise SolverError(f"method must be 'tv', 'wiener' or 'refined'; got {method!r}.")
+        if method == "refined":
+            from recon.refiner import RefinerModelError
+
+            try:
+                _shipped_refiner()
+            except RefinerModelError as e:
+                raise SolverError(str(e)) from e
         if motion not in ("auto", "learned", "spectral"):
             raise SolverError(f"motion must be 'auto', 'learned' or 'spectral'; got {motion!r}.")
         if motion == "learned" and _shipped_scorer() is None:
@@ -217,8 +248,9 @@ class ClassicalGlobal(Reconstructor):
             except MotionModelError as e:
                 raise SolverError(str(e)) from e
         self.method = method
-        self.name = f"classical-{method}"
-        self.method_label = "classical-coded-deconvolution"
+        self.name = "refined" if method == "refined" else f"classical-{method}"
+        self.method_label = ("coded-deconvolution-refined" if method == "refined" else
+                             "classical-coded-deconvolution")
         self.motion = motion
         self.velocity = None if velocity is None else (float(velocity[0]), float(velocity[1]))
         self.max_px = float(max_px)
@@ -227,6 +259,7 @@ class ClassicalGlobal(Reconstructor):
         self.iters = iters
         self.fast = bool(fast)
         self.device = torch.device(device)
+        self.fallback_below = FALLBACK_BELOW if fallback_below is None else float(fallback_below)
         self._estimators: dict[tuple[Any, ...], Any] = {}
 
     def accepts(self, physics: CodedExposure) -> tuple[bool, str]:
@@ -245,6 +278,8 @@ class ClassicalGlobal(Reconstructor):
                "spectral search (recon/velocity.py)")
         p: dict[str, Any] = {"solver": self.name, "motion": src, "max_blur_px": self.max_px,
                              "layers": self.layers and self.uses_learned_motion()}
+        if self.method == "refined":
+            p["refiner_sha256"] = _shipped_refiner()[1]["sha256"]
         if self.velocity is not None:
             p["velocity"] = f"given ({self.velocity[0]:g}, {self.velocity[1]:g}) px per exposure"
         if self.uses_learned_motion():
@@ -304,27 +339,74 @@ class ClassicalGlobal(Reconstructor):
             diag["motion_seconds"] = time.perf_counter() - t0
             diag["motion"] = "learned"
             diag["motion_confidence"] = est.global_probability
+            diag["motion_fallback"] = 0.0
+            if (self.motion == "auto" and not self.fast
+                    and est.global_probability < self.fallback_below):
+                # the frame read-out is unsure (its misses are diffuse): the background's
+                # velocity comes from the spectral search; the field stays the learned one
+                from recon.velocity import estimate_velocity
+
+                sv = estimate_velocity(yf, bits, max_px=bound, sub_steps=s, weights=w).velocity
+                est = dataclasses.replace(est, velocity=(float(sv[0]), float(sv[1])))
+                diag["motion"] = "learned field, spectral velocity"
+                diag["motion_fallback"] = 1.0
+                diag["motion_seconds"] = time.perf_counter() - t0
             vel = est.velocity
             cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
+            one = self._one_motion(yf, bits, physics, times, slot)
             if len(cands) > 1 or self.fast:
-                frames, used = _layered(yf, bits, s, w, est, cands, times, slot, self.method,
-                                        self.iters, self.fast)
+                frames, used = _layered(yf, est, cands, times, slot, one)
                 diag["layers"] = float(len(used))
                 diag["layer_velocities"] = "; ".join(f"({a:.2f}, {b:.2f})" for a, b in used)
                 return Reconstruction(frames=frames.float(), times=times, velocity=vel,
                                       motion=est.field, motion_tile_px=est.tile_px,
                                       diagnostics=diag)
-            res = reconstruct_global(yf, bits, times=times, frame_exposure=slot, sub_steps=s,
-                                     weights=w, velocity=vel, method=self.method, iters=self.iters)
             diag["layers"] = 1.0
-            return Reconstruction(frames=res.frames.float(), times=times, velocity=res.velocity,
+            if math.hypot(*vel) < 0.5:
+                # "still" is an answer: the coded frame is every frame (B0), nothing to deconvolve
+                diag["note"] = "still: the coded frame is every frame"
+                return Reconstruction(frames=yf.expand(len(times), *yf.shape).clone(),
+                                      times=times, velocity=(0.0, 0.0), motion=est.field,
+                                      motion_tile_px=est.tile_px, diagnostics=diag)
+            return Reconstruction(frames=one(vel).float(), times=times, velocity=vel,
                                   motion=est.field, motion_tile_px=est.tile_px, diagnostics=diag)
+        diag["motion"] = "given" if self.velocity is not None else "spectral"
+        if self.method == "refined":
+            from recon.velocity import estimate_velocity
+
+            vel = self.velocity or tuple(float(c) for c in estimate_velocity(
+                yf, bits, max_px=bound, sub_steps=s, weights=w).velocity)
+            frames = (yf.expand(len(times), *yf.shape).clone() if math.hypot(*vel) < 0.5 else
+                      self._one_motion(yf, bits, physics, times, slot)(vel))
+            return Reconstruction(frames=frames.float(), times=times,
+                                  velocity=(float(vel[0]), float(vel[1])), diagnostics=diag)
         res = reconstruct_global(yf, bits, times=times, frame_exposure=slot, sub_steps=s,
                                  weights=w, velocity=self.velocity, max_px=bound,
                                  method=self.method, iters=self.iters)
-        diag["motion"] = "given" if self.velocity is not None else "spectral"
         return Reconstruction(frames=res.frames.float(), times=times, velocity=res.velocity,
                               diagnostics=diag)
+
+    def _one_motion(self, y: Tensor, bits: tuple[int, ...], physics: CodedExposure,
+                    times: Tensor, slot: float) -> Callable[[tuple[float, float]], Tensor]:
+        """The frames ``(T, H, W)`` of the whole frame moving at one velocity: this solver's
+        deconvolution (TV or Wiener on an extended domain; for ``fast``, closed-form Wiener; for
+        ``refined``, closed-form Wiener and the shipped refiner), rendered along it."""
+        w = physics.time_weights
+        if self.fast:
+            return lambda v: _fast_frames(y, w, v, times, slot)
+        if self.method == "refined":
+            from recon.refiner import refine_frames
+
+            model = _shipped_refiner()[0]
+            return lambda v: refine_frames(model, y, w, v, times, slot)
+
+        def deconvolve(v: tuple[float, float]) -> Tensor:
+            from recon.classical import reconstruct_global
+
+            return reconstruct_global(y, bits, times=times, frame_exposure=slot,
+                                      sub_steps=physics.sub_steps, weights=w, velocity=v,
+                                      method=self.method, iters=self.iters).frames
+        return deconvolve
 
 
 def _layer_candidates(est: Any, max_layers: int, min_share: float = 0.03) -> list[tuple[float,
@@ -373,16 +455,16 @@ def _fast_frames(y: Tensor, w: Tensor, v: tuple[float, float], times: Tensor,
     return render_frames(sharp, v, times=times, frame_exposure=slot)
 
 
-def _layered(y: Tensor, bits: tuple[int, ...], sub_steps: int, w: Tensor, est: Any,
-             cands: list[tuple[float, float]], times: Tensor, slot: float, method: str,
-             iters: int | None, fast: bool = False) -> tuple[Tensor, list[tuple[float, float]]]:
+def _layered(y: Tensor, est: Any, cands: list[tuple[float, float]], times: Tensor, slot: float,
+             one_motion: Callable[[tuple[float, float]], Tensor]
+             ) -> tuple[Tensor, list[tuple[float, float]]]:
     """Deconvolve the frame once per motion and composite by where each motion holds.
 
     Each motion's share of every tile (probability within 1.5 bank steps, normalised over the
     motions) is upsampled to pixels and carried along that motion to each frame time, so a
     moving object's region moves with it.
     """
-    from recon.classical import reconstruct_global, render_frames
+    from recon.classical import render_frames
 
     h, wd = y.shape
     masses = torch.stack([est.mass_near(c) for c in cands])  # (M, th, tw)
@@ -404,14 +486,8 @@ def _layered(y: Tensor, bits: tuple[int, ...], sub_steps: int, w: Tensor, est: A
             layer = y.unsqueeze(0).expand(len(times), h, wd)
             mask_t = full[m].unsqueeze(0).expand(len(times), h, wd)
             v = (0.0, 0.0)
-        elif fast:
-            layer = _fast_frames(y, w, v, times, slot)
-            mask_t = render_frames(full[m], v, times=times, frame_exposure=slot)
         else:
-            res = reconstruct_global(y, bits, times=times, frame_exposure=slot,
-                                     sub_steps=sub_steps, weights=w, velocity=v, method=method,
-                                     iters=iters)
-            layer = res.frames
+            layer = one_motion(v)
             mask_t = render_frames(full[m], v, times=times, frame_exposure=slot)
         frames += layer * mask_t
         weight += mask_t
@@ -421,6 +497,7 @@ def _layered(y: Tensor, bits: tuple[int, ...], sub_steps: int, w: Tensor, est: A
 
 register("classical-tv")(lambda **kw: ClassicalGlobal("tv", **kw))
 register("classical-wiener")(lambda **kw: ClassicalGlobal("wiener", **kw))
+register("refined")(lambda **kw: ClassicalGlobal("refined", **kw))
 
 
 # ---------------------------------------------------------------------------------------------

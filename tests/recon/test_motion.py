@@ -177,3 +177,35 @@ def test_live_engine_uses_the_motion_model_and_reports_the_field() -> None:
         assert r is not None and r.motion is not None and r.motion_tile_px == rec.motion_tile_px
     finally:
         preview.close()
+
+
+def test_still_answer_is_the_coded_frame_and_unsure_frames_fall_back() -> None:
+    """A frame the learned motion calls still comes back as itself (B0: nothing deconvolved);
+    with motion="auto", a frame whose frame read-out is below the threshold takes the spectral
+    search's velocity (recorded as a fallback), and above it keeps the learned one."""
+    _shipped()
+    from recon.operators import CodedExposure
+    from recon.solvers import ClassicalGlobal, equal_times
+
+    s = SceneSampler(default_photos(), 128, split="val", max_motion_px=48.0)
+    phys = CodedExposure.from_capture(CODE, chip_us=None)
+    still = coded_batch([stratum_scene(s, "still", 0x57, 0, (4.0, 8.0))], CODE, sub_steps=4,
+                        sigma=0.003, noise_seed=1).y[0, 0]
+    out = ClassicalGlobal("tv", motion="learned", layers=False).reconstruct(
+        still, phys, equal_times(8))
+    assert out.velocity == (0.0, 0.0)
+    assert torch.equal(out.frames, still.float().expand(8, 128, 128))
+    scene = stratum_scene(s, "pan", 0xF1C, 1, (12.0, 20.0))
+    y = coded_batch([scene], CODE, sub_steps=4, sigma=0.003, noise_seed=2).y[0, 0]
+    always = ClassicalGlobal("tv", motion="auto", fallback_below=1.01, iters=5)
+    never = ClassicalGlobal("tv", motion="auto", fallback_below=0.0, iters=5)
+    a = always.reconstruct(y, phys, equal_times(8))
+    n = never.reconstruct(y, phys, equal_times(8))
+    assert a.diagnostics["motion_fallback"] == 1.0 and n.diagnostics["motion_fallback"] == 0.0
+    from recon.velocity import estimate_velocity
+
+    sv = estimate_velocity(y.float(), CODE, max_px=48.0).velocity
+    assert a.velocity == pytest.approx((float(sv[0]), float(sv[1])))
+    learned = ClassicalGlobal("tv", motion="learned", iters=5).reconstruct(y, phys,
+                                                                          equal_times(8))
+    assert n.velocity == learned.velocity

@@ -12,6 +12,7 @@ from recon.engine import shipped_models
 from recon.functional import code_weights, coded_sum, mask_weights
 from recon.metrics import video_psnr
 from recon.operators import CodedExposure
+from recon.refiner import shipped_refiner
 from recon.solvers import (
     SOLVERS,
     Reconstruction,
@@ -56,9 +57,13 @@ def test_solver_contract(name: str, global_clip, mask_case) -> None:
     """Each registered solver: frames (T, H, W) at the requested times, finite, better than
     repeating the coded frame (B0) on a case its physics covers. A solver whose model does not
     ship must say so when built."""
-    options = {"velocity": V} if name.startswith("classical") else {}
+    options = {"velocity": V} if name.startswith("classical") or name == "refined" else {}
     if name == "learned" and not shipped_models():
         with pytest.raises(SolverError, match="No model"):
+            make_solver(name)
+        return
+    if name == "refined" and shipped_refiner() is None:
+        with pytest.raises(SolverError, match="No refiner"):
             make_solver(name)
         return
     solver = make_solver(name, **options)
