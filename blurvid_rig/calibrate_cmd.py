@@ -41,8 +41,9 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
                    help="chip of the shutter step codes (long enough for the shutter to settle)")
     c.add_argument("--check-chip-us", type=float, nargs="*", default=[100.0],
                    help="chip durations at which single-chip codes check the effective code")
-    c.add_argument("--out", default="",
-                   help="calibration file (default: calibrations/<time>_calibration.cal.h5)")
+    c.add_argument("--out", default="calibrations",
+                   help="folder of the calibration file, as for capture (default: calibrations; "
+                   "the file is <time>_calibration.cal.h5), or a file name ending in .h5")
     c.add_argument("--report", default="",
                    help="report .png or .pdf (default: beside the calibration file, .png)")
     c.add_argument("--name", default="", help="rig name recorded in the calibration")
@@ -85,9 +86,9 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
         timing_chip_us=args.timing_chip_us, check_chip_us=tuple(args.check_chip_us),
         geometry_views=args.views, board=board,
     )
-    out = Path(args.out) if args.out else (
-        Path("calibrations") / f"{datetime.now():%y%m%d_%H%M%S}_calibration.cal.h5"
-    )
+    out = Path(args.out or "calibrations")
+    if out.suffix != ".h5":  # a folder, as capture's --out
+        out = out / f"{datetime.now():%y%m%d_%H%M%S}_calibration.cal.h5"
     if out.exists():
         raise RigError(f"{out} exists; choose another --out (calibrations are never overwritten).")
     report = Path(args.report) if args.report else out.with_name(

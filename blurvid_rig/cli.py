@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -196,6 +197,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
     code = _code_from_args(args.code, args.chip_us)
     if args.rig:
         _apply_rig_file(args, args.capture_defaults)
+    from recon.codes import invertibility_warning
+
+    if (why := invertibility_warning(code.bits)) is not None and not args.masks:
+        print(f"warning: {why}", file=sys.stderr)
     if args.camera not in ("sim", "genicam") or args.shutter not in (
         "sim", "arduino", "simavr", "dmd"
     ):
@@ -229,10 +234,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
             total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet
         )
 
+        shown: list[tuple[int, int, int]] = []
+
         def progress(stats) -> None:
+            key = (stats.written, stats.acquired, stats.frame_id_gaps)
+            if shown and shown[-1] == key:
+                return  # the writer reports the same state again at each flush
+            shown.append(key)
             bar.n = stats.written
             bar.set_postfix(acquired=stats.acquired, gaps=stats.frame_id_gaps, refresh=False)
-            bar.refresh()
+            if stats.written < args.count:
+                bar.refresh()  # the last state is drawn once, by close()
 
         try:
             result = run_coded_capture(
@@ -497,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a timed camera exposure of this length (must cover the code period); "
         "default: TriggerWidth exposure, held by the shutter controller for exactly the code",
     )
-    c.add_argument("--count", type=int, default=10, help="number of frames")
+    c.add_argument("--count", type=positive_int, default=10, help="number of frames")
     c.add_argument("--out", default="captures", help="output folder")
     c.add_argument("--name", default="capture", help="name part of the file name")
     c.add_argument("--compression", choices=["lz4", "gzip", "none"], default="lz4")
@@ -677,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="end to end on the simulated rig: capture, reconstruct, export")
     d.add_argument("--out", default="out/demo", help="output folder")
-    d.add_argument("--count", type=int, default=3, help="coded frames to capture")
+    d.add_argument("--count", type=positive_int, default=3, help="coded frames to capture")
     d.add_argument("--size", type=int, default=256, help="frame width and height in pixels")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
@@ -688,6 +700,36 @@ def _default_threads() -> int:
     # Leave one core free for acquisition and display; on small machines OpenMP threads that spin
     # while another process holds the other core slow reconstruction down many times over.
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+_ERRNO_SENTENCES = {
+    errno.ENOENT: "cannot be found or created; check the path",
+    errno.ENOTDIR: "cannot be a folder: a part of this path is a file",
+    errno.EISDIR: "is a folder where a file was expected",
+    errno.EACCES: "is not writable by you (permission denied); choose another folder",
+    errno.EPERM: "is not writable by you (operation not permitted); choose another folder",
+    errno.EROFS: "is on a read-only file system; choose another folder",
+    errno.ENOSPC: "cannot be written: the disk is full",
+    errno.EEXIST: "already exists",
+}
+
+
+def os_error_sentence(e: OSError) -> str:
+    """One sentence naming the path and the problem, instead of ``[Errno N] ...``."""
+    if e.filename is None or e.errno not in _ERRNO_SENTENCES:
+        return str(e)
+    return f"{e.filename} {_ERRNO_SENTENCES[e.errno]}."
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the message names the option the user typed)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -703,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RigError, ValueError, OSError) as e:  # bad input, device or disk: a sentence
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {os_error_sentence(e) if isinstance(e, OSError) else e}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; files written so far are kept.", file=sys.stderr)

@@ -188,7 +188,8 @@ def find_producers(cti: CtiSpec = None) -> list[Path]:
         raise InitialiseError(
             "No GenTL producer (.cti file) was found; searched: " + "; ".join(searched) + ". "
             f"Install your camera vendor's GenTL producer and set {GENTL_PATH_ENV} to its folder, "
-            "or pass cti= (a .cti file or folder). For the simulators run "
+            "or name it explicitly (a .cti file or folder: --cti on the command line, cti= in "
+            "Python). For the simulators run "
             "`.venv/bin/python scripts/fetch_genicam_producers.py`."
         )
     return found

@@ -483,6 +483,30 @@ def reversal_asymmetry(bits: CodeLike) -> float:
     return float(1.0 - np.convolve(c, c).max() / c.sum())
 
 
+#: Below this min |DFT| (of ``code / K``) the coded blur erases spatial frequencies: it cannot
+#: be inverted (``11111111``: 0; ``1101001110110001``: 0.0003; Raskar's 52-chip code: 0.026).
+MIN_INVERTIBLE_DFT = 0.005
+
+
+def invertibility_warning(bits: CodeLike) -> str | None:
+    """A sentence when a code's blur cannot be inverted (min |DFT| below
+    :data:`MIN_INVERTIBLE_DFT`), else None.
+
+    >>> invertibility_warning("11100101") is None
+    True
+    >>> invertibility_warning("11111111").split(":")[0]
+    'Code 11111111 has min |DFT| 0.0000 (below 0.005)'
+    """
+    m = code_metrics(bits)
+    if m.min_dft >= MIN_INVERTIBLE_DFT:
+        return None
+    text = "".join(str(int(b)) for b in parse_code(bits))
+    return (f"Code {text} has min |DFT| {m.min_dft:.4f} (below {MIN_INVERTIBLE_DFT:g}): its "
+            "motion blur erases some spatial frequencies, so it cannot be inverted and "
+            "reconstructions will ring or stay blurred. Choose another code (`blurvid-rig code "
+            f"--search {m.n_chips}` finds good ones).")
+
+
 def code_metrics(bits: CodeLike, pad_factor: int = DEFAULT_PAD_FACTOR) -> CodeMetrics:
     """All quality metrics of a code.
 

@@ -23,7 +23,13 @@ from PySide6.QtWidgets import (
 )
 
 from hw.types import ShutterCode
-from recon.codes import DEFAULT_PAD_FACTOR, KNOWN_CODES, code_metrics, search_codes
+from recon.codes import (
+    DEFAULT_PAD_FACTOR,
+    KNOWN_CODES,
+    code_metrics,
+    invertibility_warning,
+    search_codes,
+)
 
 
 def code_spectrum(bits: tuple[int, ...], pad_factor: int = DEFAULT_PAD_FACTOR):
@@ -140,7 +146,7 @@ class CodeDesigner(QWidget):
             self.code_changed.emit(None)
             return
         self._code = code
-        self.error.setText("")
+        self.error.setText(invertibility_warning(code.bits) or "")
         self.upload_btn.setEnabled(True)
         bits = code.bits
         self.code_curve.setData(np.arange(len(bits) + 1), np.asarray(bits, dtype=float))

@@ -241,3 +241,50 @@ def test_recon_twice_over_a_folder_or_glob_skips_reconstructions(capture_path, t
     assert "1 of 1 files reconstructed" in capsys.readouterr().out
     assert main(["-q", "recon", str(recon)]) == 1
     assert "No capture files to reconstruct" in capsys.readouterr().err
+
+
+def test_bad_output_paths_and_counts_get_sentences_in_the_users_words(tmp_path, capsys) -> None:
+    """No raw errno text, no internal names: the path and the problem, the option typed."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, words in ((a_file / "sub", "a part of this path is a file"),):
+        rc = main(["-q", "capture", "--sim", "--count", "1", "--width", "32", "--height", "24",
+                   "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "[Errno" not in err
+        assert f"{out}" in err and words in err
+    with pytest.raises(SystemExit):
+        main(["-q", "capture", "--sim", "--count", "0"])
+    err = capsys.readouterr().err
+    assert "argument --count: must be at least 1, got 0" in err and "n_frames" not in err
+
+
+def test_os_error_sentence_names_path_and_problem() -> None:
+    import errno
+
+    from blurvid_rig.cli import os_error_sentence
+
+    e = FileNotFoundError(errno.ENOENT, "No such file or directory", "/proc/nope")
+    assert os_error_sentence(e) == "/proc/nope cannot be found or created; check the path."
+    assert "permission denied" in os_error_sentence(
+        PermissionError(errno.EACCES, "Permission denied", "/root/x"))
+
+
+def test_capture_progress_ends_with_one_full_bar(tmp_path, capsys) -> None:
+    """The progress bar's 100 % line is drawn once (it was drawn three times)."""
+    rc = main(["capture", "--sim", "--count", "5", "--width", "32", "--height", "24",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert err.count("100%") == 1, err
+
+
+def test_capture_warns_about_a_code_that_cannot_be_inverted(tmp_path, capsys) -> None:
+    rc = main(["-q", "capture", "--sim", "--count", "1", "--width", "32", "--height", "24",
+               "--code", "11111111", "--out", str(tmp_path)])
+    assert rc == 0  # a warning, not a refusal: the user may want it for a test
+    err = capsys.readouterr().err
+    assert "warning: Code 11111111 has min |DFT| 0.0000" in err and "cannot be inverted" in err
+    main(["-q", "capture", "--sim", "--count", "1", "--width", "32", "--height", "24",
+          "--code", "11100101", "--out", str(tmp_path)])
+    assert "cannot be inverted" not in capsys.readouterr().err

@@ -113,6 +113,11 @@ def test_bad_code_text_is_refused_with_a_reason(qtbot) -> None:
     assert d.code is None and "open" in d.error.text().lower()
     d.bits_edit.setText("1011")
     assert d.code is not None and d.error.text() == "" and "4 chips" in d.metrics.text()
+    # a code whose blur cannot be inverted is allowed, with a warning that gives the metric
+    for bits, metric in (("11111111", "0.0000"), ("1101001110110001", "0.0003")):
+        d.bits_edit.setText(bits)
+        assert d.code is not None and d.upload_btn.isEnabled()
+        assert "cannot be inverted" in d.error.text() and f"min |DFT| {metric}" in d.error.text()
 
 
 def test_live_view_shows_frames(qtbot, window: MainWindow) -> None:

@@ -97,3 +97,14 @@ def test_calibrate_a_dmd_rig_including_its_mapping(tmp_path):
     rc = main(["-q", "calibrate", "--sim", "--steps", "dmd_mapping", "--out",
                str(tmp_path / "no.cal.h5")])
     assert rc == 2
+
+
+def test_calibrate_out_is_a_folder_as_for_capture(tmp_path):
+    """`--out calibrations` means a folder (as `capture --out`), not a file named calibrations;
+    a name ending in .h5 is the file itself."""
+    folder = tmp_path / "calibrations"
+    rc = main(["-q", "calibrate", "--sim", "--width", "48", "--height", "32", "--steps", "dark",
+               "--frames", "2", "--out", str(folder)])
+    assert rc == 0 and folder.is_dir()
+    (cal,) = folder.glob("*_calibration.cal.h5")
+    assert Calibration.load(cal).parts == ["dark"]
