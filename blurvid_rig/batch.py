@@ -86,6 +86,7 @@ def reconstruct_capture(
     calibration_max_age_days: float = 30.0,
     per_pixel_solver: str = "gap-tv",
     motion: str = "auto",
+    float32: bool = False,
 ) -> ReconOutcome:
     """Reconstruct every coded frame of one capture into ``<stem>.recon.h5`` (and optional exports).
 
@@ -101,7 +102,8 @@ def reconstruct_capture(
     per-frame estimate. A capture coded per pixel (DMD masks) is reconstructed with
     ``per_pixel_solver``: ``"gap-tv"`` (default) or ``"admm-tv"``. ``motion`` chooses the classical
     method's motion estimate: ``"auto"`` (the shipped learned motion model when there is one),
-    ``"learned"`` or ``"spectral"``.
+    ``"learned"`` or ``"spectral"``. The video is stored compactly (uint16 with a scale and
+    offset, Bitshuffle+LZ4; :class:`ReconWriter`) unless ``float32``.
 
     The capture's physics (:meth:`recon.operators.CodedExposure.from_capture`) and its solver
     (:func:`recon.solvers.solver_for`) are built once; every frame then goes through
@@ -192,6 +194,7 @@ def reconstruct_capture(
             parameters=params,
             device=str(dev),
             calibration_used=str(params["calibration"]),
+            full_scale=None if float32 else full_scale,
         ) as writer:
             skipped: list[int] = []
             for n, i in enumerate(coded):
@@ -211,6 +214,10 @@ def reconstruct_capture(
                 result = rec.reconstruct(y, physics, fractions)
                 video = (result.frames.float().cpu().numpy() * full_scale).astype(np.float32)
                 per_frame = {}
+                if masks is None and not learned:
+                    # a uniform frame (all dark, all saturated) is its own video: flagged
+                    per_frame["uniform_frame"] = np.float64(
+                        "uniform" in str(result.diagnostics.get("note", "")))
                 if result.velocity is not None:
                     per_frame["velocity_x"] = np.float64(result.velocity[0])
                     per_frame["velocity_y"] = np.float64(result.velocity[1])
@@ -298,11 +305,12 @@ def reconstruct_files(
     calibration_max_age_days: float = 30.0,
     per_pixel_solver: str = "gap-tv",
     motion: str = "auto",
+    float32: bool = False,
 ) -> list[ReconOutcome]:
     """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on.
 
     ``calibration``, ``use_calibration``, ``velocity``, ``calibration_max_age_days`` (older
-    calibrations get a warning), ``per_pixel_solver`` and ``motion``: see
+    calibrations get a warning), ``per_pixel_solver``, ``motion`` and ``float32``: see
     :func:`reconstruct_capture`."""
     from tqdm import tqdm
 
@@ -341,6 +349,7 @@ def reconstruct_files(
                     calibration_max_age_days=calibration_max_age_days,
                     per_pixel_solver=per_pixel_solver,
                     motion=motion,
+                    float32=float32,
                 )
             )
         except Exception as e:  # reported in the outcome and at the end; the batch goes on

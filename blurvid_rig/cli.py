@@ -331,6 +331,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
         calibration_max_age_days=args.calibration_max_age,
         per_pixel_solver=args.per_pixel_solver,
         motion=args.motion,
+        float32=args.float32,
     )
     failed = [o for o in outcomes if o.error]
     for o in outcomes:
@@ -607,6 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
         "velocity from the spectral search), or auto (learned when the model ships; the default)",
     )
     r.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
+    r.add_argument("--float32", action="store_true",
+                   help="store the video as float32 (about 4x larger) instead of the compact "
+                   "uint16 with a scale (steps of 1/44000 of full scale, -0.25..1.25 x full "
+                   "scale)")
     r.add_argument(
         "--calibration",
         default="",

@@ -97,7 +97,13 @@ class ReconWriter:
         calibration_used: which calibration was applied (e.g. ``"dark+flat from <uuid>"``).
         title: free text (default: the source's title).
         flush_every: flush every this many results.
-        compression: ``"lz4"``, ``"gzip"`` or None (float video compresses poorly; default None).
+        compression: ``"lz4"``, ``"gzip"`` or None (default: ``"lz4"`` for the compact uint16
+            video, None for float32, which compresses poorly).
+        full_scale: the sensor's full scale in the video's units (counts above the dark level).
+            Given, the video is stored compactly: uint16 with ``scale_factor`` and ``add_offset``
+            attributes (value = stored x scale_factor + add_offset) covering ``-0.25`` to
+            ``1.25`` x ``full_scale`` in steps of ``1.5 full_scale / 65535`` (0.09 counts of a
+            12-bit sensor); values beyond are clipped to that range. None stores float32.
 
     Raises:
         CaptureWriteError: bad arguments, or the file name is taken.
@@ -118,7 +124,8 @@ class ReconWriter:
         calibration_used: str = "",
         title: str | None = None,
         flush_every: int = 8,
-        compression: str | None = None,
+        compression: str | None = "auto",
+        full_scale: float | None = None,
     ) -> None:
         self._final = Path(path)
         if not self._final.name.endswith(RECON_SUFFIX):
@@ -140,6 +147,12 @@ class ReconWriter:
         if int(flush_every) != flush_every or flush_every < 1:
             raise CaptureWriteError(f"flush_every must be a positive integer, got {flush_every!r}.")
         self._flush_every = int(flush_every)
+        if full_scale is not None and not (np.isfinite(full_scale) and full_scale > 0):
+            raise CaptureWriteError(f"full_scale must be a finite number > 0, got {full_scale!r}.")
+        self._scale = None if full_scale is None else (1.5 * float(full_scale) / 65535,
+                                                       -0.25 * float(full_scale))
+        if compression == "auto":
+            compression = "lz4" if self._scale is not None else None
         self._comp = compression_kwargs(compression)
         params_json = to_json(dict(parameters), "parameters")
         refuse_existing(self._final)
@@ -185,10 +198,13 @@ class ReconWriter:
                 shape=(0, *self._shape),
                 maxshape=(None, *self._shape),
                 chunks=(1, 1, h, w),
-                dtype="f4",
+                dtype="f4" if self._scale is None else "u2",
                 **self._comp,
             )
             self._video.attrs["units"] = "counts"
+            if self._scale is not None:
+                self._video.attrs["scale_factor"] = np.float64(self._scale[0])
+                self._video.attrs["add_offset"] = np.float64(self._scale[1])
             write_field(data, "time", self._time, "s")
             self._frame = data.create_dataset(
                 "frame", shape=(0,), maxshape=(None,), chunks=(512,), dtype="i8", fillvalue=-1
@@ -289,7 +305,11 @@ class ReconWriter:
             self._frame.resize(i + 1, axis=0)
             for ds in self._per_frame.values():
                 ds.resize(i + 1, axis=0)
-            self._video[i] = arr.astype(np.float32, copy=False)
+            if self._scale is None:
+                self._video[i] = arr.astype(np.float32, copy=False)
+            else:
+                q = np.rint((arr - self._scale[1]) / self._scale[0])
+                self._video[i] = np.clip(q, 0, 65535).astype(np.uint16)
             for name, ds in self._per_frame.items():
                 ds[i] = values[name]
             self._frame[i] = int(frame_index)  # last: marks the result complete
@@ -463,11 +483,22 @@ class ReconFile:
         self.end_time = read_str(entry, "end_time") or None
         pr = require(entry, "process", path, "the NXprocess provenance group")
         video = require(entry, "data/video", path, "the reconstructed video")
-        if video.ndim != 4 or video.dtype.kind != "f":
+        scaled = "scale_factor" in video.attrs
+        if video.ndim != 4 or video.dtype.kind != ("u" if scaled else "f"):
             raise CaptureFormatError(
-                f"{path}: /entry/data/video must be a 4-D float array [frame, time, y, x], got "
-                f"{video.dtype} {video.shape}."
+                f"{path}: /entry/data/video must be a 4-D float array (or uint16 with "
+                f"scale_factor and add_offset) [frame, time, y, x], got {video.dtype} "
+                f"{video.shape}."
             )
+        self._scale = None
+        if scaled:
+            sf = float(video.attrs["scale_factor"])
+            off = float(video.attrs.get("add_offset", 0.0))
+            if not (np.isfinite(sf) and sf > 0 and np.isfinite(off)):
+                raise CaptureFormatError(
+                    f"{path}: the video's scale_factor/add_offset ({sf!r}, {off!r}) are not "
+                    "finite numbers (scale_factor > 0); the file is damaged.")
+            self._scale = (sf, off)
         check_numeric_finite(entry, path, frozenset({video.name}))
         self.time_s = np.asarray(require(entry, "data/time", path, "the time axis")[()])
         if self.time_s.shape != (video.shape[1],):
@@ -515,8 +546,20 @@ class ReconFile:
 
     @property
     def video(self) -> np.ndarray:
-        """All recovered results, ``(N, T, H, W)`` float32 (loads everything into memory)."""
-        return self._video[: self.n_frames]
+        """All recovered results, ``(N, T, H, W)`` float32 (loads everything into memory;
+        a compact uint16 video is decoded)."""
+        return self._decode(self._video[: self.n_frames])
+
+    @property
+    def storage(self) -> str:
+        """How the video is stored: ``"uint16 (scaled)"`` or ``"float32"``."""
+        return "float32" if self._scale is None else "uint16 (scaled)"
+
+    def _decode(self, stored: np.ndarray) -> np.ndarray:
+        if self._scale is None:
+            return np.asarray(stored, dtype=np.float32)
+        sf, off = self._scale
+        return (stored.astype(np.float32) * np.float32(sf) + np.float32(off))
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:
@@ -527,7 +570,7 @@ class ReconFile:
         """Result ``i``, ``(T, H, W)`` float32."""
         if not 0 <= i < self.n_frames:
             raise IndexError(f"Result {i} is outside {self.path} ({self.n_frames} results).")
-        return self._video[i]
+        return self._decode(self._video[i])
 
     def __len__(self) -> int:
         return self.n_frames
@@ -552,7 +595,7 @@ class ReconFile:
             f"  source: {p.get('source_path')} (uuid {self.source_uuid})",
             f"  code used: {p.get('code')} @ {p.get('chip_duration')} us, sha256 "
             f"{str(p.get('code_sha256'))[:12]}",
-            f"  video: {n} frames x {t} time samples x {w}x{h} float32 "
+            f"  video: {n} frames x {t} time samples x {w}x{h}, stored {self.storage} "
             f"(source frames {self.frame_index[:1].tolist()}..{self.frame_index[-1:].tolist()})",
             f"  time span: {span} ({t} samples)",
             f"  calibration used: {p.get('calibration_used') or 'none'}",

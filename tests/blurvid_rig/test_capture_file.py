@@ -675,7 +675,7 @@ def test_describe_capture_and_recon(capture: Path, tmp_path: Path) -> None:
         "method: gap-tv (iters=5)",
         "device: cuda:0",
         f"source: {capture.resolve()}",
-        "video: 2 frames x 4 time samples x 64x48 float32",
+        "video: 2 frames x 4 time samples x 64x48, stored float32",
         "time span: 0 .. 0.3 ms (4 samples)",
     ):
         assert fact in text, f"{fact!r} missing from:\n{text}"

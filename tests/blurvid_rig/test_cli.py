@@ -288,3 +288,47 @@ def test_capture_warns_about_a_code_that_cannot_be_inverted(tmp_path, capsys) ->
     main(["-q", "capture", "--sim", "--count", "1", "--width", "32", "--height", "24",
           "--code", "11100101", "--out", str(tmp_path)])
     assert "cannot be inverted" not in capsys.readouterr().err
+
+
+def test_reconstructions_are_stored_compactly_unless_float32_is_asked(capture_path, tmp_path,
+                                                                       capsys) -> None:
+    """The video is stored as uint16 with a scale and offset (Bitshuffle+LZ4): about half the
+    float32 file or less (the simulated scene here is noise-like texture, which LZ4 barely
+    compresses; photo scenes compress further), decoded to within half a step of float32."""
+    args = ["-q", "recon", str(capture_path), "--motion", "spectral", "--max-blur-px", "8"]
+    assert main([*args, "--out", str(tmp_path / "compact")]) == 0
+    assert main([*args, "--out", str(tmp_path / "f32"), "--float32"]) == 0
+    (compact,) = (tmp_path / "compact").glob("*.recon.h5")
+    (f32,) = (tmp_path / "f32").glob("*.recon.h5")
+    with ReconFile.open(compact) as a, ReconFile.open(f32) as b:
+        assert a.storage == "uint16 (scaled)" and b.storage == "float32"
+        va, vb = a.video, b.video
+        assert va.dtype == np.float32 and va.shape == vb.shape
+        step, offset = a._scale
+        inside = (vb > offset) & (vb < offset + 65535 * step)
+        assert np.abs(va - vb)[inside].max() <= step / 2 + 1e-3
+        np.testing.assert_allclose(a.read_video(1), va[1])
+    sizes = compact.stat().st_size, f32.stat().st_size, capture_path.stat().st_size
+    print("compact, float32, capture bytes:", sizes)
+    assert sizes[0] <= 0.55 * sizes[1]
+    assert main(["info", str(compact)]) == 0
+    assert "stored uint16 (scaled)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", [4095, 0])
+def test_a_saturated_or_dark_frame_does_not_stop_the_capture(capture_path, tmp_path, capsys,
+                                                             value) -> None:
+    """Frame 1 all saturated (or all zero): it comes back as a constant video, flagged in the
+    file, and the frames after it are reconstructed (it used to abort the whole capture)."""
+    p = tmp_path / capture_path.name
+    shutil.copy(capture_path, p)
+    with h5py.File(p, "r+") as f:
+        d = f["/entry/instrument/camera/data"]
+        d[1] = np.full(d.shape[1:], value, d.dtype)
+    assert main(["-q", "recon", str(p), "--out", str(tmp_path), "--max-blur-px", "8"]) == 0
+    (rec,) = tmp_path.glob("*.recon.h5")
+    with ReconFile.open(rec) as r:
+        assert r.n_frames == 3 and r.status == "complete"
+        assert r.per_frame["uniform_frame"].tolist() == [0.0, 1.0, 0.0]
+        v = r.read_video(1)
+        assert np.ptp(v) < 1.0  # constant (up to the storage step)
