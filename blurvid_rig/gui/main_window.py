@@ -535,6 +535,7 @@ class MainWindow(QMainWindow):
                       "shutter": s.shutter.info.controller},
             on_saved=lambda cal, path: self.calibration_panel.set_calibration(cal, path),
             projector=DmdProjector(s.shutter) if hasattr(s.shutter, "load_masks") else None,
+            code=code or self.designer.code,
         )
 
         def closed(_result: int) -> None:

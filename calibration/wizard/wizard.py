@@ -45,6 +45,7 @@ from calibration.procedures import (
 )
 from hw.base import Camera, Shutter
 from hw.errors import RigError
+from hw.types import ShutterCode
 
 #: What each page asks for, in the user's words.
 INSTRUCTIONS = {
@@ -282,7 +283,12 @@ class StepPage(QWizardPage):
             report.plot_ptc(self.figure.add_subplot(111), r)
         elif self.step == "shutter_timing":
             report.plot_timing(self.figure.add_subplot(121), r)
-            report.plot_effective_code(self.figure.add_subplot(122), r)
+            code = self.w.code
+            if code is None:
+                report.plot_effective_code(self.figure.add_subplot(122), r)
+            else:  # the code the rig has loaded, at its chip duration
+                report.plot_effective_code(self.figure.add_subplot(122), r, bits=code.bits,
+                                           chip_us=code.chip_us)
         elif self.step == "dmd_mapping":
             report.plot_dmd_mapping(self.figure.add_subplot(111), r)
         else:
@@ -381,6 +387,8 @@ class CalibrationWizard(QWizard):
         truth: true values to show in the summary (a simulated rig).
         projector: the DMD as projector (e.g. :class:`~calibration.procedures.DmdProjector`);
             with one, a DMD-to-camera mapping page is added.
+        code: the exposure code the rig has loaded; the shutter-timing page plots its effective
+            code (else the 8-chip reference code).
     """
 
     def __init__(
@@ -396,8 +404,10 @@ class CalibrationWizard(QWizard):
         parent: QWidget | None = None,
         on_saved: Callable[[Calibration, Path], None] | None = None,
         projector: Any = None,
+        code: ShutterCode | None = None,
     ) -> None:
         super().__init__(parent)
+        self.code = code
         self.setWindowTitle("blurvid-rig calibration")
         self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
         self.plan = plan or Plan()

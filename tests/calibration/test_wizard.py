@@ -138,3 +138,21 @@ def test_wizard_has_a_dmd_page_when_the_dmd_is_the_shutter(qtbot, tmp_path):
                             timeout=30_000)
             assert page.isComplete(), page.status.text()
             assert page.result.rms_px < 0.3 and page.figure.axes
+
+
+def test_effective_code_plot_shows_the_loaded_code(qtbot, sim_rig, tmp_path):
+    """The shutter-timing page plots the effective code of the code the rig has loaded (it
+    always showed 11100101)."""
+    from hw.types import ShutterCode
+
+    cam, sh, bench = sim_rig
+    code = ShutterCode.parse("1100111100000101", 250.0)
+    plan = Plan(exposure_us=10_000.0, n_frames=4, steps=("shutter_timing",))
+    wiz = CalibrationWizard(cam, sh, bench, plan, out_path=tmp_path / "c.cal.h5", code=code)
+    qtbot.addWidget(wiz)
+    wiz.show()
+    wiz.next()
+    (page,) = [p for p in wiz.step_pages if p.step == "shutter_timing"]
+    _run_page(qtbot, wiz, page)
+    titles = [ax.get_title() for ax in page.figure.axes]
+    assert any("code 1100111100000101 at 250 us chips" in t for t in titles), titles
