@@ -96,6 +96,17 @@ class CameraPanel(QGroupBox):
         self.exposure_mode.currentTextChanged.connect(
             lambda m: self.exposure_us.setEnabled(m == "Timed"))
         self.exposure_us.setEnabled(False)
+        #: whether the user changed gain, black level, pixel format or ROI here; until then
+        #: connecting keeps what the camera holds (the panel's blank defaults are not applied)
+        self.user_edited = False
+        self._showing = False
+        for w in (self.gain, self.black_level, *self.roi):
+            w.valueChanged.connect(self._edited)
+        self.pixel_format.currentTextChanged.connect(self._edited)
+
+    def _edited(self, *_: object) -> None:
+        if not self._showing:
+            self.user_edited = True
 
     @property
     def mode(self) -> str:
@@ -114,6 +125,13 @@ class CameraPanel(QGroupBox):
 
     def show_settings(self, cam: CameraSettings) -> None:
         """Show what the camera holds (after the device rounded and limited it)."""
+        self._showing = True
+        try:
+            self._show_settings(cam)
+        finally:
+            self._showing = False
+
+    def _show_settings(self, cam: CameraSettings) -> None:
         self.gain.setValue(cam.gain_db)
         self.black_level.setValue(cam.black_level_dn)
         self.pixel_format.setCurrentText(cam.pixel_format)

@@ -78,6 +78,10 @@ class StateBridge(QObject):
         self.changed.emit(state.value, reason)
 
 
+#: black level the window gives a simulated camera (Mono12), as ``calibrate --sim`` does
+SIM_BLACK_DN = 64.0
+
+
 def sim_rig_factory(size: int, **camera_kw: Any) -> Callable[..., tuple[Any, Any]]:
     """A factory of the simulated camera and shutter (``size`` x ``size`` sensor)."""
 
@@ -315,6 +319,11 @@ class MainWindow(QMainWindow):
                 camera, shutter = factory(stack)
                 session = RigSession(camera, shutter, on_state=bridge)
                 session.open()
+                from hw.sim import SimCamera
+
+                if isinstance(camera, SimCamera) and camera.settings.black_level_dn == 0:
+                    # as a real sensor's offset (and calibrate --sim): dark noise above 0 DN
+                    camera.apply_settings(camera.settings.replace(black_level_dn=SIM_BLACK_DN))
             except BaseException:
                 stack.close()
                 raise
@@ -403,6 +412,7 @@ class MainWindow(QMainWindow):
         self.designer.bits_edit.setText(profile.bits)
         self.designer.chip_us.setValue(profile.chip_us)
         self.camera_panel.show_settings(profile.camera)
+        self.camera_panel.user_edited = True  # the profile's settings are the user's choice
         self.folder.setText(profile.folder)
         self.name.setText(profile.name)
 
@@ -453,7 +463,8 @@ class MainWindow(QMainWindow):
         mode, exposure_us = panel.mode, panel.timed_exposure_us
 
         def call(session: RigSession):
-            settings = panel.settings_from(session.camera.settings)
+            base = session.camera.settings
+            settings = panel.settings_from(base) if panel.user_edited else base
             cam = session.configure(code, exposure_mode=mode, exposure_us=exposure_us,
                                     settings=settings, trigger_source=trigger_source)
             return cam, session.camera.node_map_snapshot()

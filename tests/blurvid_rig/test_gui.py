@@ -36,6 +36,18 @@ def connect(qtbot, win: MainWindow) -> None:
     assert win.session.state == SessionState.IDLE
 
 
+def test_the_simulated_rig_starts_as_capture_does(qtbot, window: MainWindow) -> None:
+    """Connecting keeps what the camera holds (Mono12, not the panel's first format, Mono8)
+    and the simulated camera gets a black level above 0 DN, so the calibration wizard's dark
+    step works without changing settings first."""
+    connect(qtbot, window)
+    qtbot.waitUntil(lambda: window.held_settings is not None, timeout=WAIT_MS)
+    cam = window.session.camera.settings
+    assert cam.pixel_format == "Mono12" and cam.black_level_dn == 64.0
+    assert window.camera_panel.pixel_format.currentText() == "Mono12"
+    assert window.camera_panel.black_level.value() == 64.0 and not window.camera_panel.user_edited
+
+
 def test_connect_shows_the_verified_code_echo(qtbot, window: MainWindow) -> None:
     connect(qtbot, window)
     assert "echo verified" in window.designer.echo.text()
