@@ -438,6 +438,37 @@ def _crossing(t: np.ndarray, y: np.ndarray, level: float, rising: bool) -> float
     return float(t[i] + (level - y0) * (t[i + 1] - t[i]) / (y1 - y0))
 
 
+#: Bounds of a plausible timing measurement: the 5-point running mean of the measured
+#: transmittance (noise of a derivative of single frames reaches +-0.06 on the simulated bench)
+TRANSMITTANCE_RANGE = (-0.1, 1.15)
+LEAKAGE_RANGE = (-0.02, 0.9)
+
+
+def _check_timing_plausible(rise: np.ndarray, fall: np.ndarray, leakage: float,
+                            latency_us: float, close_latency_us: float, step_us: float) -> None:
+    """Refuse a timing measurement no shutter can produce (a moving target or flickering light
+    between the frames gives oscillating transmittance, negative leakage, negative latency)."""
+    problems = []
+    for name, tr in (("opening", rise), ("closing", fall)):
+        m = np.convolve(tr, np.ones(5) / 5, mode="valid") if len(tr) >= 5 else tr
+        lo, hi = float(m.min()), float(m.max())
+        if lo < TRANSMITTANCE_RANGE[0] or hi > TRANSMITTANCE_RANGE[1]:
+            problems.append(f"the transmittance around the {name} edge swings from {lo:.2f} to "
+                            f"{hi:.2f} (a shutter stays within 0..1)")
+    if not LEAKAGE_RANGE[0] <= leakage <= LEAKAGE_RANGE[1]:
+        problems.append(f"the leakage is {100 * leakage:.1f} % of the open level")
+    for name, v in (("opening", latency_us), ("closing", close_latency_us)):
+        if v < -2.0 * step_us:  # an instantaneous shutter reads -1.2 steps (the resolution)
+            problems.append(f"the {name} latency is {v:.1f} us, before the command (more "
+                            f"than the {2 * step_us:g} us resolution of the measurement)")
+    if problems:
+        raise CalibrationFailed(
+            "The shutter timing measurement is implausible: " + "; ".join(problems) + ". The "
+            "light changed between the frames for another reason than the shutter: keep the "
+            "target still and evenly lit, avoid lamps that flicker at the mains frequency "
+            "(use DC or high-frequency LED light), then run this step again.")
+
+
 def shutter_timing(
     rig: Rig, *, chip_us: float = 1000.0, step_us: float = 4.0, span_us: float = 300.0,
     n_avg: int = 4, check_chip_us: Sequence[float] = (), dark: DarkResult | None = None,
@@ -514,6 +545,9 @@ def shutter_timing(
 
     rt, rtr = profile(grid_r, rise_edge)
     ft, ftr = profile(grid_f, fall_edge)
+    # a 3-point running mean: single-frame noise of the derivative would otherwise make the
+    # crossings jump; it spreads an instantaneous edge by about one step each way (an ideal
+    # shutter reads a latency of -1.2 steps and a rise of 2.4 steps: the resolution)
     sm = np.convolve(rtr, np.ones(3) / 3, mode="same")
     sm[0], sm[-1] = rtr[0], rtr[-1]
     fm = np.convolve(ftr, np.ones(3) / 3, mode="same")
@@ -528,6 +562,7 @@ def shutter_timing(
             f"The shutter did not open and close within {span_us:g} us of the command edges; "
             "lengthen span_us, or check that the shutter is driven by the controller."
         )
+    _check_timing_plausible(rtr, ftr, leakage, t10, f90, step_us)
     timing = ShutterTiming(
         latency_us=t10, rise_us=t90 - t10, close_latency_us=f90, fall_us=f10 - f90,
         leakage=leakage, chip_us=c, rise_t_us=rt, rise_transmittance=rtr, fall_t_us=ft,

@@ -281,6 +281,14 @@ def test_calibrate_from_the_window_then_record_with_it(qtbot, window: MainWindow
     qtbot.waitUntil(lambda: window.wizard is None, timeout=WAIT_MS)
     cal = window.calibration_panel.calibration
     assert cal is not None and cal.parts == ["dark", "shutter_timing"]
+    # against the simulator's truth: the window's simulated shutter is ideal (no latency, no
+    # leak); the measurement resolves it to within two 4 us steps (it once read -4.8 us
+    # latency, transmittance up to 3.4 and negative leakage, and was accepted)
+    st = cal.shutter_timing
+    truth = window.session.shutter.optics
+    assert abs(st.latency_us - truth.latency_us) <= 8.0
+    assert abs(st.close_latency_us - truth.close_latency) <= 8.0
+    assert abs(st.leakage - truth.leakage) < 0.01
     assert "gui.cal.h5" in window.calibration_panel.label.text()
     qtbot.waitUntil(lambda: "fits" in window.calibration_panel.problems.text(), timeout=WAIT_MS)
     window.mode.setCurrentText("Single frame")

@@ -236,3 +236,30 @@ def test_dmd_mapping_with_the_dmd_shutter_as_projector():
     assert m.n_dots == 48 and m.rms_px < 0.3, (m.n_dots, m.rms_px)
     pts = np.array([[0, 0], [95, 0], [0, 71], [95, 71]], float)
     np.testing.assert_allclose(m.to_camera(pts), _apply_homography(true, pts), atol=0.5)
+
+
+@pytest.mark.parametrize("n_avg", [1, 4])
+def test_timing_on_a_moving_target_is_refused_not_accepted(n_avg):
+    """A moving target (or flickering light) between the timing frames gave transmittance
+    oscillating from -2.5 to 2.5 and a close latency of 7-11 us instead of 30, and it was
+    accepted; now the step fails and says why. The static bench still passes (n_avg 1 too)."""
+    from hw.sim import SimScene
+
+    class MovingBench(SimBench):
+        def setup(self, target, instruction, *, view=0):
+            super().setup(target, instruction, view=view)
+            if target == "bright":
+                w, h = self.camera.scene.width, self.camera.scene.height
+                self.camera.scene = SimScene.default(w, h, seed=3)
+
+    for bench, ok in ((SimBench, True), (MovingBench, False)):
+        cam, sh = make_rig()
+        with cam, sh:
+            cam.apply_settings(cam.settings.replace(black_level_dn=64.0))
+            proc = shutter_timing(Rig(cam, sh, bench(cam)), span_us=300, n_avg=n_avg)
+            if ok:
+                t = run(proc)
+                assert t.close_latency_us == pytest.approx(30.0, abs=5)
+            else:
+                with pytest.raises(CalibrationFailed, match="implausible: the transmittance"):
+                    run(proc)
