@@ -182,10 +182,14 @@ class PreviewPanel(QWidget):
             self.strip_view.autoRange(padding=0.0)
         self._draw_motion(r.motion, r.motion_tile_px)
         dev = "GPU" if r.device.startswith("cuda") else "CPU"
+        pace = (f"{rate:.2f} results/s" if len(self._times) >= 2 else
+                "first result in the last 5 s")
+        slow = (" (slow on the CPU at this size: a smaller frame or ROI is faster)"
+                if r.latency_s > 1.0 and dev == "CPU" else "")
         self.label.setText(
-            f"{self.why}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} in "
-            f"{r.latency_s * 1e3:.0f} ms on the {dev} ({r.device}), {rate:.2f} results/s, "
-            f"{p.skipped} frames skipped"
+            f"{self.why}: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, "
+            f"latency {r.latency_s * 1e3:.0f} ms on the {dev} ({r.device}){slow}; last result "
+            f"at {time.strftime('%H:%M:%S')}, {pace}, {p.skipped} frames skipped"
         )
 
     def close_preview(self) -> None:

@@ -148,7 +148,10 @@ def test_live_reconstruction_preview_produces_frames(qtbot, window: MainWindow) 
     window.preview.enabled.setChecked(True)
     window.toggle_live()
     qtbot.waitUntil(lambda: window.preview.results >= 1, timeout=60_000)
-    assert "4 frames" in window.preview.label.text() and "CPU" in window.preview.label.text()
+    text = window.preview.label.text()
+    assert "4 frames" in text and "CPU" in text
+    # the latency and when the last result came, never "0.00 results/s" after a first result
+    assert "latency" in text and "last result at" in text and "0.00 results/s" not in text
     assert window.preview._frames.shape[0] == 4
     assert np.isfinite(window.preview._frames).all()
 
