@@ -15,8 +15,8 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -79,10 +79,10 @@ class CameraPanel(QGroupBox):
         self.warning.setStyleSheet("color: #c0392b")
         self.held = QLabel("")
         self.held.setWordWrap(True)
-        roi_row = QHBoxLayout()
-        for label, w in zip(("x", "y", "w", "h"), self.roi, strict=True):
-            roi_row.addWidget(QLabel(label))
-            roi_row.addWidget(w)
+        roi_row = QGridLayout()  # two rows (offset, size): four spin boxes in a row were too wide
+        for k, (label, w) in enumerate(zip(("x", "y", "w", "h"), self.roi, strict=True)):
+            roi_row.addWidget(QLabel(label), k // 2, 2 * (k % 2))
+            roi_row.addWidget(w, k // 2, 2 * (k % 2) + 1)
         form = QFormLayout(self)
         form.addRow("exposure mode", self.exposure_mode)
         form.addRow("exposure (Timed)", self.exposure_us)

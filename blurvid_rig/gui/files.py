@@ -88,11 +88,14 @@ class FilesPanel(QWidget):
         self.video_item = pg.ImageItem(axisOrder="row-major")
         self.video_view.addItem(self.video_item)
 
-        row = QHBoxLayout()
-        for w in (self.open_btn, QLabel("method"), self.method, self.recon_btn, QLabel("export"),
-                  *self.export_boxes.values(), self.batch_btn):  # fmt: skip
+        row = QHBoxLayout()  # two rows: in one, the window did not fit a 1366 px screen
+        for w in (self.open_btn, self.batch_btn, QLabel("method"), self.method):
             row.addWidget(w)
         row.addStretch(1)
+        row2 = QHBoxLayout()
+        for w in (self.recon_btn, QLabel("export"), *self.export_boxes.values()):
+            row2.addWidget(w)
+        row2.addStretch(1)
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.addWidget(self.graphics, 1)
@@ -103,6 +106,7 @@ class FilesPanel(QWidget):
         split.setStretchFactor(0, 3)
         lay = QVBoxLayout(self)
         lay.addLayout(row)
+        lay.addLayout(row2)
         lay.addWidget(self.bar)
         lay.addWidget(self.status)
         lay.addWidget(split, 1)
@@ -114,6 +118,7 @@ class FilesPanel(QWidget):
         self.exports: list[Path] = []
         self.batch_outcomes: list = []
         self._t = 0
+        self._levels: dict[int, tuple[float, float]] = {}  # display levels per clip
         self.play = QTimer(self)
         self.play.timeout.connect(self._next_video_frame)
         self.play.start(100)
@@ -190,8 +195,13 @@ class FilesPanel(QWidget):
         outcome, video = result
         self.bar.setVisible(False)
         self.recon_path, self.video, self.exports = outcome.output, video, list(outcome.exports)
+        self._levels.clear()
         self._t = 0
         self._show_index(self.slider.value())
+        # draw the first frame before fitting the view: fitting an empty item zoomed onto a few
+        # pixels (the video was a tiny grey box in a corner)
+        self._t = -1
+        self._next_video_frame(force=True)
         self.video_view.autoRange(padding=0.0)
         wrote = ", ".join(p.name for p in [outcome.output, *outcome.exports])
         self.status.setText(f"reconstructed {outcome.n_frames} frames in {outcome.seconds:.1f} s; "
@@ -226,14 +236,16 @@ class FilesPanel(QWidget):
             self.coded_item.setImage(self.frames[i], autoLevels=True)
         self._t = 0
 
-    def _next_video_frame(self) -> None:
-        if self.video is None or not self.isVisible():
+    def _next_video_frame(self, force: bool = False) -> None:
+        if self.video is None or not (self.isVisible() or force):
             return
         i = min(self.slider.value(), self.video.shape[0] - 1)
         clip = self.video[i]
         self._t = (self._t + 1) % clip.shape[0]
-        lo, hi = float(np.percentile(clip, 0.5)), float(np.percentile(clip, 99.5))
-        self.video_item.setImage(clip[self._t], autoLevels=False, levels=(lo, max(hi, lo + 1e-6)))
+        if i not in self._levels:  # once per clip: percentiles of every frame cost a core
+            lo, hi = float(np.percentile(clip, 0.5)), float(np.percentile(clip, 99.5))
+            self._levels[i] = (lo, max(hi, lo + 1e-6))
+        self.video_item.setImage(clip[self._t], autoLevels=False, levels=self._levels[i])
 
     def _update_buttons(self) -> None:
         busy = self.tasks.busy

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -150,6 +151,7 @@ class MainWindow(QMainWindow):
         self.features = FeatureTree()
         self.tabs.addTab(self.features, "Camera features")
         self.setCentralWidget(self.tabs)
+        self._menus()
         self.designer = CodeDesigner()
         self.designer.upload_requested.connect(self.upload_code)
         panel = QWidget()
@@ -166,10 +168,19 @@ class MainWindow(QMainWindow):
         col.addStretch(1)
         #: the calibration wizard while it is open
         self.wizard = None
+        for combo in panel.findChildren(QComboBox):
+            # long entries (rig choices, ports) elide instead of widening the whole panel
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
         scroll = QScrollArea()
-        scroll.setMinimumWidth(340)
         scroll.setWidget(panel)
         scroll.setWidgetResizable(True)
+        # the panel fits its width: it scrolls up and down only (it scrolled sideways when a
+        # field took focus, hiding the labels)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(panel.minimumSizeHint().width()
+                               + scroll.verticalScrollBar().sizeHint().width() + 4)
         dock = QDockWidget("Rig", self)
         dock.setObjectName("rig-dock")
         dock.setWidget(scroll)
@@ -437,6 +448,55 @@ class MainWindow(QMainWindow):
                        lambda p: (self.apply_profile(p), self.device_label.setText(
                            f"code and camera settings of {Path(path).name} loaded; Apply to "
                            "use them")), self._show_error)  # fmt: skip
+
+    def _menus(self) -> None:
+        """File (open capture, profiles, quit) and Help (about, documentation)."""
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for text, key, slot in (
+            ("&Open capture...", QKeySequence.StandardKey.Open, self._open_capture_dialog),
+            ("&Load profile...", "Ctrl+L", self._load_profile_dialog),
+            ("&Save profile...", QKeySequence.StandardKey.Save, self._save_profile_dialog),
+            (None, None, None),
+            ("&Quit", QKeySequence.StandardKey.Quit, self.close),
+        ):
+            if text is None:
+                file_menu.addSeparator()
+                continue
+            act = QAction(text, self)
+            act.setShortcut(QKeySequence(key))
+            act.triggered.connect(slot)
+            file_menu.addAction(act)
+        quit_act = file_menu.actions()[-1]
+        quit_act.setShortcuts([QKeySequence("Ctrl+Q"), QKeySequence(QKeySequence.StandardKey.Quit)])
+        help_menu = bar.addMenu("&Help")
+        docs = QAction("&Documentation", self)
+        docs.triggered.connect(self._open_docs)
+        about = QAction("&About blurvid-rig", self)
+        about.triggered.connect(self._about)
+        help_menu.addAction(docs)
+        help_menu.addAction(about)
+
+    def _open_capture_dialog(self) -> None:
+        self.tabs.setCurrentWidget(self.files)
+        self.files._choose()
+
+    def _open_docs(self) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(readme)))
+
+    def about_text(self) -> str:
+        from blurvid_rig.h5util import creator_version
+
+        return (f"blurvid-rig {creator_version()}: capture, calibration and reconstruction "
+                "for a coded-exposure (flutter shutter) high-speed camera rig. Documentation: "
+                "README.md and docs/ in the project folder.")
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About blurvid-rig", self.about_text())
 
     def _load_profile_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a rig profile", "", "TOML (*.toml)")

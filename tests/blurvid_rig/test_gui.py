@@ -188,6 +188,11 @@ def test_files_reconstruct_and_batch(qtbot, window: MainWindow, tmp_path: Path) 
     qtbot.waitUntil(lambda: files.video is not None, timeout=120_000)
     assert files.video.shape[:2] == (2, 8)
     assert files.recon_path.exists() and any(p.suffix == ".png" for p in files.exports)
+    # the video is fitted in its pane on load (it was zoomed onto a few pixels)
+    (x0, x1), (y0, y1) = files.video_view.viewRange()
+    h, w = files.video.shape[-2:]
+    assert x1 - x0 >= w - 1 and y1 - y0 >= h - 1 and x1 - x0 <= 4 * w
+    assert files.video_item.image is not None and files.video_item.image.shape == (h, w)
     bad = tmp_path / "not_a_capture.h5"
     bad.write_bytes(b"nope")
     files.batch([window.last_result.path, bad], method="classical")
@@ -318,3 +323,31 @@ def test_the_dmd_rig_records_from_the_window(qtbot, tmp_path: Path) -> None:
     with CaptureFile.open(win.last_result.path) as f:
         assert f.shutter_info.controller == "dmd"
     win.close()
+
+
+def test_menu_bar_has_file_and_help(qtbot, window: MainWindow) -> None:
+    """File: open capture, load/save profile, quit with Ctrl+Q; Help: documentation, about."""
+    menus = {m.title().replace("&", ""): m for m in
+             (a.menu() for a in window.menuBar().actions())}
+    assert set(menus) == {"File", "Help"}
+    file_items = [a.text().replace("&", "") for a in menus["File"].actions() if a.text()]
+    assert file_items == ["Open capture...", "Load profile...", "Save profile...", "Quit"]
+    quit_act = menus["File"].actions()[-1]
+    assert "Ctrl+Q" in [k.toString() for k in quit_act.shortcuts()]
+    help_items = [a.text().replace("&", "") for a in menus["Help"].actions()]
+    assert help_items == ["Documentation", "About blurvid-rig"]
+    assert window.about_text().startswith("blurvid-rig ")
+
+
+def test_window_fits_a_1366x768_screen_without_sideways_scrolling(qtbot, window) -> None:
+    """The window's minimum width fits a 1366 px screen; the rig panel never scrolls sideways
+    (it did when a field took focus, hiding the labels)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QScrollArea
+
+    window.show()
+    assert window.minimumSizeHint().width() <= 1366
+    (scroll,) = [sa for sa in window.findChildren(QScrollArea)
+                 if sa.widget() is not None and sa.widget().findChildren(type(window.camera_panel))]
+    assert scroll.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    assert scroll.widget().minimumSizeHint().width() <= scroll.minimumWidth()
