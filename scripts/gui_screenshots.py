@@ -7,8 +7,10 @@ a user sees, window manager decorations aside:
 
 States: ``live.png`` (live view with the live reconstruction preview), ``code.png`` (the code
 designer after picking a longer code), ``error.png`` (a camera that disconnects: the error in the
-status bar), ``calibration.png`` (the calibration wizard after measuring the shutter timing of
-the simulated LC shutter). ``--out`` writes elsewhere; ``--size`` sets the simulated sensor.
+status bar), ``files_1366x768.png`` (the Files tab after reconstructing a burst, the window at the
+size of a 1366x768 screen), ``calibration.png`` (the calibration wizard after measuring the
+shutter timing of the simulated LC shutter). ``--out`` writes elsewhere; ``--size`` sets the
+simulated sensor.
 """
 
 from __future__ import annotations
@@ -84,6 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     need(wait_until(app, lambda: "echo" in win.designer.echo.text(), args.timeout),
          "the controller's echo")  # fmt: skip
     shot(win, "code.png")
+
+    # the Files tab after reconstructing a burst, at a 1366x768 screen's size (less the panel
+    # and title bar a desktop takes): everything must fit and the video sit in its pane
+    win.mode.setCurrentText("Burst of N")
+    win.burst_n.setValue(2)
+    win.record_btn.click()
+    need(wait_until(app, lambda: win.last_result is not None, args.timeout), "the burst")
+    need(wait_until(app, lambda: win.files.path == win.last_result.path, args.timeout),
+         "the Files tab to open the capture")  # fmt: skip
+    win.resize(1366, 720)
+    win.tabs.setCurrentWidget(win.files)
+    win.files.reconstruct()
+    need(wait_until(app, lambda: win.files.video is not None, 4 * args.timeout),
+         "the reconstruction")  # fmt: skip
+    wait_until(app, lambda: False, 1.0)
+    shot(win, "files_1366x768.png")
     win.close()
 
     bad = MainWindow(rig_factory=sim_rig_factory(args.size, disconnect_after_n=5),

@@ -6,6 +6,8 @@ with its minimum marked: a code whose spectrum stays away from zero keeps the bl
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
@@ -130,7 +132,10 @@ class CodeDesigner(QWidget):
 
     def set_echo(self, text: str, ok: bool) -> None:
         """Show what the controller echoed (green when verified, red for a mismatch/error)."""
-        self.echo.setText(text)
+        # a long code may break every 16 chips (zero-width spaces): an unbroken 52-chip string
+        # set the dock's minimum width
+        self.echo.setText(re.sub(r"[01]{17,}", lambda m: "\u200b".join(
+            m.group(0)[i:i + 16] for i in range(0, len(m.group(0)), 16)), text))
         self.echo.setStyleSheet("color: #27ae60" if ok else "color: #c0392b")
 
     # -- internals -------------------------------------------------------------------------------

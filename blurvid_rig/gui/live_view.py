@@ -75,6 +75,9 @@ class LiveView(QWidget):
         self.fit_btn = QPushButton("Fit")
         self.fit_btn.clicked.connect(lambda: self.view.autoRange(padding=0.0))
         self.info = QLabel("no frame yet")
+        # the statistics wrap and may shrink: their length must not set the window's width
+        self.info.setWordWrap(True)
+        self.info.setMinimumWidth(120)
         bar = QHBoxLayout()
         for w in (self.auto_btn, self.continuous, self.show_sat, self.one_to_one, self.fit_btn):
             bar.addWidget(w)

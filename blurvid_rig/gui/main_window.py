@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QTabWidget,
     QVBoxLayout,
@@ -309,6 +310,10 @@ class MainWindow(QMainWindow):
         self.st_file = QLabel("")
         self.st_error = QLabel("")
         self.st_error.setStyleSheet("color: #c0392b")
+        for lab in (self.st_file, self.st_error):
+            # a long file name or error is clipped (its tooltip has it whole) rather than
+            # widening the window beyond the screen
+            lab.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         for w in (self.st_state, self.st_fps, self.st_dropped, self.st_queue, self.st_triggers,
                   self.st_file):  # fmt: skip
             bar.addWidget(w)
@@ -796,6 +801,7 @@ class MainWindow(QMainWindow):
                 size = None
             self.st_file.setText(f"{path.name}: {size / 1e6:.1f} MB" if size is not None
                                  else path.name)  # fmt: skip
+            self.st_file.setToolTip(str(path))
         if s.state == SessionState.RECORDING and st is not None:
             total = f"/{st.requested}" if st.requested else ""
             self.progress.setText(f"recording: {st.written}{total} frames written")

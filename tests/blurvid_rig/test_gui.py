@@ -193,6 +193,9 @@ def test_files_reconstruct_and_batch(qtbot, window: MainWindow, tmp_path: Path) 
     h, w = files.video.shape[-2:]
     assert x1 - x0 >= w - 1 and y1 - y0 >= h - 1 and x1 - x0 <= 4 * w
     assert files.video_item.image is not None and files.video_item.image.shape == (h, w)
+    # after recording and reconstructing (long labels, statistics) the window still fits a
+    # 1366 px screen (the live view's statistics once widened it to 1645 px)
+    assert window.minimumSizeHint().width() <= 1366
     bad = tmp_path / "not_a_capture.h5"
     bad.write_bytes(b"nope")
     files.batch([window.last_result.path, bad], method="classical")
