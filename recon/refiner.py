@@ -4,9 +4,9 @@ U-Net that removes what the deconvolution leaves (ringing, noise, border artefac
 The physics does the inversion: :func:`refiner_inputs` deconvolves the coded frame with the coded
 PSF of the motion found by :mod:`recon.motion` (Wiener, FFT, tapered border), and the network
 (:class:`DeblurRefiner`) sees that estimate beside the coded frame, the noise level and the
-motion, and predicts a correction. Trained (:mod:`recon.train_refiner`) with velocities jittered
-around the truth so it tolerates the estimator's errors, and judged through the frames rendered
-along the motion (:func:`refine_frames`), so what it learns is what the user sees.
+motion, and predicts a correction. Trained (:mod:`recon.train_refiner`) against the true
+mid-exposure image with velocities jittered around the truth, so it tolerates the estimator's
+errors; the frames are that image rendered along the motion (:func:`refine_frames`).
 
 Conventions as in :mod:`recon.classical`. Images are in units of the sensor's full scale.
 """

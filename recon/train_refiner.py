@@ -8,9 +8,10 @@ code of 8 to 24 chips) and ``--batch`` scenes of the ``pan`` and ``pan_accel`` s
 exposure), coded with Gaussian noise of 0.001 to 0.02 of full scale (its level estimated from
 the frame, as at inference). The velocity handed to the
 refiner is the truth jittered as the estimator errs (length x N(1, 0.03), direction N(0, 2 deg),
-plus N(0, 0.5) px), so the network learns to tolerate it. Loss: L1 between the frames rendered
-along that velocity from the refined image and the true chips (what the user sees), plus 0.1 x
-the L1 of re-blurring the refined image through the exact forward model against the coded frame.
+plus N(0, 0.5) px), so the network learns to tolerate it. Loss: L1 between the refined image and
+the true mid-exposure image (which does not depend on the velocity), plus 0.1 x the L1 of
+re-blurring the refined image through the forward model (the code-weighted mean of the frames
+rendered along the given velocity) against the coded frame.
 
 Checkpoints (``ckpt.pt``) every ``--ckpt-every`` steps and at the end; ``--resume`` continues from
 one. ``--export DIR`` writes ``refiner.safetensors``, its card ``refiner.json`` (+ ``refiner.md``)
@@ -67,9 +68,11 @@ def jitter(v: Sequence[float], gen: torch.Generator) -> tuple[float, float]:
 
 def example(sampler: SceneSampler, code: str, seed: int, sigma: float,
             gen: torch.Generator | None, motion_px: tuple[float, float] = (2.0, 48.0)
-            ) -> tuple[Tensor, Tensor, Tensor, tuple[float, float], float]:
+            ) -> tuple[Tensor, Tensor, Tensor, tuple[float, float], float, Tensor]:
     """One training pair: the refiner's input ``(1, 5, H, W)``, the coded frame, the true chips
-    ``(K, H, W)``, the velocity given (jittered when ``gen`` is given) and the frame's mean."""
+    ``(K, H, W)``, the velocity given (jittered when ``gen`` is given), the frame's mean and the
+    true mid-exposure image ``(H, W)`` (the mean of the two instantaneous views around
+    ``t = 1/2``)."""
     stratum = "pan_accel" if seed % 3 == 0 else "pan"
     scene = stratum_scene(sampler, stratum, seed, 0, motion_px)
     b = coded_batch([scene], code, sub_steps=SUB_STEPS, sigma=sigma, noise_seed=seed)
@@ -78,7 +81,9 @@ def example(sampler: SceneSampler, code: str, seed: int, sigma: float,
     vg = jitter(v, gen) if gen is not None else (float(v[0]), float(v[1]))
     w = code_weights(code, sub_steps=SUB_STEPS, dtype=torch.float64)
     x, m = refiner_inputs(y, w, vg)  # the noise level estimated, as at inference
-    return x, y, b.chips[0], vg, m
+    n = b.sub.shape[1]
+    sharp = 0.5 * (b.sub[0, n // 2 - 1] + b.sub[0, n // 2])
+    return x, y, b.chips[0], vg, m, sharp
 
 
 def _loss(model: DeblurRefiner, batch: list[tuple[Any, ...]], code: str) -> Tensor:
@@ -88,12 +93,14 @@ def _loss(model: DeblurRefiner, batch: list[tuple[Any, ...]], code: str) -> Tens
     c = (c / c.sum()).view(k, 1, 1)
     out = model(torch.cat([b[0] for b in batch]))
     total = out.new_zeros(())
-    for i, (_, y, chips, _vg, m) in enumerate(batch):
+    for i, (_, y, _chips, vg, m, target) in enumerate(batch):
         sharp = out[i, 0] + m
-        frames = render_frames(sharp, batch[i][3], times=times, frame_exposure=1.0 / k)
+        # the mid-exposure image does not depend on the (jittered) velocity: it is the target;
+        # the frames rendered along a jittered velocity would be misaligned whatever the net did
+        frames = render_frames(sharp, vg, times=times, frame_exposure=1.0 / k)
         # the forward model: the coded frame is the code-weighted mean of the chips' views
         reblur = (frames * c).sum(0)
-        total = total + (frames - chips).abs().mean() + 0.1 * (reblur - y).abs().mean()
+        total = total + (sharp - target).abs().mean() + 0.1 * (reblur - y).abs().mean()
     return total / len(batch)
 
 
@@ -110,8 +117,8 @@ def validate(model: DeblurRefiner, photos: Any, size: int, n: int = 6) -> dict[s
         for jit in (False, True):
             rows: dict[str, list[float]] = {"B0": [], "wiener": [], "refined": []}
             for i in range(n):
-                x, y, chips, vg, m = example(val, code, 0x5EED + i, 0.005, gen if jit else None,
-                                             (8.0, 40.0))
+                x, y, chips, vg, m, _ = example(val, code, 0x5EED + i, 0.005,
+                                                gen if jit else None, (8.0, 40.0))
                 with torch.no_grad():
                     sharp = model(x)[0, 0] + m
                 for name, img in (("wiener", x[0, 0] + m), ("refined", sharp)):
