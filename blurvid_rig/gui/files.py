@@ -18,11 +18,12 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSlider,
     QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -34,6 +35,44 @@ EXPORTS = ("mp4", "gif", "png")
 
 class _Progress(QObject):
     changed = Signal(str, int, int)  # what, done, total
+
+
+class MetadataTree(QTreeWidget):
+    """A capture's description as a two-column table (field, value) instead of a text dump.
+
+    Each ``  field: value`` line of :func:`~blurvid_rig.recon_file.describe_file` is a row; a
+    value with several comma-separated parts gets them as children, so long lines fold."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setColumnCount(2)
+        self.setHeaderLabels(["field", "value"])
+        self.setWordWrap(True)
+        self.setUniformRowHeights(False)
+        self._text = ""
+
+    def set_description(self, text: str) -> None:
+        self.clear()
+        self._text = text
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            key, sep, value = line.strip().partition(": ")
+            if not sep:
+                key, value = line.strip(), ""
+            item = QTreeWidgetItem([key, value])
+            item.setToolTip(1, value)
+            parts = [p.strip() for p in value.split(", ")] if len(value) > 60 else []
+            if len(parts) > 1:
+                item.setText(1, parts[0] + " ...")
+                for part in parts:
+                    item.addChild(QTreeWidgetItem(["", part]))
+            self.addTopLevelItem(item)
+        self.resizeColumnToContents(0)
+
+    def toPlainText(self) -> str:  # noqa: N802 (the QPlainTextEdit name it replaces)
+        """The description as text (what ``blurvid-rig info`` prints)."""
+        return self._text
 
 
 def read_capture(path: Path) -> tuple[str, list[np.ndarray]]:
@@ -76,8 +115,7 @@ class FilesPanel(QWidget):
         self.bar.setVisible(False)
         self.status = QLabel("no file open")
         self.status.setWordWrap(True)
-        self.meta = QPlainTextEdit()
-        self.meta.setReadOnly(True)
+        self.meta = MetadataTree()
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.valueChanged.connect(self._show_index)
         self.graphics = pg.GraphicsLayoutWidget()
@@ -182,7 +220,7 @@ class FilesPanel(QWidget):
     def _opened(self, path: Path, result: tuple[str, list[np.ndarray]]) -> None:
         text, frames = result
         self.path, self.frames, self.video, self.recon_path = path, frames, None, None
-        self.meta.setPlainText(text)
+        self.meta.set_description(text)
         self.slider.setRange(0, max(0, len(frames) - 1))
         self.slider.setValue(0)
         self._show_index(0)

@@ -181,6 +181,9 @@ def test_files_reconstruct_and_batch(qtbot, window: MainWindow, tmp_path: Path) 
     files = window.files
     qtbot.waitUntil(lambda: files.path == window.last_result.path, timeout=WAIT_MS)
     assert len(files.frames) == 2 and "11100101" in files.meta.toPlainText()
+    # the metadata is a table of fields, not a text dump
+    fields = [files.meta.topLevelItem(i).text(0) for i in range(files.meta.topLevelItemCount())]
+    assert "code" in fields and "status" in fields and "camera" in fields
     files.method.setCurrentText("classical")
     files.export_boxes["mp4"].setChecked(False)
     files.export_boxes["png"].setChecked(True)
