@@ -17,7 +17,9 @@ void loop()
     uint8_t b;
     while (bvsh_uart_read(&b))
         device_rx_byte(&dev, b);
-    if (bvsh_uart_take_overflow())
+    /* one E_RX_OVERFLOW per request lost whole: requests sent faster than they are answered
+     * (PROTOCOL.md: one at a time) are refused, never dropped in silence */
+    for (uint8_t n = bvsh_uart_take_lost_frames(); n != 0u; n--)
         device_link_error(&dev, E_RX_OVERFLOW);
     device_poll(&dev);
 }

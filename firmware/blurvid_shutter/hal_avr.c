@@ -326,8 +326,12 @@ uint8_t hal_engine_poll(engine_report_t *r)
 
 #define RX_RING 128u
 static volatile uint8_t rx_ring[RX_RING];
-static volatile uint8_t rx_head, rx_tail, rx_overflow;
+static volatile uint8_t rx_head, rx_tail, rx_lost_frames;
 
+/* A byte that finds the ring full is lost. Each lost frame delimiter (0x00) is a request that will
+ * get no reply of its own, so it is counted and answered with E_RX_OVERFLOW: every frame sent gets
+ * exactly one answer, never silence (bytes lost inside a frame whose delimiter arrives make that
+ * frame fail its CRC, which is its answer). */
 ISR(UART_RX_VECT)
 {
     uint8_t b = UDR0;
@@ -335,8 +339,8 @@ ISR(UART_RX_VECT)
     if (h != rx_tail) {
         rx_ring[rx_head] = b;
         rx_head = h;
-    } else {
-        rx_overflow = 1;
+    } else if (b == 0u && rx_lost_frames != 0xFFu) {
+        rx_lost_frames++;
     }
 }
 
@@ -349,11 +353,14 @@ uint8_t bvsh_uart_read(uint8_t *b)
     return 1;
 }
 
-uint8_t bvsh_uart_take_overflow(void)
+uint8_t bvsh_uart_take_lost_frames(void)
 {
-    uint8_t o = rx_overflow;
-    rx_overflow = 0;
-    return o;
+    uint8_t sreg = SREG;
+    cli();
+    uint8_t n = rx_lost_frames;
+    rx_lost_frames = 0;
+    SREG = sreg;
+    return n;
 }
 
 void hal_write(const uint8_t *data, size_t n)

@@ -524,3 +524,30 @@ def test_discovery_says_no_for_another_device(tmp_path) -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_pipelined_requests_are_each_answered_or_refused_never_dropped(raw) -> None:
+    """PROTOCOL.md: one request at a time. 100 valid requests written back to back overflow the
+    128-byte receive ring (25 answers came back, the rest vanished); now every request gets its
+    reply or an E_RX_OVERFLOW error: answers plus errors = 100."""
+    port, rx = raw
+    n = 100
+    port.write(b"".join(sp.encode_frame(sp.MsgType.GET_STATUS, 1 + i % 255) for i in range(n)))
+    packets = []
+    deadline = time.monotonic() + 15.0
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        got = [i for i in rx.feed(read_some(port)) if isinstance(i, sp.Packet)]
+        packets += got
+        if got:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 1.0 and packets:
+            break
+    replies = [p for p in packets if p.type == sp.reply_type(sp.MsgType.GET_STATUS)]
+    errors = error_codes(packets)
+    print(f"{len(replies)} replies, errors {sorted(set(errors))} x {len(errors)}")
+    assert len(replies) + len(errors) == n
+    assert set(errors) <= {sp.ErrorCode.E_RX_OVERFLOW, sp.ErrorCode.E_CRC,
+                           sp.ErrorCode.E_FRAMING}
+    assert errors and replies  # the ring did overflow, and the device kept answering
+    status_ok(port, rx, 7)
