@@ -44,7 +44,9 @@ def test_fuzzer_finds_no_crash_in_a_fixed_time() -> None:
     print("\n" + summary)
     (BUILD_DIR / "fuzz-summary.txt").write_text(summary + "\n")  # `make test` prints it
     assert "ERROR: libFuzzer" not in log and "SUMMARY:" not in log
-    assert execs > 1000 * FUZZ_SECONDS
+    # it really ran (on a loaded machine it once did 378 executions/s: still a fuzzing run, not
+    # a crash or a stub; how fast is not what this test checks)
+    assert execs > 100 * FUZZ_SECONDS
 
 
 if __name__ == "__main__":  # pragma: no cover
