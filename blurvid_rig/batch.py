@@ -76,7 +76,7 @@ def reconstruct_capture(
     device: str = "auto",
     overwrite: bool = False,
     max_blur_px: float = 48.0,
-    solver: str = "tv",
+    solver: str = "auto",
     model: str = "tiny",
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -103,7 +103,9 @@ def reconstruct_capture(
     ``per_pixel_solver``: ``"gap-tv"`` (default) or ``"admm-tv"``. ``motion`` chooses the classical
     method's motion estimate: ``"auto"`` (the shipped learned motion model when there is one),
     ``"learned"`` or ``"spectral"``. The video is stored compactly (uint16 with a scale and
-    offset, Bitshuffle+LZ4; :class:`ReconWriter`) unless ``float32``.
+    offset, Bitshuffle+LZ4; :class:`ReconWriter`) unless ``float32``. ``solver`` is the
+    global-code deconvolution: ``"tv"``, ``"wiener"``, ``"refined"`` or ``"auto"``
+    (:func:`recon.solvers.default_global_solver`).
 
     The capture's physics (:meth:`recon.operators.CodedExposure.from_capture`) and its solver
     (:func:`recon.solvers.solver_for`) are built once; every frame then goes through
@@ -306,11 +308,12 @@ def reconstruct_files(
     per_pixel_solver: str = "gap-tv",
     motion: str = "auto",
     float32: bool = False,
+    solver: str = "auto",
 ) -> list[ReconOutcome]:
     """Reconstruct many captures; a failure is recorded in its outcome and the batch goes on.
 
     ``calibration``, ``use_calibration``, ``velocity``, ``calibration_max_age_days`` (older
-    calibrations get a warning), ``per_pixel_solver``, ``motion`` and ``float32``: see
+    calibrations get a warning), ``per_pixel_solver``, ``motion``, ``float32`` and ``solver``: see
     :func:`reconstruct_capture`."""
     from tqdm import tqdm
 
@@ -350,6 +353,7 @@ def reconstruct_files(
                     per_pixel_solver=per_pixel_solver,
                     motion=motion,
                     float32=float32,
+                    solver=solver,
                 )
             )
         except Exception as e:  # reported in the outcome and at the end; the batch goes on

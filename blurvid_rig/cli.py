@@ -332,6 +332,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
         per_pixel_solver=args.per_pixel_solver,
         motion=args.motion,
         float32=args.float32,
+        solver=args.solver,
     )
     failed = [o for o in outcomes if o.error]
     for o in outcomes:
@@ -606,6 +607,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="motion estimate of the classical method: learned (the shipped motion model: a "
         "velocity field, each distinct motion deconvolved on its own), spectral (one global "
         "velocity from the spectral search), or auto (learned when the model ships; the default)",
+    )
+    r.add_argument(
+        "--solver",
+        choices=["auto", "tv", "wiener", "refined"],
+        default="auto",
+        help="deconvolution of the classical method for global codes: tv, wiener, refined "
+        "(closed-form Wiener and the shipped learned refiner), or auto (the default: "
+        "recon.solvers.default_global_solver)",
     )
     r.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
     r.add_argument("--float32", action="store_true",

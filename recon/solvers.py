@@ -41,6 +41,7 @@ __all__ = [
     "Reconstructor",
     "SOLVERS",
     "SolverError",
+    "default_global_solver",
     "equal_times",
     "make_solver",
     "register",
@@ -603,7 +604,15 @@ class LearnedVideo(Reconstructor):
 register("learned")(LearnedVideo)
 
 
-def solver_for(physics: CodedExposure, method: str = "auto", *, solver: str = "tv",
+def default_global_solver() -> str:
+    """The deconvolution a global-code capture gets by default: ``"refined"`` when the refiner
+    ships (closed-form Wiener + the learned non-blind refiner), else ``"tv"``."""
+    from recon.refiner import shipped_refiner
+
+    return "refined" if shipped_refiner() is not None else "tv"
+
+
+def solver_for(physics: CodedExposure, method: str = "auto", *, solver: str = "auto",
                per_pixel_solver: str = "gap-tv", model: str = "tiny", device: str = "auto",
                force: bool = False, velocity: Sequence[float] | None = None,
                max_px: float = 48.0, motion: str = "auto") -> Reconstructor:
@@ -611,8 +620,9 @@ def solver_for(physics: CodedExposure, method: str = "auto", *, solver: str = "t
 
     Per-pixel captures get ``per_pixel_solver``. Otherwise ``method="learned"`` takes the shipped
     video model ``model`` (refusing a code outside its family unless ``force``), ``"auto"`` takes
-    it when it ships and accepts the code, and everything else is ``classical-<solver>`` with
-    the motion from ``motion`` (``"auto"``: the learned motion model when it ships).
+    it when it ships and accepts the code, and everything else is ``classical-<solver>`` (or
+    ``refined``) with the motion from ``motion`` (``"auto"``: the learned motion model when it
+    ships); ``solver="auto"`` is :func:`default_global_solver`.
 
     Raises:
         SolverError: an unknown method, a learned model that is missing or refuses the code.
@@ -642,4 +652,6 @@ def solver_for(physics: CodedExposure, method: str = "auto", *, solver: str = "t
                     "--force to try it anyway.")
     dev = "cpu" if device == "auto" and not torch.cuda.is_available() else (
         "cuda" if device == "auto" else device)
+    if solver == "auto":
+        solver = default_global_solver()
     return ClassicalGlobal(solver, motion=motion, velocity=velocity, max_px=max_px, device=dev)
