@@ -362,13 +362,9 @@ class ClassicalGlobal(Reconstructor):
                 return Reconstruction(frames=frames.float(), times=times, velocity=vel,
                                       motion=est.field, motion_tile_px=est.tile_px,
                                       diagnostics=diag)
+            # "still" (zero velocity) is deconvolved too: with no blur TV only denoises, which
+            # measured 0.5 dB better on still scenes than returning the coded frame (B0) as is
             diag["layers"] = 1.0
-            if math.hypot(*vel) < 0.5:
-                # "still" is an answer: the coded frame is every frame (B0), nothing to deconvolve
-                diag["note"] = "still: the coded frame is every frame"
-                return Reconstruction(frames=yf.expand(len(times), *yf.shape).clone(),
-                                      times=times, velocity=(0.0, 0.0), motion=est.field,
-                                      motion_tile_px=est.tile_px, diagnostics=diag)
             return Reconstruction(frames=one(vel).float(), times=times, velocity=vel,
                                   motion=est.field, motion_tile_px=est.tile_px, diagnostics=diag)
         diag["motion"] = "given" if self.velocity is not None else "spectral"

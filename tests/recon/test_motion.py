@@ -179,9 +179,9 @@ def test_live_engine_uses_the_motion_model_and_reports_the_field() -> None:
         preview.close()
 
 
-def test_still_answer_is_the_coded_frame_and_unsure_frames_fall_back() -> None:
-    """A frame the learned motion calls still comes back as itself (B0: nothing deconvolved);
-    with motion="auto", a frame whose frame read-out is below the threshold takes the spectral
+def test_still_answer_and_unsure_frames_fall_back() -> None:
+    """A still frame gets velocity zero and frames as close to it as denoising leaves them; with
+    motion="auto", a frame whose frame read-out is below the threshold takes the spectral
     search's velocity (recorded as a fallback), and above it keeps the learned one."""
     _shipped()
     from recon.operators import CodedExposure
@@ -194,7 +194,7 @@ def test_still_answer_is_the_coded_frame_and_unsure_frames_fall_back() -> None:
     out = ClassicalGlobal("tv", motion="learned", layers=False).reconstruct(
         still, phys, equal_times(8))
     assert out.velocity == (0.0, 0.0)
-    assert torch.equal(out.frames, still.float().expand(8, 128, 128))
+    assert float((out.frames - still.float()).abs().mean()) < 0.01
     scene = stratum_scene(s, "pan", 0xF1C, 1, (12.0, 20.0))
     y = coded_batch([scene], CODE, sub_steps=4, sigma=0.003, noise_seed=2).y[0, 0]
     always = ClassicalGlobal("tv", motion="auto", fallback_below=1.01, iters=5)
