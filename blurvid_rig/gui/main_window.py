@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
     def __init__(self, rig_factory: Callable[..., tuple[Any, Any]] | None = None,
                  out_dir: Path = Path("captures")) -> None:  # fmt: skip
         super().__init__()
+        self._out_dir = Path(out_dir)
         self.setWindowTitle("blurvid-rig")
         # 1400x900, or the screen's free area where it is smaller (a 1366x768 laptop)
         screen = QGuiApplication.primaryScreen()
@@ -274,7 +275,7 @@ class MainWindow(QMainWindow):
         self.burst_n = QSpinBox()
         self.burst_n.setRange(1, 1_000_000)
         self.burst_n.setValue(10)
-        self.folder = QLineEdit("captures")
+        self.folder = QLineEdit(str(self._out_dir))
         browse = QPushButton("...")
         browse.setMaximumWidth(30)
         browse.clicked.connect(self._browse)

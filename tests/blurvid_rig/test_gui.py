@@ -357,3 +357,11 @@ def test_window_fits_a_1366x768_screen_without_sideways_scrolling(qtbot, window)
                  if sa.widget() is not None and sa.widget().findChildren(type(window.camera_panel))]
     assert scroll.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
     assert scroll.widget().minimumSizeHint().width() <= scroll.minimumWidth()
+
+
+def test_out_dir_is_the_capture_folder(qtbot, tmp_path: Path) -> None:
+    """MainWindow(out_dir=...) is where captures go (the folder field ignored it: tests and the
+    screenshot script recorded into ./captures)."""
+    win = MainWindow(out_dir=tmp_path / "caps")
+    qtbot.addWidget(win)
+    assert win.folder.text() == str(tmp_path / "caps")
