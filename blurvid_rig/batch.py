@@ -365,17 +365,23 @@ def reconstruct_files(
     return outcomes
 
 
-def _is_reconstruction(path: Path) -> bool:
-    name = path.name
-    if name.endswith((".recon.h5", ".recon.h5.partial")):
-        return True
+def file_kind(path: Path) -> str:
+    """``"reconstruction"``, ``"calibration"``, ``"capture"``, or ``""`` (unreadable here:
+    reconstructing it says why)."""
+    if path.name.endswith((".recon.h5", ".recon.h5.partial")):
+        return "reconstruction"
     try:
         import h5py
 
         with h5py.File(path, "r") as f:
-            return str(f.attrs.get("kind", "")) == "reconstruction"
+            kind = str(f.attrs.get("kind", ""))
     except (OSError, KeyError, RuntimeError, ValueError):
-        return False  # not readable here: reconstruct_capture says why
+        return ""
+    return "calibration" if "calibration" in kind else kind
+
+
+def _is_reconstruction(path: Path) -> bool:
+    return file_kind(path) == "reconstruction"
 
 
 def collect_captures(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
@@ -401,7 +407,9 @@ def collect_captures(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = [q for q in sorted(p.glob("*.h5")) if not _is_reconstruction(q)]
+            # a folder gives its captures (and unreadable files, whose reconstruction says
+            # why), not its reconstructions or calibration files
+            found = [q for q in sorted(p.glob("*.h5")) if file_kind(q) in ("capture", "")]
             if not found:
                 notes.append(f"{p} holds no capture files (*.h5), skipped")
             for q in found:
@@ -422,5 +430,5 @@ def collect_captures(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str
     return out, notes
 
 
-__all__ = ["ReconFile", "ReconOutcome", "collect_captures", "reconstruct_capture",
+__all__ = ["ReconFile", "ReconOutcome", "collect_captures", "file_kind", "reconstruct_capture",
            "reconstruct_files"]

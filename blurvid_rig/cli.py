@@ -375,11 +375,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _verify_frames(path: Path) -> int:
     """Read every frame of a capture (``info --verify``); 1 when any is damaged."""
+    from blurvid_rig.batch import file_kind
     from blurvid_rig.capture_file import CaptureFile
     from blurvid_rig.h5util import H5_READ_ERRORS
     from blurvid_rig.recon_file import ReconFile
 
-    if path.name.endswith(".recon.h5") or path.name.endswith(".recon.h5.partial"):
+    if file_kind(path) == "reconstruction":
         with ReconFile.open(path) as r:
             n = len(r)
             bad = []
@@ -720,8 +721,8 @@ _ERRNO_SENTENCES = {
     errno.ENOENT: "cannot be found or created; check the path",
     errno.ENOTDIR: "cannot be a folder: a part of this path is a file",
     errno.EISDIR: "is a folder where a file was expected",
-    errno.EACCES: "is not writable by you (permission denied); choose another folder",
-    errno.EPERM: "is not writable by you (operation not permitted); choose another folder",
+    errno.EACCES: "cannot be used: permission denied (check who may read or write it)",
+    errno.EPERM: "cannot be used: operation not permitted (check who may read or write it)",
     errno.EROFS: "is on a read-only file system; choose another folder",
     errno.ENOSPC: "cannot be written: the disk is full",
     errno.EEXIST: "already exists",

@@ -80,7 +80,8 @@ class StateBridge(QObject):
         self.changed.emit(state.value, reason)
 
 
-#: black level the window gives a simulated camera (Mono12), as ``calibrate --sim`` does
+#: black level the window gives a simulated camera (at most 1/16 of its range, as
+#: ``calibrate --sim`` does: 64 DN in Mono12)
 SIM_BLACK_DN = 64.0
 
 
@@ -340,7 +341,9 @@ class MainWindow(QMainWindow):
 
                 if isinstance(camera, SimCamera) and camera.settings.black_level_dn == 0:
                     # as a real sensor's offset (and calibrate --sim): dark noise above 0 DN
-                    camera.apply_settings(camera.settings.replace(black_level_dn=SIM_BLACK_DN))
+                    cs = camera.settings
+                    camera.apply_settings(cs.replace(black_level_dn=min(
+                        SIM_BLACK_DN, float(cs.saturation_dn // 16))))
             except BaseException:
                 stack.close()
                 raise
@@ -474,7 +477,13 @@ class MainWindow(QMainWindow):
             act.triggered.connect(slot)
             file_menu.addAction(act)
         quit_act = file_menu.actions()[-1]
-        quit_act.setShortcuts([QKeySequence("Ctrl+Q"), QKeySequence(QKeySequence.StandardKey.Quit)])
+        # Ctrl+Q everywhere, plus the platform's own quit keys when they differ (the same key
+        # twice on one action makes Qt call it ambiguous and do nothing)
+        keys: dict[str, QKeySequence] = {}
+        for k in [QKeySequence("Ctrl+Q"), *QKeySequence.keyBindings(QKeySequence.StandardKey.Quit)]:
+            if not k.isEmpty():
+                keys.setdefault(k.toString(), k)
+        quit_act.setShortcuts(list(keys.values()))
         help_menu = bar.addMenu("&Help")
         docs = QAction("&Documentation", self)
         docs.triggered.connect(self._open_docs)

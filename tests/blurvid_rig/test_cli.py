@@ -237,8 +237,15 @@ def test_recon_twice_over_a_folder_or_glob_skips_reconstructions(capture_path, t
     io = capsys.readouterr()
     assert f"{recon} is a reconstruction, skipped" in io.err and "FAILED" not in io.err
     assert "1 of 1 files reconstructed" in io.out
+    # a calibration file in the folder is not a capture: left out, not reported FAILED
+    from calibration.model import AppliesTo, Calibration
+
+    Calibration(applies_to=AppliesTo(1000.0, 0.0, "Mono12", (0, 0, 96, 80))).save(
+        folder / "rig.cal.h5")
     assert main(["-q", "recon", str(folder), "--overwrite", *args]) == 0
     assert "1 of 1 files reconstructed" in capsys.readouterr().out
+    assert main(["info", "--verify", str(recon)]) == 0  # a reconstruction, verified as one
+    assert "verify: all 3 frames read back whole" in capsys.readouterr().out
     assert main(["-q", "recon", str(recon)]) == 1
     assert "No capture files to reconstruct" in capsys.readouterr().err
 
