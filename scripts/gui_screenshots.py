@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    captures = Path(tempfile.mkdtemp(prefix="blurvid-screenshots-"))  # not beside the pictures
     app = QApplication.instance() or QApplication(sys.argv[:1])
     platform = app.platformName()
     written = []
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             raise SystemExit(f"timed out waiting for {what}")
 
-    win = MainWindow(rig_factory=sim_rig_factory(args.size), out_dir=out / "captures")
+    win = MainWindow(rig_factory=sim_rig_factory(args.size), out_dir=captures)
     win.sim_size.setValue(args.size)
     win.resize(1500, 950)
     win.show()
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     win.close()
 
     bad = MainWindow(rig_factory=sim_rig_factory(args.size, disconnect_after_n=5),
-                     out_dir=out / "captures")  # fmt: skip
+                     out_dir=captures)  # fmt: skip
     bad.sim_size.setValue(args.size)
     bad.resize(1500, 950)
     bad.show()
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(app, lambda: False, 0.5)
             shot(wiz, "calibration.png")
             wiz.reject()
+    import shutil
+
+    shutil.rmtree(captures, ignore_errors=True)
     for p in written:
         print(f"wrote {p} ({platform})")
     return 0

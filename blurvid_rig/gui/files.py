@@ -59,7 +59,8 @@ class MetadataTree(QTreeWidget):
                 continue
             key, sep, value = line.strip().partition(": ")
             if not sep:
-                key, value = line.strip(), ""
+                # "started X, ended Y", "schema 1.0, uuid U": the first word names the field
+                key, _, value = line.strip().partition(" ")
             item = QTreeWidgetItem([key, value])
             item.setToolTip(1, value)
             parts = [p.strip() for p in value.split(", ")] if len(value) > 60 else []
@@ -69,6 +70,7 @@ class MetadataTree(QTreeWidget):
                     item.addChild(QTreeWidgetItem(["", part]))
             self.addTopLevelItem(item)
         self.resizeColumnToContents(0)
+        self.setColumnWidth(0, min(self.columnWidth(0), 140))  # the values get the room
 
     def toPlainText(self) -> str:  # noqa: N802 (the QPlainTextEdit name it replaces)
         """The description as text (what ``blurvid-rig info`` prints)."""
