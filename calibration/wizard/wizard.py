@@ -132,6 +132,9 @@ class StepPage(QWizardPage):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel step")
         self.continue_button = QPushButton("Continue")
+        self.fix_button = QPushButton("")
+        self.fix_button.setVisible(False)
+        self.fix_button.clicked.connect(self._apply_fix)
         self.skip_button = QPushButton("Skip step")
         self.skip_button.setToolTip("Leave this part out of the calibration")
         self.skip_button.clicked.connect(self.skip)
@@ -140,7 +143,8 @@ class StepPage(QWizardPage):
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.continue_button.clicked.connect(self._continue)
-        for b in (self.run_button, self.cancel_button, self.continue_button, self.skip_button):
+        for b in (self.run_button, self.cancel_button, self.continue_button, self.fix_button,
+                  self.skip_button):
             row.addWidget(b)
         row.addStretch(1)
         lay.addLayout(row)
@@ -269,7 +273,17 @@ class StepPage(QWizardPage):
         self.wait(1.0)
         self._done()
         self.status.setText(f"<span style='color:#c00'>{message}</span>")
+        # a setting the step needs, which the wizard can apply itself: offer it
+        black = self.w.suggested_black_level()
+        if self.step == "dark" and "black level" in message and black is not None:
+            self.fix_button.setText(f"Set black level {black:g} DN and run again")
+            self.fix_button.setVisible(True)
         self.completeChanged.emit()
+
+    def _apply_fix(self) -> None:
+        self.fix_button.setVisible(False)
+        self.w.set_black_level(self.w.suggested_black_level() or 0.0)
+        self.start()
 
     def draw(self) -> None:
         self.figure.clear()
@@ -297,6 +311,11 @@ class StepPage(QWizardPage):
 
     def validatePage(self) -> bool:
         return not self.running
+
+
+def _black_level_for(settings: Any) -> float:
+    """The black level a calibration wants: 64 DN, at most 1/16 of the range."""
+    return min(64.0, float(settings.saturation_dn // 16))
 
 
 class PlanPage(QWizardPage):
@@ -430,6 +449,7 @@ class CalibrationWizard(QWizard):
             applies_to=AppliesTo.from_settings(self.base.replace(
                 exposure_us=self.plan.exposure_us), shape), rig=self.rig_info)
         self.saved_path: Path | None = None
+        self._camera = camera
         self.plan_page = PlanPage(self)
         self.addPage(self.plan_page)
         steps = list(self.plan.steps)
@@ -453,6 +473,22 @@ class CalibrationWizard(QWizard):
         if p.name.text():
             self.rig_info["name"] = p.name.text()
         self.calibration.rig = dict(self.rig_info)
+        self.calibration.applies_to = AppliesTo.from_settings(
+            self.base.replace(exposure_us=self.plan.exposure_us), self._shape)
+
+    def suggested_black_level(self) -> float | None:
+        """The black level to offer when the dark step finds the dark noise clipped at 0 DN
+        (None when the camera already holds at least that much)."""
+        want = _black_level_for(self.base)
+        return want if self.base.black_level_dn < want else None
+
+    def set_black_level(self, dn: float) -> None:
+        """Apply a black level to the camera and make it the calibration's settings (every step
+        puts the camera back to these settings, and the calibration applies to them)."""
+        self.base = self.base.replace(black_level_dn=float(dn))
+        self._camera.apply_settings(self.base)
+        self.base = self._camera.settings  # what the camera holds after rounding
+        self.rig.base = self.base
         self.calibration.applies_to = AppliesTo.from_settings(
             self.base.replace(exposure_us=self.plan.exposure_us), self._shape)
 

@@ -156,3 +156,27 @@ def test_effective_code_plot_shows_the_loaded_code(qtbot, sim_rig, tmp_path):
     _run_page(qtbot, wiz, page)
     titles = [ax.get_title() for ax in page.figure.axes]
     assert any("code 1100111100000101 at 250 us chips" in t for t in titles), titles
+
+
+def test_dark_step_offers_the_black_level_it_needs(qtbot, tmp_path):
+    """At black level 0 the dark step fails (the dark noise is clipped at 0 DN); the page offers
+    to set the black level it needs, and running again with it passes and records it."""
+    cam, sh = make_sim_bench_rig(96, 64, seed=1)
+    with cam, sh:
+        cam.apply_settings(cam.settings.replace(exposure_us=10_000.0, black_level_dn=0.0))
+        with SimBench(cam) as bench:
+            plan = Plan(exposure_us=10_000.0, n_frames=4, steps=("dark",))
+            wiz = CalibrationWizard(cam, sh, bench, plan, out_path=tmp_path / "d.cal.h5")
+            qtbot.addWidget(wiz)
+            wiz.show()
+            wiz.next()
+            (page,) = wiz.step_pages
+            qtbot.mouseClick(page.run_button, qtbot_button())
+            qtbot.waitUntil(lambda: "color:#c00" in page.status.text(), timeout=60_000)
+            assert "black level" in page.status.text() and not page.isComplete()
+            assert page.fix_button.isVisible()
+            assert page.fix_button.text() == "Set black level 64 DN and run again"
+            qtbot.mouseClick(page.fix_button, qtbot_button())
+            qtbot.waitUntil(page.isComplete, timeout=60_000)
+            assert cam.settings.black_level_dn == 64.0
+            assert wiz.calibration.applies_to.black_level_dn == 64.0
