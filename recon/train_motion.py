@@ -65,13 +65,21 @@ def _pick(gen: torch.Generator, n: int) -> int:
     return int(torch.randint(0, n, (1,), generator=gen))
 
 
-def _draw_code(gen: torch.Generator) -> str:
+def draw_code(gen: torch.Generator) -> str:
+    """A training code: the 8-chip anchor (30 %), the 16-chip code (30 %) or a family code of
+    8-24 chips."""
     u = float(torch.rand(1, generator=gen))
     if u < 0.3:
         return ANCHOR_8
     if u < 0.6:
         return CODE_16
     return "".join(str(b) for b in CODE_FAMILY.sample(gen, lengths=range(8, 25)))
+
+
+def draw_sigma(gen: torch.Generator, lo: float = 0.001, hi: float = 0.02) -> float:
+    """A noise level drawn log-uniformly in ``[lo, hi]`` (of full scale)."""
+    u = float(torch.rand(1, generator=gen))
+    return float(10 ** (math.log10(lo) + u * (math.log10(hi) - math.log10(lo))))
 
 
 def soft_labels(bank: Tensor, target: Tensor, sigma: float = LABEL_SIGMA) -> Tensor:
@@ -174,7 +182,8 @@ def validate(scorer: MotionScorer, cfg: MotionConfig, photos, n_per: int = 4,
     return out
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file (the weights' checksum in a model card)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -189,7 +198,7 @@ def export(scorer: MotionScorer, cfg: MotionConfig, out_dir: Path, info: dict[st
         "name": "motion",
         "kind": "motion-scorer",
         "weights": wfile.name,
-        "sha256": _sha256(wfile),
+        "sha256": sha256_file(wfile),
         "parameters": sum(p.numel() for p in scorer.parameters()),
         "hidden": scorer.hidden,
         "config": config_dict(cfg),
@@ -270,7 +279,7 @@ def train(argv: Sequence[str] | None = None) -> int:
         # feature normalisation from a first set of examples
         feats = []
         for i in range(12):
-            code = _draw_code(gen)
+            code = draw_code(gen)
             st = sampler.strata[int(torch.multinomial(sampler.stratum_p, 1, generator=gen))]
             fe, _, _, _ = sampler.example(code, 3 + i % 2, st, 10_000 + i, i, 0.005)
             feats.append(fe.permute(1, 0, 2, 3).reshape(fe.shape[1], -1))
@@ -295,13 +304,12 @@ def train(argv: Sequence[str] | None = None) -> int:
         frac = min(1.0, now / budget)
         for g in opt.param_groups:
             g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-        code = _draw_code(gen)
+        code = draw_code(gen)
         f = 3 + _pick(gen, 2)
         fs, ts, ws, bgs = [], [], [], []
         for _ in range(args.batch):
             st = sampler.strata[int(torch.multinomial(sampler.stratum_p, 1, generator=gen))]
-            sigma = float(10 ** (math.log10(0.001) + float(torch.rand(1, generator=gen))
-                                 * (math.log10(0.02) - math.log10(0.001))))
+            sigma = draw_sigma(gen)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
             fe, tg, wt, scene = sampler.example(code, f, st, seed, 0, sigma)
             inside = (tg.norm(dim=0) <= cfg.work_max_px).float()

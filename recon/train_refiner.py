@@ -23,7 +23,6 @@ velocity).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import platform
@@ -41,20 +40,10 @@ from recon.functional import code_weights
 from recon.metrics import psnr
 from recon.motion_data import stratum_scene
 from recon.refiner import DeblurRefiner, refiner_inputs
-from recon.scenes import CODE_FAMILY, SceneSampler, coded_batch, default_photos, preload_dead_leaves
+from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves
+from recon.train_motion import ANCHOR_8, CODE_16, draw_code, draw_sigma, sha256_file
 
-ANCHOR_8 = "11100101"
-CODE_16 = "1100111100000101"
 SUB_STEPS = 4
-
-
-def _draw_code(gen: torch.Generator) -> str:
-    u = float(torch.rand(1, generator=gen))
-    if u < 0.3:
-        return ANCHOR_8
-    if u < 0.6:
-        return CODE_16
-    return "".join(str(b) for b in CODE_FAMILY.sample(gen, lengths=range(8, 25)))
 
 
 def jitter(v: Sequence[float], gen: torch.Generator) -> tuple[float, float]:
@@ -134,10 +123,6 @@ def validate(model: DeblurRefiner, photos: Any, size: int, n: int = 6) -> dict[s
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def export(model: DeblurRefiner, out_dir: Path, info: dict[str, Any]) -> Path:
     """Write ``refiner.safetensors`` + ``refiner.json`` + ``refiner.md`` into ``out_dir``."""
     from safetensors.torch import save_file
@@ -146,7 +131,7 @@ def export(model: DeblurRefiner, out_dir: Path, info: dict[str, Any]) -> Path:
     wfile = out_dir / "refiner.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(wfile))
     card = {"name": "refiner", "kind": "non-blind-refiner", "weights": wfile.name,
-            "sha256": _sha256(wfile), "parameters": sum(p.numel() for p in model.parameters()),
+            "sha256": sha256_file(wfile), "parameters": sum(p.numel() for p in model.parameters()),
             "width": model.width, **info}
     cfile = out_dir / "refiner.json"
     cfile.write_text(json.dumps(card, indent=2) + "\n")
@@ -235,11 +220,10 @@ def train(argv: Sequence[str] | None = None) -> int:
         warm = min(1.0, (step + 1) / 100)
         for g in opt.param_groups:
             g["lr"] = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-        code = _draw_code(gen)
+        code = draw_code(gen)
         batch = []
         for _ in range(args.batch):
-            sigma = float(10 ** (math.log10(0.001) + float(torch.rand(1, generator=gen))
-                                 * (math.log10(0.02) - math.log10(0.001))))
+            sigma = draw_sigma(gen)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
             batch.append(example(sampler, code, seed, sigma, gen))
         scenes_seen += args.batch
