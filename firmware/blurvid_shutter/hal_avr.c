@@ -327,27 +327,77 @@ uint8_t hal_engine_poll(engine_report_t *r)
 #define RX_RING 128u
 static volatile uint8_t rx_ring[RX_RING];
 static volatile uint8_t rx_head, rx_tail, rx_lost_frames;
+/* What the receive interrupt knows of the frame now arriving (its bytes since the last 0x00). */
+#define RXF_STORED 0x01u /* some of them are in the ring */
+#define RXF_BYTES 0x02u  /* some arrived, stored or lost: a request, not an empty frame */
+#define RXF_PEND 0x04u   /* the frame before it lost its delimiter after some of its bytes were
+                            stored: a 0x00 is owed to the ring, after those bytes */
+static volatile uint8_t rx_frame;
 
-/* A byte that finds the ring full is lost. Each lost frame delimiter (0x00) is a request that will
- * get no reply of its own, so it is counted and answered with E_RX_OVERFLOW: every frame sent gets
- * exactly one answer, never silence (bytes lost inside a frame whose delimiter arrives make that
- * frame fail its CRC, which is its answer). */
+/* A byte that finds the ring full is lost. Every request gets exactly one answer, never silence
+ * and never two (PROTOCOL.md):
+ *  - a request none of whose bytes reach the ring (its delimiter may arrive once there is room:
+ *    stored, it would end an empty frame, which the parser ignores) is counted here and answered
+ *    with E_RX_OVERFLOW;
+ *  - a request some of whose bytes reach the ring is answered by the parser: its reply, or E_CRC /
+ *    E_FRAMING when bytes were lost. If its delimiter is lost, the delimiter is owed (RXF_PEND)
+ *    and stored before the next byte, or handed to the parser by bvsh_uart_read() once it has
+ *    read the ring empty: the stored bytes never run into the next request;
+ *  - a 0x00 that ends no bytes (an empty frame) is nothing; it is never counted. */
 ISR(UART_RX_VECT)
 {
     uint8_t b = UDR0;
-    uint8_t h = (uint8_t)((rx_head + 1u) & (RX_RING - 1u));
-    if (h != rx_tail) {
-        rx_ring[rx_head] = b;
-        rx_head = h;
-    } else if (b == 0u && rx_lost_frames != 0xFFu) {
-        rx_lost_frames++;
+    uint8_t f = rx_frame;
+    uint8_t head = rx_head;
+    uint8_t next = (uint8_t)((head + 1u) & (RX_RING - 1u));
+    if ((f & RXF_PEND) && next != rx_tail) {
+        rx_ring[head] = 0u;
+        head = next;
+        next = (uint8_t)((head + 1u) & (RX_RING - 1u));
+        f &= (uint8_t)~RXF_PEND;
     }
+    if (b != 0u) {
+        if (next != rx_tail) {
+            rx_ring[head] = b;
+            head = next;
+            f |= RXF_STORED | RXF_BYTES;
+        } else {
+            f |= RXF_BYTES;
+        }
+    } else if (f & RXF_STORED) {
+        if (next != rx_tail) {
+            rx_ring[head] = 0u;
+            head = next;
+            f = 0u;
+        } else {
+            f = RXF_PEND; /* none was owed: this frame's bytes were stored after it */
+        }
+    } else {
+        if ((f & RXF_BYTES) && rx_lost_frames != 0xFFu)
+            rx_lost_frames++;
+        f &= RXF_PEND;
+    }
+    rx_head = head;
+    rx_frame = f;
 }
 
 uint8_t bvsh_uart_read(uint8_t *b)
 {
-    if (rx_tail == rx_head)
-        return 0;
+    if (rx_tail == rx_head) {
+        if (!(rx_frame & RXF_PEND))
+            return 0;
+        uint8_t sreg = SREG;
+        cli();
+        /* Still empty and still owed (no byte came in between): the owed delimiter is next. */
+        uint8_t owed = rx_tail == rx_head && (rx_frame & RXF_PEND);
+        if (owed)
+            rx_frame &= (uint8_t)~RXF_PEND;
+        SREG = sreg;
+        if (!owed)
+            return 0;
+        *b = 0u;
+        return 1;
+    }
     *b = rx_ring[rx_tail];
     rx_tail = (uint8_t)((rx_tail + 1u) & (RX_RING - 1u));
     return 1;

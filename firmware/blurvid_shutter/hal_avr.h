@@ -10,8 +10,8 @@ extern "C" {
 
 void bvsh_hw_init(void);
 uint8_t bvsh_uart_read(uint8_t *byte);
-/* Frames whose delimiter was lost to a full receive ring since the last call (each gets one
- * E_RX_OVERFLOW). */
+/* Requests lost whole to a full receive ring since the last call: none of their bytes reached the
+ * ring (each gets one E_RX_OVERFLOW). */
 uint8_t bvsh_uart_take_lost_frames(void);
 
 #ifdef __cplusplus

@@ -551,3 +551,89 @@ def test_pipelined_requests_are_each_answered_or_refused_never_dropped(raw) -> N
                            sp.ErrorCode.E_FRAMING}
     assert errors and replies  # the ring did overflow, and the device kept answering
     status_ok(port, rx, 7)
+
+
+# -- the receive ring full exactly on a delimiter --------------------------------------------------
+# A LOAD_CODE of 1024 chips keeps the firmware busy for about 85 ms of simulated time (it hashes
+# the code, then replies) with its 128-byte receive ring empty (it holds 127 bytes at most). The 127
+# bytes written right behind it (20 GET_STATUS frames of 6 bytes and a PING of 7) fill the ring
+# exactly, the last byte a delimiter, so what follows within those 85 ms is lost whatever it is.
+# Simulated time makes this deterministic: 127 + 6 bytes take 12 ms on the wire.
+RING_FILL = b"".join(sp.encode_frame(sp.MsgType.GET_STATUS, 10 + i) for i in range(20))
+RING_FILL += sp.encode_frame(sp.MsgType.PING, 30, b"x")
+
+
+def fill_ring(port: serial.Serial, rx: sp.FrameReceiver, behind: bytes,
+              after: bytes = b"") -> list[sp.Packet]:
+    """Write LOAD_CODE (seq 1) + ``behind`` at once, ``after`` once the LOAD_CODE reply is in (the
+    firmware is then draining its ring); return every packet until 1 s of quiet. Checks that the
+    20 GET_STATUS of RING_FILL (``behind`` starts with them) are answered."""
+    assert len(RING_FILL) == 127 and behind.startswith(RING_FILL[:120])
+    load = sp.encode_frame(sp.MsgType.LOAD_CODE, 1, sp.load_code_body("1" * 1024, 10_000))
+    port.write(load + behind)
+    packets: list[sp.Packet] = []
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not any(p.seq == 1 for p in packets):
+        packets += [i for i in rx.feed(read_some(port)) if isinstance(i, sp.Packet)]
+    assert [p.type for p in packets if p.seq == 1] == [sp.reply_type(sp.MsgType.LOAD_CODE)]
+    port.write(after)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 1.0:
+        got = [i for i in rx.feed(read_some(port)) if isinstance(i, sp.Packet)]
+        packets += got
+        if got:
+            quiet_since = time.monotonic()
+    statuses = [p.seq for p in packets if p.type == sp.reply_type(sp.MsgType.GET_STATUS)]
+    assert sorted(s for s in statuses if s < 30) == list(range(10, 30))
+    return packets
+
+
+def test_a_request_lost_whole_behind_a_ring_full_on_a_delimiter_gets_e_rx_overflow(raw) -> None:
+    """Every byte of a GET_STATUS but its delimiter is lost to the full ring; the delimiter arrives
+    once the ring drains. The frame it ends is empty, which the parser ignores: the request went
+    unanswered (silence) until the receive interrupt counted such a frame as lost whole."""
+    port, rx = raw
+    frame = sp.encode_frame(sp.MsgType.GET_STATUS, 40)
+    packets = fill_ring(port, rx, RING_FILL + frame[:-1], after=frame[-1:])
+    assert error_codes(packets) == [sp.ErrorCode.E_RX_OVERFLOW]
+    assert len(packets) == 1 + 21 + 1  # LOAD_CODE, the 20 GET_STATUS and PING, the lost request
+    assert status_ok(port, rx, 41).last_error == sp.ErrorCode.E_RX_OVERFLOW
+
+
+def test_a_request_that_lost_its_head_to_a_full_ring_fails_its_crc(raw) -> None:
+    """The same, but the tail of the frame arrives after the ring drains: a truncated frame, whose
+    answer is a frame-level error (E_CRC or E_FRAMING), exactly one."""
+    port, rx = raw
+    frame = sp.encode_frame(sp.MsgType.GET_STATUS, 40)
+    packets = fill_ring(port, rx, RING_FILL + frame[:3], after=frame[3:])
+    assert error_codes(packets) in ([sp.ErrorCode.E_CRC], [sp.ErrorCode.E_FRAMING])
+    assert len(packets) == 1 + 21 + 1
+    status_ok(port, rx, 41)
+
+
+def test_lone_delimiters_lost_to_a_full_ring_are_not_requests(raw) -> None:
+    """Empty frames are ignored (PROTOCOL.md), also when the ring is full: a lost 0x00 that ends
+    no bytes is not a request lost whole, so no E_RX_OVERFLOW for it."""
+    port, rx = raw
+    packets = fill_ring(port, rx, RING_FILL + b"\x00" * 16, after=b"\x00" * 4)
+    assert error_codes(packets) == []
+    assert len(packets) == 1 + 21
+    status_ok(port, rx, 41)
+
+
+@pytest.mark.parametrize("then", ["nothing", "a request"])
+def test_a_request_whose_delimiter_is_lost_after_its_head_is_answered_once(raw, then) -> None:
+    """A PING of 6 bytes instead of 7 leaves one slot: the first byte of the next GET_STATUS is
+    stored, the rest of it, delimiter included, is lost. That request gets one answer (its head
+    fails its CRC), not an E_RX_OVERFLOW and then an E_TIMEOUT for the head left in the parser;
+    and a request sent after it is answered, not merged with that head into one more bad frame."""
+    port, rx = raw
+    frame = sp.encode_frame(sp.MsgType.GET_STATUS, 40)
+    after = sp.encode_frame(sp.MsgType.GET_STATUS, 41) if then == "a request" else b""
+    fill = RING_FILL[:120] + sp.encode_frame(sp.MsgType.PING, 30)
+    packets = fill_ring(port, rx, fill + frame, after=after)
+    assert error_codes(packets) in ([sp.ErrorCode.E_CRC], [sp.ErrorCode.E_FRAMING])
+    replied = [p.seq for p in packets if p.type == sp.reply_type(sp.MsgType.GET_STATUS)]
+    assert 40 not in replied and (41 in replied) == (then == "a request")
+    assert len(packets) == 1 + 21 + 1 + (then == "a request")
+    status_ok(port, rx, 42)
