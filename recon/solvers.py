@@ -173,12 +173,15 @@ def make_solver(name: str, **options: Any) -> Reconstructor:
 
 _MOTION_CACHE: dict[str, Any] = {}
 
-#: ``motion="auto"``: below this frame-read-out probability the learned global velocity is not
-#: trusted and the spectral search gives it. Chosen on the *val* split
+#: ``motion="auto"``: below this frame-read-out probability the learned motion is not trusted
+#: and :data:`FALLBACK` decides instead. Chosen on the *val* split
 #: (``python -m recon.evaluate_motion --tune-fallback`` -> docs/motion_fallback.md), never on the
-#: test photos: with the shipped motion model no threshold helped (the spectral search is worse
-#: than the learned estimate even on the frames the latter is unsure of), so it is 0 (off).
+#: test photos.
 FALLBACK_BELOW = 0.0
+#: What an unsure frame gets: ``"still"`` (no motion: the frame is only denoised, never worse
+#: than doing nothing) or ``"spectral"`` (the spectral search's velocity for the background).
+FALLBACK = "still"
+FALLBACKS = ("still", "spectral")
 
 
 def _shipped_scorer() -> Any:
@@ -212,7 +215,8 @@ class ClassicalGlobal(Reconstructor):
             ``fallback_below``; the spectral search alone when no model ships), ``"learned"``
             (the learned estimator only) or ``"spectral"``.
         fallback_below: with ``motion="auto"``, frames whose learned global probability is
-            below this use the spectral search's velocity instead (:data:`FALLBACK_BELOW`).
+            below this are unsure (:data:`FALLBACK_BELOW`).
+        fallback: what an unsure frame gets, ``"still"`` or ``"spectral"`` (:data:`FALLBACK`).
         velocity: a known global velocity ``(dx, dy)`` in pixels per exposure (no estimation).
         max_px: the largest motion to search, pixels per exposure (capped at half the frame).
         layers: with the learned estimator, deconvolve each distinct motion of the frame on its
@@ -229,7 +233,7 @@ class ClassicalGlobal(Reconstructor):
                  velocity: Sequence[float] | None = None, max_px: float = 48.0,
                  layers: bool = True, max_layers: int = 3, iters: int | None = None,
                  fast: bool = False, device: str | torch.device = "cpu",
-                 fallback_below: float | None = None) -> None:
+                 fallback_below: float | None = None, fallback: str | None = None) -> None:
         if method not in ("tv", "wiener", "refined"):
             raise SolverError(f"method must be 'tv', 'wiener' or 'refined'; got {method!r}.")
         if method == "refined":
@@ -261,6 +265,9 @@ class ClassicalGlobal(Reconstructor):
         self.fast = bool(fast)
         self.device = torch.device(device)
         self.fallback_below = FALLBACK_BELOW if fallback_below is None else float(fallback_below)
+        self.fallback = FALLBACK if fallback is None else str(fallback)
+        if self.fallback not in FALLBACKS:
+            raise SolverError(f"fallback must be one of {FALLBACKS}; got {fallback!r}.")
         self._estimators: dict[tuple[Any, ...], Any] = {}
 
     def accepts(self, physics: CodedExposure) -> tuple[bool, str]:
@@ -341,16 +348,27 @@ class ClassicalGlobal(Reconstructor):
             diag["motion"] = "learned"
             diag["motion_confidence"] = est.global_probability
             diag["motion_fallback"] = 0.0
-            if (self.motion == "auto" and not self.fast
+            # the live path (fast) cannot afford the spectral search; "still" costs nothing
+            if (self.motion == "auto" and (not self.fast or self.fallback == "still")
                     and est.global_probability < self.fallback_below):
-                # the frame read-out is unsure (its misses are diffuse): the background's
-                # velocity comes from the spectral search; the field stays the learned one
+                diag["motion_fallback"] = 1.0
+                if self.fallback == "still":
+                    # the frame read-out is unsure (its misses are diffuse, and a wrong motion
+                    # costs far more than none): treat the frame as still, one layer
+                    diag["motion"] = "learned, unsure: still"
+                    diag["layers"] = 1.0
+                    zero = torch.zeros_like(est.field)
+                    return Reconstruction(
+                        frames=self._one_motion(yf, bits, physics, times, slot)((0.0, 0.0))
+                        .float(), times=times, velocity=(0.0, 0.0), motion=zero,
+                        motion_tile_px=est.tile_px, diagnostics=diag)
+                # the background's velocity comes from the spectral search; the field stays
+                # the learned one
                 from recon.velocity import estimate_velocity
 
                 sv = estimate_velocity(yf, bits, max_px=bound, sub_steps=s, weights=w).velocity
                 est = dataclasses.replace(est, velocity=(float(sv[0]), float(sv[1])))
                 diag["motion"] = "learned field, spectral velocity"
-                diag["motion_fallback"] = 1.0
                 diag["motion_seconds"] = time.perf_counter() - t0
             vel = est.velocity
             cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]

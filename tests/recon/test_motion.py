@@ -26,6 +26,7 @@ from recon.motion import (
 )
 from recon.motion_data import STRATA, stratum_scene, velocity_map
 from recon.scenes import Layer, Scene, SceneSampler, coded_batch, default_photos
+from recon.solvers import SolverError
 
 CODE = "11100101"
 
@@ -181,8 +182,9 @@ def test_live_engine_uses_the_motion_model_and_reports_the_field() -> None:
 
 def test_still_answer_and_unsure_frames_fall_back() -> None:
     """A still frame gets velocity zero and frames as close to it as denoising leaves them; with
-    motion="auto", a frame whose frame read-out is below the threshold takes the spectral
-    search's velocity (recorded as a fallback), and above it keeps the learned one."""
+    motion="auto", a frame whose frame read-out is below the threshold is unsure (recorded as a
+    fallback) and takes the spectral search's velocity or no motion as asked, and above it keeps
+    the learned one."""
     _shipped()
     from recon.operators import CodedExposure
     from recon.solvers import ClassicalGlobal, equal_times
@@ -197,7 +199,8 @@ def test_still_answer_and_unsure_frames_fall_back() -> None:
     assert float((out.frames - still.float()).abs().mean()) < 0.01
     scene = stratum_scene(s, "pan", 0xF1C, 1, (12.0, 20.0))
     y = coded_batch([scene], CODE, sub_steps=4, sigma=0.003, noise_seed=2).y[0, 0]
-    always = ClassicalGlobal("tv", motion="auto", fallback_below=1.01, iters=5)
+    always = ClassicalGlobal("tv", motion="auto", fallback_below=1.01, fallback="spectral",
+                             iters=5)
     never = ClassicalGlobal("tv", motion="auto", fallback_below=0.0, iters=5)
     a = always.reconstruct(y, phys, equal_times(8))
     n = never.reconstruct(y, phys, equal_times(8))
@@ -209,3 +212,12 @@ def test_still_answer_and_unsure_frames_fall_back() -> None:
     learned = ClassicalGlobal("tv", motion="learned", iters=5).reconstruct(y, phys,
                                                                           equal_times(8))
     assert n.velocity == learned.velocity
+    assert math.hypot(*n.velocity) > 8.0
+    still_fb = ClassicalGlobal("tv", motion="auto", fallback_below=1.01, fallback="still",
+                               iters=5).reconstruct(y, phys, equal_times(8))
+    assert still_fb.diagnostics["motion_fallback"] == 1.0
+    assert still_fb.velocity == (0.0, 0.0) and float(still_fb.motion.abs().max()) == 0.0
+    # no motion: every frame is the (denoised) coded frame, so all frames are the same
+    assert float((still_fb.frames - still_fb.frames[:1]).abs().max()) < 1e-6
+    with pytest.raises(SolverError, match="fallback must be one of"):
+        ClassicalGlobal("tv", fallback="zero")
