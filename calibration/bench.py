@@ -138,12 +138,20 @@ class SimBench:
         ref_exposure_us: a real camera's frames brighten with exposure; the simulated one is
             made to (``linear_exposure_ref_us``), the target giving ``level`` of its full scale
             after this exposure (default: the camera's current exposure).
+        flicker: relative depth of a light flicker on the flat and bright targets (0: steady
+            light; 0.05: the radiance swings by +-5 %), at ``flicker_hz`` (a lamp on 50 Hz
+            mains flickers at 100 Hz).
     """
 
     def __init__(
         self, camera: SimCamera, *, level: float = 0.8, board: Board | None = None,
         oversample: int = 4, n_views: int = 12, ref_exposure_us: float | None = None,
+        flicker: float = 0.0, flicker_hz: float = 100.0,
     ) -> None:
+        if not (0.0 <= flicker < 1.0 and flicker_hz > 0):
+            raise ValueError(f"flicker must be in [0, 1) and flicker_hz > 0, got {flicker!r}, "
+                             f"{flicker_hz!r}.")
+        self.flicker, self.flicker_hz = float(flicker), float(flicker_hz)
         self.camera = camera
         self._saved = (camera.scene, camera.linear_exposure_ref_us)
         if camera.linear_exposure_ref_us is None:
@@ -176,6 +184,9 @@ class SimBench:
             image = np.zeros((h, w), np.float32)
         elif target in ("flat", "bright"):
             image = np.full((h, w), self.level, np.float32)
+            if self.flicker > 0:
+                self.camera.scene = FlickeringScene(image, self.flicker, self.flicker_hz)
+                return
         else:
             image = self.render_board(view % len(self.poses))
         self.camera.scene = SimScene.static(image)
@@ -205,6 +216,31 @@ class SimBench:
         img[dark] = 0.08
         img = img.reshape(h, o, w, o).mean(axis=(1, 3))
         return (img * (self.level / 0.85)).astype(np.float32)
+
+
+class FlickeringScene(SimScene):
+    """A still image under a light whose brightness swings by ``depth`` (relative) at ``hz``:
+    ``render(t) = image * (1 + depth * sin(2 pi hz t))``, ``t`` the simulated time."""
+
+    def __init__(self, image: np.ndarray, depth: float, hz: float = 100.0) -> None:
+        super().__init__(image)
+        self.depth, self.hz = float(depth), float(hz)
+
+    @property
+    def is_static(self) -> bool:
+        return self.depth == 0.0
+
+    def render_weighted(self, times_s, weights, region=None) -> np.ndarray:
+        t = np.asarray(times_s, dtype=np.float64)
+        w = np.asarray(weights, dtype=np.float64) * (
+            1.0 + self.depth * np.sin(2.0 * np.pi * self.hz * t))
+        return super().render_weighted(t, w, region)
+
+    def render_means(self, t0_s, t1_s, n_sub: int = 8, region=None) -> np.ndarray:
+        t0 = np.asarray(t0_s, dtype=np.float64).ravel()
+        t1 = np.asarray(t1_s, dtype=np.float64).ravel()
+        return np.stack([self.render_mean(a, b, n_sub, region) for a, b in zip(t0, t1,
+                                                                               strict=True)])
 
 
 class SimDmdProjector:

@@ -170,9 +170,12 @@ class ShutterTiming:
     """Shutter timing measured on a static bright target (see :mod:`hw.optics` for the model).
 
     ``rise_t_us`` / ``rise_transmittance`` (and ``fall_*``) are the measured transmittance around
-    an opening (closing) command edge, time 0 at the edge; ``latency_us`` etc. are read from them.
+    an opening (closing) command edge, time 0 at the edge; ``latency_us`` etc. are fitted to them.
     ``leakage`` and ``open_transmittance`` are relative to the open level, which is 1 by
-    definition (the light of a fully open shutter is the scale of the frames).
+    definition (the light of a fully open shutter is the scale of the frames). The parameters
+    are the least-squares fit of the model to the measured transmittance of both edges;
+    ``fit_residual_rms`` is what the fit leaves, ``fit_noise_rms`` what the frames' noise
+    explains.
     """
 
     latency_us: float
@@ -190,6 +193,10 @@ class ShutterTiming:
     check_measured: np.ndarray = field(default_factory=lambda: np.zeros(0))
     check_predicted: np.ndarray = field(default_factory=lambda: np.zeros(0))
     created: str = field(default_factory=_now)
+    # the fit of the model to the measured transmittance of both edges: the rms of what it
+    # leaves, and the rms the frames' noise explains (NaN: a calibration made before the fit)
+    fit_residual_rms: float = math.nan
+    fit_noise_rms: float = math.nan
 
     def optics(self) -> ShutterOptics:
         """The shutter model with the measured parameters."""

@@ -82,6 +82,9 @@ def summary_lines(cal: Calibration, truth: dict[str, float] | None = None) -> li
             row("shutter fall 90-10 %", s.fall_us, ".1f", "us", "fall_us"),
             row("shutter leakage", s.leakage, ".2f", "%", "leakage", 100.0),
         ]
+        if np.isfinite(s.fit_residual_rms):
+            out.append(row("shutter fit residual (rms)", s.fit_residual_rms, ".3f",
+                           f"(noise explains {s.fit_noise_rms:.3f})"))
         for c, m, pr in zip(s.check_codes, s.check_measured, s.check_predicted, strict=False):
             out.append(f"{'check ' + c:<28s} {m:10.3f} chips open (model {pr:.3f})")
     if cal.geometry is not None:

@@ -64,11 +64,14 @@ def test_flat_prnu_and_vignetting(calibrated):
 def test_shutter_timing_recovers_the_shutter(calibrated):
     _, _, cal = calibrated
     t = cal.shutter_timing
-    assert t.leakage == pytest.approx(OPTICS.leakage, abs=0.005)
-    assert t.latency_us == pytest.approx(OPTICS.latency_us, abs=5)
-    assert t.rise_us == pytest.approx(OPTICS.rise_us, abs=5)
-    assert t.close_latency_us == pytest.approx(OPTICS.close_latency, abs=5)
-    assert t.fall_us == pytest.approx(OPTICS.fall_us, abs=5)
+    assert t.leakage == pytest.approx(OPTICS.leakage, abs=0.002)
+    # the model fitted to the steps' means (the crossings of smoothed samples were within 5 us)
+    assert t.latency_us == pytest.approx(OPTICS.latency_us, abs=2)
+    assert t.rise_us == pytest.approx(OPTICS.rise_us, abs=2)
+    assert t.close_latency_us == pytest.approx(OPTICS.close_latency, abs=2)
+    assert t.fall_us == pytest.approx(OPTICS.fall_us, abs=2)
+    # the simulated shutter is the model: the fit leaves the frames' noise
+    assert 0.5 * t.fit_noise_rms < t.fit_residual_rms < 1.5 * t.fit_noise_rms
     # the single-chip check codes (100 us chips, where the ramps matter) agree with the model
     assert len(t.check_codes) == 2
     np.testing.assert_allclose(t.check_measured, t.check_predicted, atol=0.03)
@@ -261,5 +264,38 @@ def test_timing_on_a_moving_target_is_refused_not_accepted(n_avg):
                 t = run(proc)
                 assert t.close_latency_us == pytest.approx(30.0, abs=5)
             else:
-                with pytest.raises(CalibrationFailed, match="implausible: the transmittance"):
+                with pytest.raises(CalibrationFailed, match="something moves in front of"):
                     run(proc)
+
+
+def test_timing_fit_recovers_an_edge_and_refuses_light_before_the_command():
+    """The ramp fit on the measured step means (exact for a straight ramp, whatever the step);
+    samples whose edge comes 8 us before the command are refused, not clamped to 0."""
+    from calibration.procedures import (
+        _check_timing_plausible,
+        _fit_edge,
+        _NoiseProbe,
+        _ramp_means,
+    )
+    from hw.optics import ShutterOptics
+
+    rng = np.random.default_rng(5)
+    noise = _NoiseProbe()
+    for level in (0.0, 500.0, 1000.0):  # sensor noise of 256 x 192 frames
+        a, b = (rng.normal(level, 3.0, (192, 256)) for _ in range(2))
+        noise.add(level, a, b)
+    grid = np.arange(-20.0, 302.0, 4.0)
+    o = ShutterOptics(leakage=0.02, latency_us=13.0, rise_us=7.0)
+    tr = o.integrate(grid + 1000.0, (0, 1), 1000.0) / 4.0
+    fit = _fit_edge(grid, tr + rng.normal(0, 0.01, tr.size), 0.02, True, earliest_us=-16.0)
+    assert fit.start_us + 0.1 * fit.full_us == pytest.approx(13.0, abs=0.3)
+    assert 0.8 * fit.full_us == pytest.approx(7.0, abs=0.6)
+    # the same ramp (8.75 us long) starting 8.9 us before the command
+    early = 0.02 + 0.98 * _ramp_means(grid, np.array([-8.875]), np.array([8.75]))[0]
+    fit = _fit_edge(grid, early, 0.02, True, earliest_us=-16.0)
+    assert fit.start_us == pytest.approx(0.0, abs=1e-9)
+    assert fit.free_start_us == pytest.approx(-8.875, abs=0.05)
+    sd = np.full(early.size, 0.01)
+    with pytest.raises(CalibrationFailed, match="opening edge begins 8.9 us before the command"):
+        _check_timing_plausible({"opening": (early, early * 0, sd, fit)}, 0.02, 1e-4, noise,
+                                "Mono12")

@@ -180,3 +180,132 @@ def test_dark_step_offers_the_black_level_it_needs(qtbot, tmp_path):
             qtbot.waitUntil(page.isComplete, timeout=60_000)
             assert cam.settings.black_level_dn == 64.0
             assert wiz.calibration.applies_to.black_level_dn == 64.0
+
+
+# -- the shutter-timing step as the rig window runs it (issue 15, item 10) ---------------------
+
+
+class _MovingBench(SimBench):
+    """The bright target is replaced by the simulator's moving scene."""
+
+    def setup(self, target, instruction, *, view=0):
+        super().setup(target, instruction, view=view)
+        if target == "bright":
+            from hw.sim import SimScene
+
+            w, h = self.camera.scene.width, self.camera.scene.height
+            self.camera.scene = SimScene.default(w, h, seed=3)
+
+
+class _FlickerBench(SimBench):
+    """The bright target lit by a lamp flickering by +-1 % at 120 Hz (60 Hz mains)."""
+
+    def __init__(self, camera, **kw):
+        super().__init__(camera, flicker=0.01, flicker_hz=120.0, **kw)
+
+
+def _window_timing_page(qtbot, tmp_path, *, optics=None, pixel_format=None, bench=None,
+                        monkeypatch=None, size=128):
+    """The rig window on the simulated rig (as `blurvid-rig gui` makes it, ``optics`` on its
+    shutter), Calibrate..., the shutter-timing page run with the Run button. ``bench``: the
+    simulated bench class the window gives the wizard."""
+    from blurvid_rig.gui.main_window import MainWindow, sim_rig_factory
+    from blurvid_rig.session import SessionState
+
+    if bench is not None:
+        monkeypatch.setattr("calibration.bench.SimBench", bench)
+    kw = {} if optics is None else {"shutter_kw": {"optics": optics}}
+    win = MainWindow(rig_factory=sim_rig_factory(size, **kw), out_dir=tmp_path)
+    qtbot.addWidget(win)
+    win.connect_rig()
+    qtbot.waitUntil(lambda: win.session is not None and not win.tasks.busy, timeout=15_000)
+    assert win.session.state == SessionState.IDLE
+    if pixel_format is not None:
+        win.camera_panel.pixel_format.setCurrentText(pixel_format)
+        win.camera_panel.black_level.setValue(15.0)
+        win.apply_camera()
+        qtbot.waitUntil(lambda: win.session.camera.settings.pixel_format == pixel_format
+                        and not win.tasks.busy, timeout=15_000)
+    win.open_calibration_wizard()
+    wiz = win.wizard
+    assert wiz is not None
+    wiz.summary_page.path.setText(str(tmp_path / "window.cal.h5"))
+    wiz.next()
+    (page,) = [p for p in wiz.step_pages if p.step == "shutter_timing"]
+    while wiz.currentPage() is not page:
+        wiz.currentPage().skip()
+        wiz.next()
+    qtbot.mouseClick(page.run_button, qtbot_button())
+    qtbot.waitUntil(lambda: page.isComplete() or "color:#c00" in page.status.text(),
+                    timeout=120_000)
+    return win, wiz, page
+
+
+def _close(qtbot, win, wiz):
+    if win.wizard is not None:
+        wiz.reject()
+        qtbot.waitUntil(lambda: win.wizard is None and not win.tasks.busy, timeout=15_000)
+    win.close()
+
+
+@pytest.mark.parametrize("shutter", ["ideal", "lc"])
+def test_window_wizard_times_the_simulated_shutter_against_its_truth(qtbot, tmp_path, shutter):
+    """From the rig window, the shutter-timing step measures what the simulator's shutter is:
+    the window's own (ideal: it read -4.8 us latencies, the crossing estimate's bias on an
+    instantaneous edge) and the leaky, slow LC shutter of ``calibrate --sim``; the fitted values
+    are saved with the fit's residual, which the frames' noise explains."""
+    from calibration.bench import SIM_LC_SHUTTER
+
+    win, wiz, page = _window_timing_page(
+        qtbot, tmp_path, optics=SIM_LC_SHUTTER if shutter == "lc" else None)
+    try:
+        assert page.isComplete(), page.status.text()
+        assert "shutter fit residual" in page.status.text()
+        truth = win.session.shutter.optics
+        st = page.result
+        assert st.latency_us >= 0 and st.close_latency_us >= 0 and st.leakage >= 0
+        assert st.latency_us == pytest.approx(truth.latency_us, abs=2.0)
+        assert st.close_latency_us == pytest.approx(truth.close_latency, abs=2.0)
+        assert st.rise_us == pytest.approx(truth.rise_us, abs=3.0)
+        assert st.fall_us == pytest.approx(truth.fall_us, abs=3.0)
+        assert st.leakage == pytest.approx(truth.leakage, abs=0.003)
+        # the simulator's shutter is the model: the fit leaves the noise, no more
+        assert 0.5 * st.fit_noise_rms < st.fit_residual_rms < 1.5 * st.fit_noise_rms
+        wiz.next()
+        while wiz.currentPage() is not wiz.summary_page:  # geometry
+            wiz.currentPage().skip()
+            wiz.next()
+        wiz.button(QWizard.WizardButton.FinishButton).click()  # saves
+        qtbot.waitUntil(lambda: win.wizard is None, timeout=15_000)
+        saved = Calibration.load(tmp_path / "window.cal.h5").shutter_timing
+        assert saved.fit_residual_rms == pytest.approx(st.fit_residual_rms)
+        assert saved.fit_noise_rms == pytest.approx(st.fit_noise_rms)
+        assert saved.latency_us == pytest.approx(st.latency_us)
+    finally:
+        _close(qtbot, win, wiz)
+
+
+@pytest.mark.parametrize("disturbance, sentence", [
+    ("moving", "something moves in front of the camera"),
+    ("flicker", "the light flickers"),
+    ("mono8", "Use a pixel format with more bits than Mono8"),
+])
+def test_window_wizard_refuses_a_disturbed_timing_and_says_why(qtbot, tmp_path, monkeypatch,
+                                                               disturbance, sentence):
+    """A moving target, a flickering lamp, or a signal quantised to Mono8 (what the window's
+    simulated camera ran when it read transmittance up to 3.4): the step fails and its sentence
+    names the cause; nothing is kept and the page cannot be left as done."""
+    bench = {"moving": _MovingBench, "flicker": _FlickerBench}.get(disturbance)
+    win, wiz, page = _window_timing_page(
+        qtbot, tmp_path, bench=bench, monkeypatch=monkeypatch,
+        pixel_format="Mono8" if disturbance == "mono8" else None)
+    try:
+        text = page.status.text()
+        assert "color:#c00" in text and sentence in text, text
+        assert "implausible" in text
+        if disturbance != "moving":  # the fit's residual against the frames' noise is named
+            assert "times the" in text and "that the frames' noise explains" in text
+        assert not page.isComplete() and page.result is None
+        assert wiz.calibration.shutter_timing is None
+    finally:
+        _close(qtbot, win, wiz)
