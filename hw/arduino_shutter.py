@@ -11,7 +11,7 @@ waiting for it (matched by ``seq``), READY and DONE to queues, frame-level error
 request, which then resends the same bytes (same ``seq``; the firmware does not execute a request
 twice). One request is in flight at a time, under a lock, so any thread may call the driver.
 
-For humans::
+For humans (the command line is :mod:`hw.arduino_shutter_cli`)::
 
     python -m hw.arduino_shutter --port /dev/ttyACM0 info
     python -m hw.arduino_shutter --port /dev/ttyACM0 load 11100101 --chip-us 1000 --fire
@@ -43,7 +43,7 @@ from hw.transport import PORTS_HINT as _PORTS_HINT
 from hw.transport import READ_POLL_S, SerialTransport, Transport
 from hw.types import PlaybackConfig, ShutterCode, ShutterInfo, ShutterStatus
 
-__all__ = ["ArduinoShutter", "PlaybackConfig", "SerialTransport", "Transport", "main"]
+__all__ = ["ArduinoShutter", "PlaybackConfig", "SerialTransport", "Transport"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,27 @@ class ArduinoShutter(Shutter):
         self._armed = False
         self._armed_status = None
         return st
+
+    def arm_stored_code(self) -> sp.DeviceStatus:
+        """Arm with the code the controller already holds, then ``fire()`` plays it.
+
+        That code was loaded earlier, by this or another program, or restored from EEPROM at
+        boot; the driver did not load it, so there is no echo to check it against (``arm()``
+        refuses without a verified code). Check ``device_status().has_code`` first: a controller
+        that holds no code refuses ARM. ``stop_playback()`` or ``disarm()`` ends it.
+
+        Returns:
+            The controller's STATUS after ARM (its ``code_sha256`` names the code it will play).
+
+        Raises:
+            IncompatibleStateError: the controller holds no code.
+            ProtocolError: the controller accepted ARM but does not report itself armed.
+        """
+        with self._lock:
+            self._require_open("arm the stored code")
+            st = self._arm_device(expect_sha=None)
+            self._armed = True
+            return st
 
     def wait_done(self, timeout_s: float) -> sp.DoneEvent:
         """Wait for the next DONE report: the end of playbacks started by TRIG_IN, or of a
@@ -761,19 +782,9 @@ class ArduinoShutter(Shutter):
         return exc
 
 
-# -- command line ----------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hw.arduino_shutter --port PORT {info,status,ping,load,fire}``.
-
-    The command line lives in :mod:`hw.arduino_shutter_cli` (imported here, when called, because
-    it imports this module).
-    """
-    from hw.arduino_shutter_cli import main as cli_main
-
-    return cli_main(argv)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # ``python -m hw.arduino_shutter``: run the command line module as the program. It imports this
+    # module, so this module does not import it (no cycle); runpy starts it by name instead.
+    import runpy
+
+    runpy.run_module("hw.arduino_shutter_cli", run_name="__main__", alter_sys=True)

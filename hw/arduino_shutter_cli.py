@@ -1,5 +1,8 @@
 """Command line of the Arduino shutter controller: ``python -m hw.arduino_shutter``.
 
+``hw.arduino_shutter`` runs this module as the program; this module imports the driver, never the
+other way round.
+
 For humans::
 
     python -m hw.arduino_shutter --port /dev/ttyACM0 info
@@ -82,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                     )
                     return 1
-                sh._arm_device(expect_sha=None)
+                sh.arm_stored_code()
                 try:
-                    print(f"fired: trigger {sh._fire_device().first_trigger_index}")
+                    print(f"fired: trigger {sh.fire()}")
                 finally:
                     sh.stop_playback()
     except RigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,8 @@ import os
 import pty
 import select
 import struct
+import subprocess
+import sys
 import threading
 import time
 import tty
@@ -20,7 +22,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from hw import shutter_protocol as sp
-from hw.arduino_shutter import ArduinoShutter, PlaybackConfig, SerialTransport, main
+from hw.arduino_shutter import ArduinoShutter, PlaybackConfig, SerialTransport
+from hw.arduino_shutter_cli import main
 from hw.errors import (
     AcquisitionTimeout,
     DeviceDisconnected,
@@ -578,6 +581,50 @@ def test_cli_info_status_load_and_fire(capsys) -> None:
         assert "holds no code" in err and "250 us or 250.5 us" in err
     finally:
         link.vanish()
+
+
+def test_python_m_runs_the_cli_and_the_driver_does_not_import_it() -> None:
+    link = PtyLink(FakeController(resets_on_open=False))
+    try:
+        cmd = [sys.executable, "-m", "hw.arduino_shutter", "--port", link.path, "--ready-timeout"]
+        done = subprocess.run([*cmd, "0.1", "fire"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and "holds no code" in done.stderr, done
+        done = subprocess.run([*cmd, "0.1", "info"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "protocol_version" in done.stdout, done
+    finally:
+        link.vanish()
+    usage = subprocess.run(
+        [sys.executable, "-m", "hw.arduino_shutter", "--help"], capture_output=True, text=True
+    )
+    assert usage.returncode == 0 and "usage: python -m hw.arduino_shutter" in usage.stdout
+    probe = "import sys, hw.arduino_shutter; print('hw.arduino_shutter_cli' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert imported.stdout.strip() == "False", imported
+
+
+def test_arm_stored_code_fires_what_the_controller_holds() -> None:
+    device = FakeController(resets_on_open=False)
+    sh = make(device)[0]
+    sh.open()
+    try:
+        with pytest.raises(IncompatibleStateError, match="refused ARM: E_NO_CODE"):
+            sh.arm_stored_code()
+        assert not sh.is_armed
+    finally:
+        sh.close()
+    device.bits, device.chip_ns = CODE8.bits, 1_000_000  # e.g. restored from EEPROM at boot
+    sh = make(device)[0]
+    sh.open()
+    try:
+        with pytest.raises(IncompatibleStateError, match="no code is loaded"):
+            sh.arm()  # the driver did not load (and verify) this code
+        st = sh.arm_stored_code()
+        assert sh.is_armed and st.state_name == "armed" and st.code_sha256 == CODE8.sha256
+        assert sh.fire() == device.trigger_count - 1 == 0
+        sh.stop_playback()
+        assert not sh.is_armed and not device.armed
+    finally:
+        sh.close()
 
 
 def test_serial_transport_on_a_loop_url() -> None:
