@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from blurvid_rig.batch import export_reconstruction, reconstruct_capture
 from blurvid_rig.capture import run_coded_capture
@@ -83,13 +84,14 @@ def run_demo(
     if result.status != "complete":
         raise RigError(f"The capture ended early ({result.error}); nothing was reconstructed.")
 
-    def progress(done: int, total: int) -> None:
-        if not quiet:
-            print(f"\rreconstructing {done}/{total}", end="", file=sys.stderr, flush=True)
+    with tqdm(desc="reconstructing", unit="frame", file=sys.stderr, disable=quiet) as bar:
 
-    outcome = reconstruct_capture(result.path, n_out=DEMO_CODE.n_chips, progress=progress)
-    if not quiet:
-        print(file=sys.stderr)
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        outcome = reconstruct_capture(result.path, n_out=DEMO_CODE.n_chips, progress=progress)
     with ReconFile.open(outcome.output) as rf:
         video = np.asarray(rf.video)
         per_frame = rf.per_frame

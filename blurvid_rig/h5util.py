@@ -15,6 +15,7 @@ import json
 import math
 import os
 import struct
+import subprocess
 from collections.abc import Mapping
 from datetime import datetime
 from importlib import metadata
@@ -105,27 +106,32 @@ def creator_version() -> str:
         return "0+unknown"
 
 
-def git_sha() -> str:
-    """Commit of the source tree this code runs from, or ``""`` outside a git checkout.
+def git_sha(root: Path | None = None) -> str:
+    """Commit of the source tree this code runs from, or ``""`` when it is not known.
 
-    Reads ``.git`` directly (no subprocess); a best effort for provenance only.
+    Asks ``git rev-parse HEAD`` in ``root`` (default: the directory above this package, the
+    checkout). Provenance only, so never an error: ``""`` when ``root`` has no ``.git`` (e.g. an
+    installed package), git is not installed, or git cannot answer (no commit yet, a repository it
+    refuses to read).
     """
-    git = Path(__file__).resolve().parent.parent / ".git"
-    try:
-        if git.is_file():  # worktree: "gitdir: <path>"
-            git = Path(git.read_text().split(":", 1)[1].strip())
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        if (git / ref).is_file():
-            return (git / ref).read_text().strip()
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split(" ", 1)[0]
-    except (OSError, IndexError):
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
+    if not (root / ".git").exists():
         return ""
-    return ""
+    # Without GIT_DIR & co. (set in git hooks), git finds the repository of ``root`` itself.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def now_iso() -> str:

@@ -23,6 +23,7 @@ Wire format::
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import math
 import struct
@@ -153,21 +154,11 @@ _U8, _U16, _U32 = 0xFF, 0xFFFF, 0xFFFF_FFFF
 # -- CRC and COBS ----------------------------------------------------------------------------------
 
 
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc16_ccitt_false(data: bytes | bytearray | memoryview, crc: int = 0xFFFF) -> int:
     """CRC-16/CCITT-FALSE: polynomial 0x1021, initial 0xFFFF, no reflection, no final XOR.
+
+    This is the standard library's ``binascii.crc_hqx`` started at 0xFFFF (the tests check it
+    against the bit-by-bit definition and the examples of ``firmware/PROTOCOL.md``).
 
     Args:
         data: the bytes to check.
@@ -176,9 +167,7 @@ def crc16_ccitt_false(data: bytes | bytearray | memoryview, crc: int = 0xFFFF) -
     >>> hex(crc16_ccitt_false(b"123456789"))
     '0x29b1'
     """
-    for b in bytes(data):
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    return binascii.crc_hqx(data, crc)
 
 
 def cobs_encode(data: bytes | bytearray) -> bytes:
@@ -668,6 +657,10 @@ def ping_body(payload: bytes = b"") -> bytes:
 def code_sha256_bytes(bits: Iterable[int]) -> bytes:
     """SHA-256 (32 bytes) of the ASCII ``0``/``1`` string of a code, as STATUS carries it.
 
-    Same definition as :func:`hw.types.code_sha256`.
+    The one definition of a code's hash in ``hw``: :func:`hw.types.code_sha256` (and so
+    ``ShutterCode.sha256``) is its hex form.
+
+    >>> code_sha256_bytes([1, 1, 1, 0, 0, 1, 0, 1]).hex()[:12]
+    'e6df3e0d4150'
     """
     return hashlib.sha256("".join(str(int(b)) for b in bits).encode("ascii")).digest()

@@ -80,12 +80,13 @@ def masks_sha256(masks: Any) -> str:
 def code_sha256(bits: Iterable[int]) -> str:
     """SHA-256 (hex) of a binary code, computed over its ASCII '0'/'1' string.
 
-    The same definition is used by ``recon.codes``, by the capture files and by the firmware echo.
+    The same definition is used by ``recon.codes``, by the capture files and by the firmware echo;
+    in ``hw`` it is written once, in :func:`hw.shutter_protocol.code_sha256_bytes`.
 
     >>> code_sha256([1, 1, 1, 0, 0, 1, 0, 1])[:12]
     'e6df3e0d4150'
     """
-    return hashlib.sha256("".join(str(int(b)) for b in bits).encode("ascii")).hexdigest()
+    return sp.code_sha256_bytes(bits).hex()
 
 
 @dataclass(frozen=True)

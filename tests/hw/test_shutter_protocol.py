@@ -25,6 +25,34 @@ def test_crc_check_value() -> None:
     assert sp.crc16_ccitt_false(b"") == 0xFFFF
 
 
+def _crc16_bitwise(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE bit by bit, as PROTOCOL.md defines it (poly 0x1021, MSB first)."""
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+def test_crc_equals_binascii_crc_hqx_and_the_bitwise_definition() -> None:
+    rng = random.Random(16)
+    for n in [*range(0, 40), 137, 138, 160, 1000, *(rng.randrange(2000) for _ in range(100))]:
+        data = rng.randbytes(n)
+        init = 0xFFFF if n % 3 else rng.randrange(0x10000)  # also a running value
+        want = _crc16_bitwise(data, init)
+        assert binascii.crc_hqx(data, init) == want
+        assert sp.crc16_ccitt_false(data, init) == want
+        assert sp.crc16_ccitt_false(bytearray(data), init) == want
+        assert sp.crc16_ccitt_false(memoryview(data), init) == want
+    for name, mtype, seq, body, wire in _protocol_examples():  # the CRCs of PROTOCOL.md's table
+        packet = sp.cobs_decode(wire[:-1])
+        (crc,) = struct.unpack("<H", packet[-2:])
+        head = bytes([mtype, seq]) + body
+        assert crc == _crc16_bitwise(head) == binascii.crc_hqx(head, 0xFFFF), name
+        assert sp.crc16_ccitt_false(head) == crc, name
+
+
 def test_crc_matches_an_independent_implementation_and_continues() -> None:
     rng = random.Random(1)
     for n in (1, 2, 7, 64, 138):
