@@ -430,5 +430,10 @@ def collect_captures(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str
     return out, notes
 
 
-__all__ = ["ReconFile", "ReconOutcome", "collect_captures", "file_kind", "reconstruct_capture",
-           "reconstruct_files"]
+__all__ = [
+    "ReconOutcome",
+    "collect_captures",
+    "file_kind",
+    "reconstruct_capture",
+    "reconstruct_files",
+]

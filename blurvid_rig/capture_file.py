@@ -19,7 +19,8 @@ reads with every frame up to the last flush. :meth:`CaptureWriter.close` (or ``a
 SWMR handle, reopens the file in ordinary ``r+`` mode to set ``status`` and ``end_time`` (a SWMR
 writer must not touch attributes while readers may be attached), and renames it to its final name.
 
-Reconstruction files live in :mod:`blurvid_rig.recon_file`; their API is re-exported here.
+Reconstruction files live in :mod:`blurvid_rig.recon_file` (which imports this module, not the
+other way round); :func:`blurvid_rig.describe.describe_file` summarises either kind.
 """
 
 from __future__ import annotations
@@ -76,13 +77,6 @@ from blurvid_rig.h5util import (
     write_field,
     write_shutter,
 )
-from blurvid_rig.recon_file import (
-    ReconFile,
-    ReconWriter,
-    describe_file,
-    recon_path_for,
-    write_recon,
-)
 from hw.types import (
     CameraInfo,
     CameraSettings,
@@ -98,12 +92,7 @@ __all__ = [
     "CaptureWriteError",
     "CaptureWriter",
     "DamagedFrameError",
-    "ReconFile",
-    "ReconWriter",
-    "describe_file",
     "make_capture_path",
-    "recon_path_for",
-    "write_recon",
 ]
 
 CAMERA = "/entry/instrument/camera"

@@ -32,70 +32,21 @@ def _code_from_args(text: str, chip_us: float):
 
 def _camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
     """The camera (``--camera``) and shutter controller (``--shutter``) of a capture."""
-    if args.camera == "sim":
-        return _sim_camera_and_shutter(args, stack)
-    from hw.genicam_camera import GenICamCamera
+    from blurvid_rig.devices import make_devices
 
-    if args.shutter == "sim":
-        raise RigError(
-            "A GenICam camera needs a real shutter controller: --shutter arduino --port PORT, "
-            "--shutter dmd (a DLPC900 on USB), or --shutter simavr to test with the firmware in "
-            "simavr."
-        )
-    index = None if args.serial else (args.index if args.index is not None else 0)
-    camera = GenICamCamera(serial=args.serial or None, index=index, cti=args.cti or None)
-    if args.shutter == "dmd":
-        from hw.dmd_shutter import Dlpc900Shutter
-
-        return camera, Dlpc900Shutter()
-    return camera, _controller(args, stack)
-
-
-def _controller(args: argparse.Namespace, stack: contextlib.ExitStack):
-    """The Arduino controller on --port, or the real firmware in simavr."""
-    from hw.arduino_shutter import ArduinoShutter
-
-    if args.shutter == "arduino":
-        if not args.port:
-            raise RigError(
-                "--shutter arduino needs the controller's serial port: --port /dev/ttyACM0 (list "
-                "the ports with `blurvid-rig ports`)."
-            )
-        return ArduinoShutter(args.port)
-    from hw.sim.avr import REPO_ROOT, SimulatedArduino
-
-    elf = Path(args.firmware) if args.firmware else REPO_ROOT / "firmware/build/blurvid_shutter.elf"
-    if not elf.is_file():
-        raise RigError(
-            f"The shutter firmware {elf} is not built: run `make -C firmware all sim` "
-            "(needs gcc-avr, avr-libc, arduino-core-avr, libsimavr-dev, libelf-dev)."
-        )
-    board = stack.enter_context(SimulatedArduino(elf))
-    return ArduinoShutter(board.port)
-
-
-def _sim_camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
-    """The simulated camera and the shutter controller asked for with ``--shutter``.
-
-    ``sim``: the simulated controller. ``arduino``: the controller on ``--port``. ``simavr``: the
-    real firmware in a simulated ATmega328P (started here, stopped with ``stack``). With a real
-    controller the simulated camera is triggered through a simulated wire after each playback.
-    """
-    from hw.sim import SimCamera, SimScene, SimTriggerWire, make_sim_rig
-
-    if args.shutter == "sim":
-        return make_sim_rig(width=args.width, height=args.height, seed=args.seed)
-    if args.shutter == "dmd":  # the real DLPC900 driver, talking to a simulated controller
-        from hw.sim.dlpc900 import make_sim_dlpc900_rig
-
-        return make_sim_dlpc900_rig(args.width, args.height, seed=args.seed)
-    controller = _controller(args, stack)
-    wire = SimTriggerWire(controller)
-    scene = SimScene.default(args.width, args.height, seed=args.seed)
-    camera = SimCamera(
-        scene, wire, sensor_width=args.width, sensor_height=args.height, seed=args.seed
+    return make_devices(
+        stack,
+        camera=args.camera,
+        shutter=args.shutter,
+        cti=args.cti,
+        serial=args.serial,
+        index=args.index,
+        port=args.port,
+        firmware=args.firmware,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
     )
-    return camera, wire
 
 
 def cmd_cameras(args: argparse.Namespace) -> int:
@@ -358,7 +309,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from blurvid_rig.capture_file import CaptureFormatError, describe_file
+    from blurvid_rig.capture_file import CaptureFormatError
+    from blurvid_rig.describe import describe_file
 
     rc = 0
     for p in args.files:

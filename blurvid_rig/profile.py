@@ -41,7 +41,6 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from hw.errors import RigError
@@ -79,10 +78,21 @@ class Devices:
         Raises:
             RigError: a combination that cannot work (the sentence says what to choose).
         """
-        from blurvid_rig.cli import _camera_and_shutter
+        from blurvid_rig.devices import make_devices
 
-        args = SimpleNamespace(**dataclasses.asdict(self))
-        return _camera_and_shutter(args, stack)
+        return make_devices(
+            stack,
+            camera=self.camera,
+            shutter=self.shutter,
+            cti=self.cti,
+            serial=self.serial,
+            index=self.index,
+            port=self.port,
+            firmware=self.firmware,
+            width=self.width,
+            height=self.height,
+            seed=self.seed,
+        )
 
 
 @dataclass

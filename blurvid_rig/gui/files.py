@@ -79,7 +79,8 @@ class MetadataTree(QTreeWidget):
 
 def read_capture(path: Path) -> tuple[str, list[np.ndarray]]:
     """The capture's description (as ``blurvid-rig info`` prints it) and its frames."""
-    from blurvid_rig.capture_file import CaptureFile, describe_file
+    from blurvid_rig.capture_file import CaptureFile
+    from blurvid_rig.describe import describe_file
 
     text = describe_file(path)
     with CaptureFile.open(path) as f:

@@ -14,7 +14,8 @@ from blurvid_rig.capture import (
     exposure_window_problems,
     run_coded_capture,
 )
-from blurvid_rig.capture_file import CaptureFile, describe_file
+from blurvid_rig.capture_file import CaptureFile
+from blurvid_rig.describe import describe_file
 from hw.errors import (
     AcquisitionTimeout,
     DeviceDisconnected,

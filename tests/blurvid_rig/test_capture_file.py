@@ -27,13 +27,10 @@ from blurvid_rig.capture_file import (
     CaptureFormatError,
     CaptureWriteError,
     CaptureWriter,
-    ReconFile,
-    ReconWriter,
-    describe_file,
     make_capture_path,
-    recon_path_for,
-    write_recon,
 )
+from blurvid_rig.describe import describe_file
+from blurvid_rig.recon_file import ReconFile, ReconWriter, recon_path_for, write_recon
 from hw.errors import RigError
 from hw.types import (
     CameraInfo,
