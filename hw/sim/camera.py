@@ -49,7 +49,7 @@ from hw.sim.camera_base import SIM_EXPOSURE_US_MIN as SIM_EXPOSURE_US_MIN
 from hw.sim.camera_base import SIM_FRAME_RATE_HZ_MAX as SIM_FRAME_RATE_HZ_MAX
 from hw.sim.camera_base import SIM_FRAME_RATE_HZ_MIN as SIM_FRAME_RATE_HZ_MIN
 from hw.sim.camera_base import SIM_GAIN_DB_MAX as SIM_GAIN_DB_MAX
-from hw.sim.camera_base import _SimCameraBase, shortest_frame_period_s
+from hw.sim.camera_base import SimCameraBase, shortest_frame_period_s
 from hw.sim.scene import SimScene
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
 from hw.sim.wire import SimTriggerWire
@@ -127,7 +127,7 @@ def _box_code(exposure_us: float) -> ShutterCode:
     return ShutterCode((1,) * n, exposure_us / n, name="box")
 
 
-class SimCamera(_SimCameraBase):
+class SimCamera(SimCameraBase):
     """Simulated camera with sensor noise, ground truth and fault knobs.
 
     Args:

@@ -2,10 +2,11 @@
 :class:`~hw.sim.replay.ReplayCamera`): limits and settings resolution, info, node map, Line1 trigger
 stamping, the frame buffer and the wait of ``fetch``.
 
-:class:`_SimCameraBase` holds that common part; each camera adds how a frame is made (rendered or
-replayed) through a few hooks: :meth:`~_SimCameraBase._line1_frame`,
-:meth:`~_SimCameraBase._make_free_run_frames`, :meth:`~_SimCameraBase._pop_ready` and
-:meth:`~_SimCameraBase._wait_s` (plus optional fault hooks, no-ops here).
+:class:`SimCameraBase` holds that common part; each camera adds how a frame is made (rendered or
+replayed) through a few hooks: :meth:`~SimCameraBase._line1_frame`,
+:meth:`~SimCameraBase._make_free_run_frames`, :meth:`~SimCameraBase._pop_ready` and
+:meth:`~SimCameraBase._wait_s` (plus optional fault hooks, no-ops here). It is public so that the
+two camera modules can subclass it; it is not a camera by itself (use one of the two).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class _Stamped(Protocol):
     def exposure_us(self) -> float: ...
 
 
-class _SimCameraBase(Camera):
+class SimCameraBase(Camera):
     """The part of a simulated camera that does not depend on how frames are made.
 
     Subclasses set the class attributes ``_MODEL``, ``_VERSION`` and ``_SERIAL_PREFIX`` and

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from hw.sim.camera import SimCamera
-from hw.sim.camera_base import _SimCameraBase, shortest_frame_period_s
+from hw.sim.camera_base import SimCameraBase, shortest_frame_period_s
 from hw.sim.shutter import SimShutter, TriggerEvent
 from hw.sim.wire import SimTriggerWire
 from hw.types import CameraSettings, Frame, Roi, ShutterCode
@@ -63,7 +63,7 @@ class _Slot:
     exposure_us: float
 
 
-class ReplayCamera(_SimCameraBase):
+class ReplayCamera(SimCameraBase):
     """A camera that replays pre-rendered frames at its frame rate (no rendering cost).
 
     Args:
