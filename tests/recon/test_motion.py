@@ -221,3 +221,24 @@ def test_still_answer_and_unsure_frames_fall_back() -> None:
     assert float((still_fb.frames - still_fb.frames[:1]).abs().max()) < 1e-6
     with pytest.raises(SolverError, match="fallback must be one of"):
         ClassicalGlobal("tv", fallback="zero")
+
+
+def test_fallback_choice_keeps_every_stratum_near_doing_nothing() -> None:
+    """The tuning rule takes the best mean only among the (fallback, threshold) pairs that keep
+    every stratum within 0.3 dB of B0: here the unconstrained best (no fallback) loses 10 dB on
+    the still stratum, so "still" below a threshold that catches the unsure still frame wins."""
+    from recon.evaluate_motion import Sample, choose_fallback
+
+    def smp(stratum: str, conf: float, b0: float, learned: float, spectral: float,
+            still: float) -> Sample:
+        s = Sample(stratum, "11100101", 0.01, 0.0, confidence=conf)
+        s.psnr.update(B0=b0, learned=learned, spectral=spectral, still=still)
+        return s
+
+    samples = [smp("pan", 0.95, 25.0, 40.0, 36.0, 25.5),
+               smp("pan", 0.45, 25.0, 34.0, 33.0, 25.5),
+               smp("still", 0.95, 45.0, 45.5, 40.0, 45.5),
+               smp("still", 0.25, 45.0, 25.0, 44.0, 45.5)]
+    assert choose_fallback(samples) == ("still", 0.3)
+    # with no still stratum to protect, the best mean wins (no fallback)
+    assert choose_fallback(samples[:2]) == ("spectral", 0.0)
