@@ -169,7 +169,8 @@ def reconstruct_capture(
         use = "sensor" if use_calibration == "auto" and (masks is not None or learned) else (
             use_calibration)
         corr = corrections_for(cap, calibration, use, calibration_max_age_days)
-        full_scale = float(cap.camera_settings.saturation_dn) - corr.mean_dark
+        saturation_dn = float(cap.camera_settings.saturation_dn)
+        full_scale = saturation_dn - corr.mean_dark
         # a measured effective code changes a global code's physics; masks stay as they are
         physics = nominal if masks is not None or corr.weights is None else (
             CodedExposure.from_capture(code.bits, chip_us=code.chip_us, sub_steps=corr.sub_steps,
@@ -211,11 +212,20 @@ def reconstruct_capture(
                     continue
                 corrected = corr.apply(raw)
                 y = torch.from_numpy(corrected / full_scale)
+                # clipped pixels measure "at least this much", not the blur: a clip-aware
+                # solver leaves them out of its data term
+                saturated = torch.from_numpy(raw >= saturation_dn)
                 if masks is not None:
                     y = y.to(dev)
-                result = rec.reconstruct(y, physics, fractions)
+                    saturated = saturated.to(dev)
+                result = rec.reconstruct(y, physics, fractions, saturated=saturated)
                 video = (result.frames.float().cpu().numpy() * full_scale).astype(np.float32)
-                per_frame = {}
+                per_frame = {
+                    # share of clipped pixels; clip_aware: 1 where the solver left them out
+                    "saturated_fraction": np.float64(
+                        result.diagnostics.get("saturated_fraction", 0.0)),
+                    "clip_aware": np.float64(result.diagnostics.get("clip_aware", 0.0)),
+                }
                 if masks is None and not learned:
                     # a uniform frame (all dark, all saturated) is its own video: flagged
                     per_frame["uniform_frame"] = np.float64(
@@ -231,7 +241,7 @@ def reconstruct_capture(
                         result.diagnostics.get("motion_confidence", 1.0))
                     per_frame["motion_fallback"] = np.float64(
                         result.diagnostics.get("motion_fallback", 0.0))
-                writer.append(video, int(i), per_frame=per_frame or None)
+                writer.append(video, int(i), per_frame=per_frame)
                 if len(inputs) < 4:
                     inputs.append(corrected)
                     videos.append(video)

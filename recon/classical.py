@@ -44,6 +44,7 @@ from recon.psf_deconv import (
     _tv_ext,
     _velocity,
     _wiener_ext,
+    check_saturated,
     motion_psf,
     tv_deconvolve,
     wiener_deconvolve,
@@ -180,6 +181,7 @@ def reconstruct_global(
     method: Literal["wiener", "tv"] = "tv",
     noise_sigma: float | None = None,
     iters: int | None = None,
+    saturated: Tensor | None = None,
 ) -> ClassicalResult:
     """Reconstruct a short video from one globally coded frame of a linearly moving scene.
 
@@ -203,6 +205,8 @@ def reconstruct_global(
         method: ``"tv"`` (default, sharper) or ``"wiener"`` (faster).
         noise_sigma: noise standard deviation in the units of ``y``; ``None`` to fit it.
         iters: solver iterations (default 150 ADMM for TV, 100 CG for Wiener).
+        saturated: bool ``(H, W)`` mask of clipped pixels: no weight in the data term (TV also
+            keeps their re-blurred value at or above the clipped one).
 
     Returns:
         Frames, sharp image, velocity, whether it was estimated, direction margin, noise level.
@@ -236,11 +240,12 @@ def reconstruct_global(
     sigma = math.sqrt(float(s2_fit[0])) if noise_sigma is None else float(noise_sigma)
     sigma = max(sigma, 1e-4 * float(_robust_range(y.unsqueeze(0))))
     pads = _pads(h, wd, psf, None)  # >= the PSF size: enough for the deconvolution and renders
+    sat = check_saturated(saturated, y.unsqueeze(0))
     if method == "tv":
-        x = _tv_ext(y.unsqueeze(0), psf, sigma / 10, iters or 150, pads, 0.03)
+        x = _tv_ext(y.unsqueeze(0), psf, sigma / 10, iters or 150, pads, 0.03, sat)
     else:
         nsr = 3 * sigma**2 / max(spec.grad_energy(float(a_fit[0]), float(g_fit[0])), 1e-30)
-        x = _wiener_ext(y.unsqueeze(0), psf, nsr, "solve", iters or 100, pads)
+        x = _wiener_ext(y.unsqueeze(0), psf, nsr, "solve", iters or 100, pads, sat)
     return ClassicalResult(frames=_crop(_render_ext(x, v, windows), pads)[0],
                            sharp=_crop(x, pads)[0], velocity=v, velocity_estimated=velocity is None,
                            score=score, noise_sigma=sigma)

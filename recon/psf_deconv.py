@@ -25,6 +25,7 @@ from torch import Tensor
 from recon.functional import CodeLike, code_bits, code_weights
 
 __all__ = [
+    "check_saturated",
     "motion_psf",
     "motion_psf_batch",
     "tv_deconvolve",
@@ -333,17 +334,31 @@ def _crop(x: Tensor, pads: Pads) -> Tensor:
     return x[..., top: x.shape[-2] - bottom, left: x.shape[-1] - right]
 
 
-def _window_mask(y: Tensor, pads: Pads) -> tuple[Tensor, Tensor]:
-    """The observed-window mask and ``y`` zero-padded, both on the padded grid."""
+def _window_mask(y: Tensor, pads: Pads, saturated: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The observed-window mask and ``y`` zero-padded, both on the padded grid; ``saturated``
+    ``(H, W)`` bool pixels are left out of the mask (clipped: not a measurement of the blur)."""
     hw = _padded_hw(y, pads)
     mask = torch.zeros(hw, device=y.device, dtype=y.dtype)
     mask[pads[0]: hw[0] - pads[1], pads[2]: hw[1] - pads[3]] = 1.0
+    if saturated is not None:
+        mask[pads[0]: hw[0] - pads[1], pads[2]: hw[1] - pads[3]] *= (~saturated).to(y.dtype)
     return mask, F.pad(y, (pads[2], pads[3], pads[0], pads[1]))
 
 
+def check_saturated(saturated: Tensor | None, y: Tensor) -> Tensor | None:
+    """``None`` when no pixel is saturated, else the bool mask checked against ``y (B, H, W)``."""
+    if saturated is None:
+        return None
+    if saturated.shape != y.shape[-2:] or saturated.dtype != torch.bool:
+        raise ValueError(f"saturated must be a bool mask of the frame's shape "
+                         f"{tuple(y.shape[-2:])}; got {saturated.dtype} {tuple(saturated.shape)}.")
+    return saturated.to(y.device) if bool(saturated.any()) else None
+
+
 def _wiener_ext(y: Tensor, psf: Tensor, nsr: float, boundary: str, iters: int,
-                pads: Pads) -> Tensor:
-    """Wiener deconvolution of ``(B, H, W)`` on the padded grid (see :func:`wiener_deconvolve`)."""
+                pads: Pads, saturated: Tensor | None = None) -> Tensor:
+    """Wiener deconvolution of ``(B, H, W)`` on the padded grid (see :func:`wiener_deconvolve`);
+    with ``boundary="solve"``, ``saturated`` pixels carry no weight."""
     if boundary not in ("solve", "taper"):
         raise ValueError(f"boundary must be 'solve' or 'taper'; got {boundary!r}.")
     hw = _padded_hw(y, pads)
@@ -359,7 +374,8 @@ def _wiener_ext(y: Tensor, psf: Tensor, nsr: float, boundary: str, iters: int,
     if boundary == "taper" or iters <= 0:
         return x
     # Unknown boundary: solve (K^T M K + nsr R) x = K^T M y by preconditioned conjugate gradients.
-    mask, y_ext = _window_mask(y, pads)
+    mask, y_ext = _window_mask(y, pads, saturated)
+    y_ext = y_ext * mask
 
     def normal(v: Tensor) -> Tensor:
         fv = torch.fft.rfft2(v)
@@ -392,6 +408,7 @@ def wiener_deconvolve(
     boundary: Literal["solve", "taper"] = "solve",
     iters: int = 100,
     margin: int | None = None,
+    saturated: Tensor | None = None,
 ) -> Tensor:
     """Wiener (regularised least-squares) deconvolution, computed with FFTs.
 
@@ -412,6 +429,8 @@ def wiener_deconvolve(
         boundary: ``"solve"`` or ``"taper"``.
         iters: conjugate-gradient iterations for ``boundary="solve"``.
         margin: padding in pixels (default: the PSF size).
+        saturated: bool ``(H, W)`` mask of clipped pixels, left out of the data term with
+            ``boundary="solve"`` (the closed-form taper cannot leave pixels out).
 
     Returns:
         The deconvolved image(s), same shape as ``y``.
@@ -426,7 +445,8 @@ def wiener_deconvolve(
     yb, squeeze = _as_batch(y)
     psf_b = _check_psf(psf, yb.shape[0])
     pads = _pads(yb.shape[-2], yb.shape[-1], psf_b, margin)
-    x = _wiener_ext(yb, psf_b, _positive("nsr", nsr), boundary, int(iters), pads)
+    x = _wiener_ext(yb, psf_b, _positive("nsr", nsr), boundary, int(iters), pads,
+                    check_saturated(saturated, yb))
     x = _crop(x, pads)
     return x[0] if squeeze else x
 
@@ -441,14 +461,19 @@ def _robust_range(y: Tensor) -> Tensor:
 
 
 def _tv_ext(y: Tensor, psf: Tensor, lam: float, iters: int, pads: Pads,
-            rho: float) -> Tensor:
+            rho: float, saturated: Tensor | None = None) -> Tensor:
     """ADMM for ``min 1/2 ||M (k * x) - y||^2 + lam TV(x)`` on the padded grid.
 
     Splitting ``u = k * x`` (masked data term: per-pixel average) and ``z = grad x`` (isotropic
-    shrinkage) leaves an x step that is diagonal in Fourier.
+    shrinkage) leaves an x step that is diagonal in Fourier. ``saturated`` pixels ``(H, W)`` are
+    clipped: out of the data term, and their ``u`` is kept at or above the clipped value (the
+    light there was at least that much).
     """
     hw = _padded_hw(y, pads)
-    mask, y_ext = _window_mask(y, pads)
+    mask, y_ext = _window_mask(y, pads, saturated)
+    clip = None
+    if saturated is not None:
+        clip = F.pad(saturated, (pads[2], pads[3], pads[0], pads[1]))
     otf = _otf(psf.to(y.dtype), hw)
     g2 = _grad_power(hw, y.device, y.dtype)
     rho_u = rho
@@ -469,6 +494,8 @@ def _tv_ext(y: Tensor, psf: Tensor, lam: float, iters: int, pads: Pads,
         x = torch.fft.irfft2(rhs / den, s=hw)
         kx, gx = conv(x), _grad(x)
         u = (mask * y_ext + rho_u * (kx + du)) / (mask + rho_u)
+        if clip is not None:
+            u = torch.where(clip, torch.maximum(u, y_ext), u)
         v = gx + dz
         z = v * (1.0 - thr / v.square().sum(dim=-3, keepdim=True).sqrt().clamp(min=1e-12)
                  ).clamp(min=0.0)
@@ -485,6 +512,7 @@ def tv_deconvolve(
     *,
     rho: float = 0.03,
     margin: int | None = None,
+    saturated: Tensor | None = None,
 ) -> Tensor:
     """Deconvolution with an isotropic total-variation prior and unknown boundaries (ADMM).
 
@@ -502,6 +530,8 @@ def tv_deconvolve(
         rho: penalty of the data splitting (> 0); that of the gradient splitting follows from
             ``lam`` and the range of each image, so the defaults do not depend on the units.
         margin: extension of the domain in pixels (default: the PSF size).
+        saturated: bool ``(H, W)`` mask of clipped pixels (left out of the data term, kept at or
+            above their value); the same for every image of a batch.
 
     Returns:
         The deconvolved image(s), same shape as ``y``.
@@ -518,6 +548,7 @@ def tv_deconvolve(
     if int(iters) < 1:
         raise ValueError(f"iters must be >= 1; got {iters!r}.")
     pads = _pads(yb.shape[-2], yb.shape[-1], psf_b, margin)
-    x = _tv_ext(yb, psf_b, _positive("lam", lam), int(iters), pads, _positive("rho", rho))
+    x = _tv_ext(yb, psf_b, _positive("lam", lam), int(iters), pads, _positive("rho", rho),
+                check_saturated(saturated, yb))
     x = _crop(x, pads)
     return x[0] if squeeze else x

@@ -107,20 +107,31 @@ class Reconstructor(ABC):
         """Whether this solver can reconstruct captures with ``physics``, and why not."""
 
     @abstractmethod
-    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
-        """Reconstruct one frame (arguments already checked)."""
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor,
+               saturated: Tensor | None) -> Reconstruction:
+        """Reconstruct one frame (arguments already checked; ``saturated`` is None when no
+        pixel is clipped)."""
+
+    def clip_aware(self) -> bool:
+        """Whether :meth:`_solve` leaves saturated pixels out of its data term."""
+        return False
 
     def parameters(self, frame_shape: tuple[int, int] | None = None) -> dict[str, Any]:
         """The settings to record in a reconstruction file (of frames of ``frame_shape``)."""
         return {"solver": self.name}
 
     def reconstruct(self, y: Tensor, physics: CodedExposure,
-                    times: Tensor | Sequence[float] | None = None) -> Reconstruction:
+                    times: Tensor | Sequence[float] | None = None, *,
+                    saturated: Tensor | None = None) -> Reconstruction:
         """Frames at ``times`` (fractions of the exposure; default one per chip) from one coded
         frame ``y`` ``(H, W)`` in units of the full scale (dark-subtracted).
 
+        ``saturated`` (bool ``(H, W)``) marks clipped pixels: a clip-aware solver
+        (:meth:`clip_aware`) gives them no weight in its data term; every solver records their
+        share (``saturated_fraction``) and whether it left them out (``clip_aware``).
+
         Raises:
-            SolverError: the physics does not suit this solver, a bad frame or bad times.
+            SolverError: the physics does not suit this solver, a bad frame, mask or times.
         """
         if not isinstance(y, Tensor) or y.dim() != 2 or not y.is_floating_point():
             raise SolverError(f"y must be one floating-point (H, W) frame; got "
@@ -129,9 +140,20 @@ class Reconstructor(ABC):
         if not ok:
             raise SolverError(f"{self.name} cannot reconstruct this capture: {why}")
         t = equal_times(physics.n_chips) if times is None else _check_times(times)
+        share = 0.0
+        if saturated is not None:
+            if (not isinstance(saturated, Tensor) or saturated.dtype != torch.bool
+                    or saturated.shape != y.shape):
+                raise SolverError(f"saturated must be a bool mask of the frame's shape "
+                                  f"{tuple(y.shape)}; got {getattr(saturated, 'dtype', None)} "
+                                  f"{tuple(getattr(saturated, 'shape', ()))}.")
+            share = float(saturated.float().mean())
+            saturated = saturated if share > 0 else None
         t0 = time.perf_counter()
-        out = self._solve(y, physics, t)
+        out = self._solve(y, physics, t, saturated)
         out.diagnostics.setdefault("seconds", time.perf_counter() - t0)
+        out.diagnostics["saturated_fraction"] = share
+        out.diagnostics.setdefault("clip_aware", float(share > 0 and self.clip_aware()))
         return out
 
 
@@ -315,7 +337,12 @@ class ClassicalGlobal(Reconstructor):
                                                     n_chips=physics.n_chips, device=self.device)
         return self._estimators[key]
 
-    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
+    def clip_aware(self) -> bool:
+        # TV and the solved Wiener leave clipped pixels out; the closed-form paths cannot
+        return self.method != "refined" and not self.fast
+
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor,
+               saturated: Tensor | None) -> Reconstruction:
         from recon.classical import reconstruct_global
 
         bits = physics.code if physics.code is not None else tuple(
@@ -362,11 +389,11 @@ class ClassicalGlobal(Reconstructor):
                     # costs far more than none): treat the frame as still, one layer
                     diag["motion"] = "learned, unsure: still"
                     diag["layers"] = 1.0
-                    zero = torch.zeros_like(est.field)
+                    one = self._one_motion(yf, bits, physics, times, slot, saturated)
                     return Reconstruction(
-                        frames=self._one_motion(yf, bits, physics, times, slot)((0.0, 0.0))
-                        .float(), times=times, velocity=(0.0, 0.0), motion=zero,
-                        motion_tile_px=est.tile_px, diagnostics=diag)
+                        frames=one((0.0, 0.0)).float(), times=times, velocity=(0.0, 0.0),
+                        motion=torch.zeros_like(est.field), motion_tile_px=est.tile_px,
+                        diagnostics=diag)
                 # the background's velocity comes from the spectral search; the field stays
                 # the learned one
                 from recon.velocity import estimate_velocity
@@ -377,7 +404,7 @@ class ClassicalGlobal(Reconstructor):
                 diag["motion_seconds"] = time.perf_counter() - t0
             vel = est.velocity
             cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
-            one = self._one_motion(yf, bits, physics, times, slot)
+            one = self._one_motion(yf, bits, physics, times, slot, saturated)
             if len(cands) > 1 or self.fast:
                 frames, used = _layered(yf, est, cands, times, slot, one)
                 diag["layers"] = float(len(used))
@@ -397,17 +424,18 @@ class ClassicalGlobal(Reconstructor):
             vel = self.velocity or tuple(float(c) for c in estimate_velocity(
                 yf, bits, max_px=bound, sub_steps=s, weights=w).velocity)
             frames = (yf.expand(len(times), *yf.shape).clone() if math.hypot(*vel) < 0.5 else
-                      self._one_motion(yf, bits, physics, times, slot)(vel))
+                      self._one_motion(yf, bits, physics, times, slot, saturated)(vel))
             return Reconstruction(frames=frames.float(), times=times,
                                   velocity=(float(vel[0]), float(vel[1])), diagnostics=diag)
         res = reconstruct_global(yf, bits, times=times, frame_exposure=slot, sub_steps=s,
                                  weights=w, velocity=self.velocity, max_px=bound,
-                                 method=self.method, iters=self.iters)
+                                 method=self.method, iters=self.iters, saturated=saturated)
         return Reconstruction(frames=res.frames.float(), times=times, velocity=res.velocity,
                               diagnostics=diag)
 
     def _one_motion(self, y: Tensor, bits: tuple[int, ...], physics: CodedExposure,
-                    times: Tensor, slot: float) -> Callable[[tuple[float, float]], Tensor]:
+                    times: Tensor, slot: float, saturated: Tensor | None = None
+                    ) -> Callable[[tuple[float, float]], Tensor]:
         """The frames ``(T, H, W)`` of the whole frame moving at one velocity: this solver's
         deconvolution (TV or Wiener on an extended domain; for ``fast``, closed-form Wiener; for
         ``refined``, closed-form Wiener and the shipped refiner), rendered along it."""
@@ -425,7 +453,8 @@ class ClassicalGlobal(Reconstructor):
 
             return reconstruct_global(y, bits, times=times, frame_exposure=slot,
                                       sub_steps=physics.sub_steps, weights=w, velocity=v,
-                                      method=self.method, iters=self.iters).frames
+                                      method=self.method, iters=self.iters,
+                                      saturated=saturated).frames
         return deconvolve
 
 
@@ -556,7 +585,8 @@ class PerPixel(Reconstructor):
                            "classical-tv.")
         return True, ""
 
-    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor,
+               saturated: Tensor | None) -> Reconstruction:
         from recon.gap import per_pixel_solve
 
         k = physics.n_chips
@@ -615,7 +645,8 @@ class LearnedVideo(Reconstructor):
         return {"solver": self.name, "model": self.engine.name,
                 "model_sha256": str(self.engine.card.get("sha256", ""))}
 
-    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor) -> Reconstruction:
+    def _solve(self, y: Tensor, physics: CodedExposure, times: Tensor,
+               saturated: Tensor | None) -> Reconstruction:
         frames = self.engine.reconstruct(y.float().cpu(), physics.code, times=times.float())
         return Reconstruction(frames=frames.float(), times=times)
 

@@ -322,6 +322,27 @@ def test_reconstructions_are_stored_compactly_unless_float32_is_asked(capture_pa
     assert "stored uint16 (scaled)" in capsys.readouterr().out
 
 
+def test_clipped_pixels_are_flagged_and_left_out_of_the_data_term(capture_path, tmp_path) -> None:
+    """A frame with a clipped (4095 DN) patch: the file records its share of clipped pixels and
+    that the solver left them out of its data term; frames without clipping record 0."""
+    p = tmp_path / capture_path.name
+    shutil.copy(capture_path, p)
+    with h5py.File(p, "r+") as f:
+        d = f["/entry/instrument/camera/data"]
+        frame = d[2]
+        frame[10:26, 20:40] = 4095
+        d[2] = frame
+    assert main(["-q", "recon", str(p), "--out", str(tmp_path), "--max-blur-px", "8",
+                 "--motion", "spectral"]) == 0
+    (rec,) = tmp_path.glob("*.recon.h5")
+    with ReconFile.open(rec) as r:
+        share = r.per_frame["saturated_fraction"]
+        h, w = r.read_video(0).shape[-2:]
+        assert share[:2].tolist() == [0.0, 0.0]
+        assert share[2] == pytest.approx(16 * 20 / (h * w), rel=0.05)
+        assert r.per_frame["clip_aware"].tolist() == [0.0, 0.0, 1.0]
+
+
 @pytest.mark.parametrize("value", [4095, 0])
 def test_a_saturated_or_dark_frame_does_not_stop_the_capture(capture_path, tmp_path, capsys,
                                                              value) -> None:

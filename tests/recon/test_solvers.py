@@ -15,6 +15,7 @@ from recon.operators import CodedExposure
 from recon.refiner import shipped_refiner
 from recon.solvers import (
     SOLVERS,
+    ClassicalGlobal,
     Reconstruction,
     SolverError,
     default_global_solver,
@@ -144,3 +145,35 @@ def test_uniform_frame_is_its_own_video(value: float, motion: str) -> None:
     bad[3, 4] = float("nan")
     with pytest.raises(SolverError, match="NaN"):
         solver.reconstruct(bad, phys)
+
+
+def test_clipped_pixels_get_no_weight_in_the_data_term() -> None:
+    """A pan whose brightest 15 % is clipped: the clip-aware TV (saturated pixels out of the data
+    term, their re-blur kept at or above the clip) recovers the unclipped parts better than
+    treating the clipped values as measurements (measured on this scene: 23.4 -> 29.0 dB), the
+    share is recorded, and a mask of the wrong shape is refused with a sentence."""
+    from recon.motion_data import stratum_scene
+    from recon.scenes import SceneSampler, coded_batch, default_photos
+
+    s = SceneSampler(default_photos(), 128, split="val", max_motion_px=48.0)
+    scene = stratum_scene(s, "pan", 0xC11, 2, (10.0, 20.0))
+    b = coded_batch([scene], CODE, sub_steps=4, sigma=0.003, noise_seed=3)
+    y, gt = b.y[0, 0].float(), b.chips[0].float()
+    level = float(torch.quantile(y, 0.85))
+    y, gt = (y / level).clamp(max=1.0), gt / level
+    sat = y >= 1.0
+    ok = (gt < 1.0).all(0)
+    phys = CodedExposure.from_capture(CODE, chip_us=None)
+    solver = ClassicalGlobal("tv", velocity=scene.layers[0].velocity_px)
+    plain = solver.reconstruct(y, phys)
+    aware = solver.reconstruct(y, phys, saturated=sat)
+
+    def err(r) -> float:
+        return float((r.frames.clamp(min=0) - gt)[:, ok].square().mean())
+
+    assert err(aware) < 0.5 * err(plain)  # > 3 dB better where the truth is known
+    assert aware.diagnostics["saturated_fraction"] == pytest.approx(float(sat.float().mean()))
+    assert aware.diagnostics["clip_aware"] == 1.0 and plain.diagnostics["clip_aware"] == 0.0
+    assert plain.diagnostics["saturated_fraction"] == 0.0
+    with pytest.raises(SolverError, match="bool mask of the frame's shape"):
+        solver.reconstruct(y, phys, saturated=sat[:64])
