@@ -97,9 +97,10 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
              codes: tuple[str, ...] = CODES, noise: tuple[float, ...] = NOISE,
              progress: bool = True, split: str = "test", photos: Any = None,
              dead_leaves_fraction: float = 0.3, label: str = "",
-             with_auto: bool = True) -> list[Sample]:
+             with_auto: bool = True, only: tuple[str, ...] | None = None) -> list[Sample]:
     """Run every row on ``n`` scenes per (stratum, code, noise level); strata are named
-    ``label + stratum``; ``with_auto=False`` leaves out the ``auto`` row (for tuning it)."""
+    ``label + stratum``; ``with_auto=False`` leaves out the ``auto`` row (for tuning it);
+    ``only`` runs those rows alone (B0 always)."""
     photos = default_photos() if photos is None else photos
     preload_dead_leaves(split)
     sampler = SceneSampler(photos, size, split=split, max_motion_px=48.0,
@@ -116,6 +117,8 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
     if with_auto and shipped_refiner() is not None:
         refined = ClassicalGlobal("refined", motion="auto", max_px=48.0)
         rows.append(("refined", refined))
+    rows = [r for r in rows if only is None or r[0] in only]
+    true_rows = {r for r in ("wiener-true", "refined-true") if only is None or r in only}
     out = []
     total = len(strata) * len(codes) * len(noise) * n
     done = 0
@@ -132,11 +135,12 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
                     smp = Sample(label + stratum, code, sigma, scene.motion_px)
                     smp.psnr["B0"] = _video_psnr(y.expand_as(gt), gt)
                     bg = scene.layers[0].velocity_px
-                    t0 = time.perf_counter()
-                    wt = ClassicalGlobal("wiener", velocity=bg).reconstruct(y, phys, times)
-                    smp.seconds["wiener-true"] = time.perf_counter() - t0
-                    smp.psnr["wiener-true"] = _video_psnr(wt.frames, gt)
-                    if refined is not None:
+                    if "wiener-true" in true_rows:
+                        t0 = time.perf_counter()
+                        wt = ClassicalGlobal("wiener", velocity=bg).reconstruct(y, phys, times)
+                        smp.seconds["wiener-true"] = time.perf_counter() - t0
+                        smp.psnr["wiener-true"] = _video_psnr(wt.frames, gt)
+                    if refined is not None and "refined-true" in true_rows:
                         t0 = time.perf_counter()
                         rt = ClassicalGlobal("refined", velocity=bg).reconstruct(y, phys, times)
                         smp.seconds["refined-true"] = time.perf_counter() - t0
@@ -210,7 +214,8 @@ def _video_frames(path: Path, size: int, scale: float) -> Tensor:
 
 
 def evaluate_heldout_videos(n_clips: int, size: int = 256, codes: tuple[str, ...] = CODES,
-                            sigma: float = 0.005, progress: bool = True) -> list[Sample]:
+                            sigma: float = 0.005, progress: bool = True,
+                            only: tuple[str, ...] | None = None) -> list[Sample]:
     """Coded frames made from real video: each chip is one video frame (as BDINR's data: a
     240 fps GoPro frame per chip), ``y = sum_k c_k x_k / sum_k c_k`` plus noise; the truth is the
     frames themselves. Rows: B0, spectral, learned, learned-global (no true velocity exists)."""
@@ -222,6 +227,7 @@ def evaluate_heldout_videos(n_clips: int, size: int = 256, codes: tuple[str, ...
                   ("auto", auto)]
     if shipped_refiner() is not None:
         video_rows.append(("refined", ClassicalGlobal("refined", motion="auto", max_px=48.0)))
+    video_rows = [r for r in video_rows if only is None or r[0] in only]
     out = []
     for name in HELDOUT_VIDEOS:
         path = OPENCV_DATA / name
@@ -256,7 +262,8 @@ def evaluate_heldout_videos(n_clips: int, size: int = 256, codes: tuple[str, ...
     return out
 
 
-def evaluate_heldout_photos(n: int, size: int = 256, progress: bool = True) -> list[Sample]:
+def evaluate_heldout_photos(n: int, size: int = 256, progress: bool = True,
+                            only: tuple[str, ...] | None = None) -> list[Sample]:
     """The strata of :func:`evaluate` on photos of ``plasma-workspace-wallpapers`` only (no dead
     leaves), which training and tuning never saw."""
     from recon.scenes import PhotoLibrary, package_photo_paths
@@ -267,12 +274,32 @@ def evaluate_heldout_photos(n: int, size: int = 256, progress: bool = True) -> l
                                 f"install -y {' '.join(HELDOUT_PACKAGES)}`.")
     lib = PhotoLibrary(roots=sorted({p.parent for p in paths}))
     return evaluate(n, size, photos=lib, split="train", dead_leaves_fraction=0.0,
-                    progress=progress, label="plasma:")
+                    progress=progress, label="plasma:", only=only)
 
 
 ROWS = ("B0", "spectral", "learned", "learned-global", "auto", "refined", "wiener-true",
         "refined-true")
 MOTION_ROWS = ("spectral", "learned", "auto")
+
+
+def reuse_rows(samples: list[Sample], previous: list[dict[str, Any]], source: str) -> None:
+    """Fill the rows ``samples`` did not run from an earlier run's samples of the same scenes
+    (``--only`` with ``--reuse``): matched in order, and refused unless every frame's stratum,
+    code, noise level and B0 agree (the same scenes and noise)."""
+    if len(previous) != len(samples):
+        raise ValueError(f"{source} holds {len(previous)} frames, this run {len(samples)}: not "
+                         "the same scenes (use the same --n and --heldout).")
+    for s, old in zip(samples, previous, strict=True):
+        if (s.stratum, s.code, s.sigma) != (old["stratum"], old["code"], old["sigma"]) or (
+                abs(s.psnr["B0"] - old["psnr"]["B0"]) > 1e-6):
+            raise ValueError(f"{source} does not hold the same scenes as this run (frame "
+                             f"{s.stratum} {s.code} sigma={s.sigma:g} differs).")
+        for attr in ("psnr", "seconds", "epe", "flip", "object_epe"):
+            mine = getattr(s, attr)
+            for k, v in old.get(attr, {}).items():
+                mine.setdefault(k, v)
+        if math.isnan(s.confidence) and old.get("confidence") is not None:
+            s.confidence = float(old["confidence"])
 
 
 def _median(xs: list[float]) -> float | None:
@@ -360,7 +387,8 @@ def render_markdown(summary: dict[str, Any], meta: dict[str, Any],
         f"Generated by `{meta['command']}` on {meta['machine']} ({meta['date']}); "
         f"{meta['n']} scenes per (stratum, code, noise level), {meta['size']} px, test photos. "
         f"Motion model: sha256 `{meta['motion_sha256'][:16]}...`. Rows: see the docstring of "
-        "`recon/evaluate_motion.py`.",
+        "`recon/evaluate_motion.py`." + (f" The {meta['reused']}." if meta.get("reused")
+                                         else ""),
         "",
         "## Reconstruction PSNR (dB, mean over frames and scenes)",
         "",
@@ -534,7 +562,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-fallback", action="store_true",
                    help="choose the fallback threshold of motion=auto on the val photos and "
                    "write the table to OUT (default docs/motion_fallback.md)")
+    p.add_argument("--only", default="", metavar="ROWS",
+                   help="run only these rows (comma-separated, e.g. auto) and take the others "
+                   "from --reuse")
+    p.add_argument("--reuse", type=Path, default=None, metavar="JSON",
+                   help="an earlier run's .json (same --n and --heldout): the rows --only leaves "
+                   "out are copied from it, after checking that it holds the same scenes")
     args = p.parse_args(argv)
+    only = tuple(r.strip() for r in args.only.split(",") if r.strip()) or None
+    if only is not None and args.reuse is None:
+        p.error("--only needs --reuse (where the other rows come from)")
     torch.set_num_threads(args.threads)
     from recon.motion import shipped_motion_model
 
@@ -553,12 +590,15 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(_tuning_report(samples, command))
         print(out)
         return 0
-    samples = evaluate(args.n, args.size)
-    summary = summarise(samples)
+    previous = json.loads(args.reuse.read_text()) if args.reuse is not None else None
+    samples = evaluate(args.n, args.size, only=only)
     held: list[Sample] = []
     if args.heldout:
-        held = (evaluate_heldout_photos(args.heldout, args.size)
-                + evaluate_heldout_videos(args.heldout, args.size))
+        held = (evaluate_heldout_photos(args.heldout, args.size, only=only)
+                + evaluate_heldout_videos(args.heldout, args.size, only=only))
+    if previous is not None:
+        reuse_rows(samples + held, previous["samples"], str(args.reuse))
+    summary = summarise(samples)
     meta = {
         "command": command,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
@@ -566,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n, "size": args.size, "threads": args.threads,
         "motion_sha256": json.loads(card_path.read_text())["sha256"],
     }
+    if only is not None:
+        meta["reused"] = (f"rows other than {', '.join(only)} copied from the run of "
+                          f"{previous['meta']['date']} (same scenes, checked)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     held_summary = summarise(held) if held else None
     if held_summary:

@@ -242,3 +242,25 @@ def test_fallback_choice_keeps_every_stratum_near_doing_nothing() -> None:
     assert choose_fallback(samples) == ("still", 0.3)
     # with no still stratum to protect, the best mean wins (no fallback)
     assert choose_fallback(samples[:2]) == ("spectral", 0.0)
+
+
+def test_reused_rows_must_come_from_the_same_scenes() -> None:
+    """``--only auto --reuse JSON`` copies the other rows from an earlier run only when its frames
+    are the same scenes (stratum, code, noise level and B0 agree); otherwise it refuses."""
+    from recon.evaluate_motion import Sample, reuse_rows
+
+    def smp(b0: float) -> Sample:
+        s = Sample("pan", "11100101", 0.01, 20.0)
+        s.psnr.update(B0=b0, auto=30.0)
+        return s
+
+    old = [{"stratum": "pan", "code": "11100101", "sigma": 0.01, "confidence": 0.4,
+            "psnr": {"B0": 25.0, "auto": 10.0, "learned": 31.0}, "epe": {"learned": 0.5}}]
+    new = [smp(25.0)]
+    reuse_rows(new, old, "prev.json")
+    assert new[0].psnr == {"B0": 25.0, "auto": 30.0, "learned": 31.0}  # auto kept, rest copied
+    assert new[0].epe == {"learned": 0.5} and new[0].confidence == 0.4
+    with pytest.raises(ValueError, match="not hold the same scenes"):
+        reuse_rows([smp(24.0)], old, "prev.json")
+    with pytest.raises(ValueError, match="not the same scenes"):
+        reuse_rows([smp(25.0), smp(25.0)], old, "prev.json")
