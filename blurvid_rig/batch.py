@@ -200,6 +200,7 @@ def reconstruct_capture(
             full_scale=None if float32 else full_scale,
         ) as writer:
             skipped: list[int] = []
+            rec.begin_sequence()  # consecutive exposures: a solver may use the frames before
             for n, i in enumerate(coded):
                 try:
                     raw = cap.read_frame(int(i)).astype(np.float32)

@@ -116,6 +116,12 @@ class Reconstructor(ABC):
         """Whether :meth:`_solve` leaves saturated pixels out of its data term."""
         return False
 
+    def begin_sequence(self) -> None:
+        """The frames that follow are consecutive exposures of one capture, in order (a solver
+        may use the earlier frames' answers); until this is called, every frame is independent.
+        Call it again at the start of each capture."""
+        return None  # solvers without memory of earlier frames
+
     def parameters(self, frame_shape: tuple[int, int] | None = None) -> dict[str, Any]:
         """The settings to record in a reconstruction file (of frames of ``frame_shape``)."""
         return {"solver": self.name}
@@ -295,6 +301,12 @@ class ClassicalGlobal(Reconstructor):
         if self.fallback not in FALLBACKS:
             raise SolverError(f"fallback must be one of {FALLBACKS}; got {fallback!r}.")
         self._estimators: dict[tuple[Any, ...], Any] = {}
+        #: within a sequence (:meth:`begin_sequence`): the last frame's trusted background
+        #: velocity, or None
+        self._sequence: dict[str, Any] | None = None
+
+    def begin_sequence(self) -> None:
+        self._sequence = {"velocity": None}
 
     def accepts(self, physics: CodedExposure) -> tuple[bool, str]:
         if physics.per_pixel:
@@ -381,8 +393,17 @@ class ClassicalGlobal(Reconstructor):
             diag["motion_fallback"] = 0.0
             # not on the live path (fast): the threshold was tuned on the full path, and the
             # preview's reduced frames are unsure more often (a 12-20 px pan at 128 px: p < 0.6)
-            if (self.motion == "auto" and not self.fast
-                    and est.global_probability < self.fallback_below):
+            unsure = (self.motion == "auto" and not self.fast
+                      and est.global_probability < self.fallback_below)
+            before = None if self._sequence is None else self._sequence["velocity"]
+            if unsure and before is not None and _agree(est.velocity, before):
+                # unsure alone, but the frame before (a trusted answer one exposure earlier)
+                # moved the same way: two frames agreeing is the corroboration it lacked
+                unsure = False
+                diag["motion"] = "learned, unsure, agrees with the frame before"
+            if self._sequence is not None:
+                self._sequence["velocity"] = None if unsure else est.velocity
+            if unsure:
                 diag["motion_fallback"] = 1.0
                 if self.fallback == "still":
                     # the frame read-out is unsure (its misses are diffuse, and a wrong motion
@@ -456,6 +477,12 @@ class ClassicalGlobal(Reconstructor):
                                       method=self.method, iters=self.iters,
                                       saturated=saturated).frames
         return deconvolve
+
+
+def _agree(v: tuple[float, float], ref: tuple[float, float]) -> bool:
+    """Whether two background velocities (pixels per exposure) are the same motion: within 2 px
+    plus 10 % of the reference's length (consecutive exposures of one capture)."""
+    return math.hypot(v[0] - ref[0], v[1] - ref[1]) <= 2.0 + 0.1 * math.hypot(*ref)
 
 
 def _layer_candidates(est: Any, max_layers: int, min_share: float = 0.03) -> list[tuple[float,

@@ -264,3 +264,42 @@ def test_reused_rows_must_come_from_the_same_scenes() -> None:
         reuse_rows([smp(24.0)], old, "prev.json")
     with pytest.raises(ValueError, match="not the same scenes"):
         reuse_rows([smp(25.0), smp(25.0)], old, "prev.json")
+
+
+def test_an_unsure_frame_that_agrees_with_the_frame_before_keeps_its_motion() -> None:
+    """Within a sequence (consecutive exposures of one capture), an unsure frame whose learned
+    velocity agrees with the previous frame's trusted one keeps it; alone, at the start of a
+    new sequence, or when it disagrees, it is still."""
+    _shipped()
+    from recon.operators import CodedExposure
+    from recon.solvers import ClassicalGlobal, equal_times
+
+    s = SceneSampler(default_photos(), 128, split="val", max_motion_px=48.0)
+    phys = CodedExposure.from_capture(CODE, chip_us=None)
+    y = coded_batch([stratum_scene(s, "pan", 0xF1C, 1, (12.0, 20.0))], CODE, sub_steps=4,
+                    sigma=0.003, noise_seed=2).y[0, 0]
+    t = equal_times(8)
+    solver = ClassicalGlobal("tv", motion="auto", fallback_below=0.0, iters=5)
+    solver.begin_sequence()
+    first = solver.reconstruct(y, phys, t)  # trusted (threshold 0)
+    assert math.hypot(*first.velocity) > 8.0
+    solver.fallback_below = 1.01  # every frame from here on is unsure by itself
+    second = solver.reconstruct(y, phys, t)
+    assert second.velocity == first.velocity and second.diagnostics["motion_fallback"] == 0.0
+    assert "agrees with the frame before" in str(second.diagnostics["motion"])
+    # unsure frames pass the trust on: the third agrees with the second
+    assert solver.reconstruct(y, phys, t).velocity == first.velocity
+    # a frame moving otherwise is not corroborated, and it breaks the chain
+    other = coded_batch([stratum_scene(s, "still", 0x57, 0, (4.0, 8.0))], CODE, sub_steps=4,
+                        sigma=0.003, noise_seed=1).y[0, 0]
+    other_est = ClassicalGlobal("tv", motion="learned", layers=False, iters=5).reconstruct(
+        other, phys, t)
+    assert math.hypot(other_est.velocity[0] - first.velocity[0],
+                      other_est.velocity[1] - first.velocity[1]) > 4.0
+    assert solver.reconstruct(other, phys, t).diagnostics["motion_fallback"] == 1.0
+    assert solver.reconstruct(y, phys, t).velocity == (0.0, 0.0)
+    # a new capture starts with no trusted frame; so does a solver never told of a sequence
+    solver.begin_sequence()
+    assert solver.reconstruct(y, phys, t).velocity == (0.0, 0.0)
+    alone = ClassicalGlobal("tv", motion="auto", fallback_below=1.01, iters=5)
+    assert alone.reconstruct(y, phys, t).velocity == (0.0, 0.0)
