@@ -10,6 +10,7 @@ entry that no longer occurs fails :func:`test_the_allow_list_only_shrinks` until
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +74,10 @@ def _imported_module(node: ast.ImportFrom, path: Path, root: Path) -> str:
     return ".".join([*base, *([node.module] if node.module else [])])
 
 
-def private_imports(root: Path = ROOT) -> set[tuple[str, str, str]]:
+@functools.cache
+def private_imports(root: Path = ROOT) -> frozenset[tuple[str, str, str]]:
     """Every ``from <own module> import _name`` in the scanned folders, as
-    ``(importing file, module, name)``."""
+    ``(importing file, module, name)`` (scanned once per root: two tests ask)."""
     found = set()
     for folder in SCANNED:
         for path in sorted((root / folder).rglob("*.py")):
@@ -89,7 +91,7 @@ def private_imports(root: Path = ROOT) -> set[tuple[str, str, str]]:
                 for alias in node.names:
                     if alias.name.startswith("_") and not alias.name.startswith("__"):
                         found.add((path.relative_to(root).as_posix(), module, alias.name))
-    return found
+    return frozenset(found)
 
 
 def test_no_private_names_imported_across_modules() -> None:

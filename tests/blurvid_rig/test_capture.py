@@ -86,6 +86,7 @@ def test_timed_exposure_shorter_than_the_code_is_refused(tmp_path):
         assert f.camera_settings.exposure_us == 9000
 
 
+@pytest.mark.slow
 def test_dropped_frames_are_counted_not_hidden(tmp_path):
     cam, sh = _rig(drop_rate=0.3)
     with cam, sh:
@@ -182,6 +183,7 @@ def test_stalled_camera_times_out_with_a_sentence(tmp_path):
         assert f.status == "aborted" and len(f) == 2
 
 
+@pytest.mark.slow
 def test_writer_overrun_stops_instead_of_dropping(tmp_path, monkeypatch):
     real_append = capture_mod.CaptureWriter.append
 

@@ -273,6 +273,7 @@ for i in range(100_000):
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_capture_keeps_every_flushed_frame(tmp_path: Path) -> None:
     final = tmp_path / "killed.h5"
     seed = 1234
@@ -336,6 +337,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["during-creation", "before-first-frame"])
 def test_a_writer_killed_before_any_frame_leaves_no_unreadable_partial(
         tmp_path: Path, when: str) -> None:

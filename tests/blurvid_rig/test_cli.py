@@ -51,6 +51,7 @@ def test_capture_cli_writes_a_complete_file(capture_path, capsys):
     assert "11100101" in out and "complete" in out
 
 
+@pytest.mark.slow
 def test_recon_goes_on_past_bad_files_and_reports_them(capture_path, tmp_path, capsys):
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"this is not an HDF5 file at all" * 10)
@@ -105,6 +106,7 @@ def test_code_command_prints_metrics(capsys):
     assert "52" in out
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     report = run_demo(tmp_path, n_frames=2, size=128, quiet=True)
     out = capsys.readouterr().out
@@ -122,6 +124,7 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert vx * tvx + vy * tvy > 0.8 * (tvx**2 + tvy**2)
 
 
+@pytest.mark.slow
 def test_recon_options_reach_the_solver_and_overwrite_replaces(capture_path, tmp_path):
     out = tmp_path / "r"
     args = ["-q", "recon", str(capture_path), "--out", str(out), "--frames", "4"]
@@ -192,6 +195,7 @@ def test_info_on_a_damaged_object_header_says_so_without_a_traceback(
     assert "FAILED" in err and "is damaged" in err
 
 
+@pytest.mark.slow
 def test_damaged_chunk_costs_one_frame_and_info_verify_finds_it(
         capture_path, tmp_path, capsys) -> None:
     """A damaged compressed chunk: the frame is named, the other frames are reconstructed (the
@@ -220,6 +224,7 @@ def test_damaged_chunk_costs_one_frame_and_info_verify_finds_it(
         assert "source frames 1 could not be read" in r.status_reason
 
 
+@pytest.mark.slow
 def test_recon_twice_over_a_folder_or_glob_skips_reconstructions(capture_path, tmp_path,
                                                                  capsys) -> None:
     """A second `recon captures/*.h5` meets the .recon.h5 files of the first: they are skipped
@@ -297,6 +302,7 @@ def test_capture_warns_about_a_code_that_cannot_be_inverted(tmp_path, capsys) ->
     assert "cannot be inverted" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reconstructions_are_stored_compactly_unless_float32_is_asked(capture_path, tmp_path,
                                                                        capsys) -> None:
     """The video is stored as uint16 with a scale and offset (Bitshuffle+LZ4): about half the
@@ -322,6 +328,7 @@ def test_reconstructions_are_stored_compactly_unless_float32_is_asked(capture_pa
     assert "stored uint16 (scaled)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_clipped_pixels_are_flagged_and_left_out_of_the_data_term(capture_path, tmp_path) -> None:
     """A frame with a clipped (4095 DN) patch: the file records its share of clipped pixels and
     that the solver left them out of its data term; frames without clipping record 0."""
@@ -343,6 +350,7 @@ def test_clipped_pixels_are_flagged_and_left_out_of_the_data_term(capture_path, 
         assert r.per_frame["clip_aware"].tolist() == [0.0, 0.0, 1.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [4095, 0])
 def test_a_saturated_or_dark_frame_does_not_stop_the_capture(capture_path, tmp_path, capsys,
                                                              value) -> None:

@@ -142,6 +142,7 @@ def test_live_view_shows_frames(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(lambda: window.session.state == SessionState.IDLE, timeout=WAIT_MS)
 
 
+@pytest.mark.slow
 def test_live_reconstruction_preview_produces_frames(qtbot, window: MainWindow) -> None:
     connect(qtbot, window)
     window.preview.n_frames.setValue(4)
@@ -172,6 +173,7 @@ def test_record_a_burst_of_three_frames(qtbot, window: MainWindow, tmp_path: Pat
     assert "3 frames" in window.progress.text()
 
 
+@pytest.mark.slow
 def test_files_reconstruct_and_batch(qtbot, window: MainWindow, tmp_path: Path) -> None:
     connect(qtbot, window)
     window.mode.setCurrentText("Burst of N")
@@ -266,6 +268,7 @@ def test_no_display_message_and_fallback(monkeypatch, capsys, tmp_path: Path) ->
     assert NO_DISPLAY_MESSAGE in out and "blurvid-rig demo" in out
 
 
+@pytest.mark.slow
 def test_calibrate_from_the_window_then_record_with_it(qtbot, window: MainWindow,
                                                       tmp_path: Path) -> None:
     from PySide6.QtWidgets import QWizard

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.ci import missing_install
+
+pytestmark = pytest.mark.slow  # screenshots in Xvfb
 
 REPO = Path(__file__).resolve().parents[2]
 

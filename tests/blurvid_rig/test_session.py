@@ -152,6 +152,7 @@ def check_error(s: RigSession, tmp_path: Path, error_type, min_frames: int, max_
     return ei.value
 
 
+@pytest.mark.slow
 def test_a_dropped_frame_ends_the_recording_in_error(tmp_path):
     with session(drop_rate=0.5) as s:
         s.configure(CODE)
@@ -159,6 +160,7 @@ def test_a_dropped_frame_ends_the_recording_in_error(tmp_path):
         check_error(s, tmp_path, AcquisitionTimeout, 0, 49)
 
 
+@pytest.mark.slow
 def test_with_on_gap_record_the_gaps_are_counted_in_the_file(tmp_path):
     cam, sh = make_sim_rig(width=64, height=48, seed=5, drop_rate=0.3)
     with RigSession(
@@ -172,6 +174,7 @@ def test_with_on_gap_record_the_gaps_are_counted_in_the_file(tmp_path):
         assert f.counters["triggers_fired"] == 10 + cam.dropped_frames
 
 
+@pytest.mark.slow
 def test_camera_stall_is_an_error_within_the_fetch_timeout(tmp_path):
     with session(stall_after_n=3) as s:
         s.configure(CODE)
@@ -194,6 +197,7 @@ def test_shutter_disconnect_mid_recording(tmp_path):
         check_error(s, tmp_path, DeviceDisconnected, 5, 5)
 
 
+@pytest.mark.slow
 def test_a_slow_writer_is_an_overrun_not_a_silent_drop(tmp_path, monkeypatch):
     real_append = capture_file_mod.CaptureWriter.append
 

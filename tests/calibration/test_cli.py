@@ -23,6 +23,7 @@ def cal_path(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_calibrate_sim_writes_file_report_and_truth(cal_path, capsys):
     cal = Calibration.load(cal_path)
     assert cal.parts == ["dark", "flat", "photon_transfer", "shutter_timing", "geometry"]
@@ -32,12 +33,14 @@ def test_calibrate_sim_writes_file_report_and_truth(cal_path, capsys):
     assert cal.shutter_timing.latency_us == pytest.approx(30.0, abs=5)
 
 
+@pytest.mark.slow
 def test_calibrate_refuses_to_overwrite(cal_path, capsys):
     rc = main(["-q", "calibrate", "--sim", *SIZE, "--steps", "dark", "--out", str(cal_path)])
     assert rc == 2
     assert "never overwritten" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_capture_embeds_and_recon_applies(cal_path, tmp_path, capsys):
     cal = Calibration.load(cal_path)
     rc = main(["-q", "capture", "--sim", *SIZE, "--count", "2", "--out", str(tmp_path),
@@ -60,6 +63,7 @@ def test_capture_embeds_and_recon_applies(cal_path, tmp_path, capsys):
     assert rc == 2 and "contradict" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_recon_refuses_a_calibration_for_another_roi(cal_path, tmp_path, capsys):
     rc = main(["-q", "capture", "--sim", "--width", "96", "--height", "80", "--count", "1",
                "--out", str(tmp_path)])
@@ -83,6 +87,7 @@ def test_a_failed_step_keeps_what_was_measured(tmp_path, capsys):
     assert kept.parts == ["dark"] and not out.exists()
 
 
+@pytest.mark.slow
 def test_calibrate_a_dmd_rig_including_its_mapping(tmp_path):
     out = tmp_path / "dmd.cal.h5"
     rc = main(["-q", "calibrate", "--sim", "--shutter", "dmd", "--width", "128", "--height", "96",

@@ -241,6 +241,7 @@ def test_dmd_mapping_with_the_dmd_shutter_as_projector():
     np.testing.assert_allclose(m.to_camera(pts), _apply_homography(true, pts), atol=0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_avg", [1, 4])
 def test_timing_on_a_moving_target_is_refused_not_accepted(n_avg):
     """A moving target (or flickering light) between the timing frames gave transmittance

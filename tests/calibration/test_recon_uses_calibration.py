@@ -18,6 +18,8 @@ from hw.sim import SimScene, make_sim_rig
 from hw.types import Roi, ShutterCode
 from tests.calibration.conftest import OPTICS
 
+pytestmark = pytest.mark.slow  # records a calibrated capture and reconstructs it several times
+
 CODE = ShutterCode.parse("11100101", 100)
 BLUR = (12.0, 4.0)  # px per exposure
 

@@ -39,6 +39,7 @@ def qtbot_button():
     return Qt.MouseButton.LeftButton
 
 
+@pytest.mark.slow
 def test_wizard_runs_every_step_and_saves(qtbot, sim_rig, tmp_path):
     cam, sh, bench = sim_rig
     saved = []
@@ -140,6 +141,7 @@ def test_wizard_has_a_dmd_page_when_the_dmd_is_the_shutter(qtbot, tmp_path):
             assert page.result.rms_px < 0.3 and page.figure.axes
 
 
+@pytest.mark.slow
 def test_effective_code_plot_shows_the_loaded_code(qtbot, sim_rig, tmp_path):
     """The shutter-timing page plots the effective code of the code the rig has loaded (it
     always showed 11100101)."""
@@ -248,6 +250,7 @@ def _close(qtbot, win, wiz):
     win.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shutter", ["ideal", "lc"])
 def test_window_wizard_times_the_simulated_shutter_against_its_truth(qtbot, tmp_path, shutter):
     """From the rig window, the shutter-timing step measures what the simulator's shutter is:
@@ -290,6 +293,7 @@ def test_window_wizard_times_the_simulated_shutter_against_its_truth(qtbot, tmp_
     ("flicker", "the light flickers"),
     ("mono8", "Use a pixel format with more bits than Mono8"),
 ])
+@pytest.mark.slow
 def test_window_wizard_refuses_a_disturbed_timing_and_says_why(qtbot, tmp_path, monkeypatch,
                                                                disturbance, sentence):
     """A moving target, a flickering lamp, or a signal quantised to Mono8 (what the window's

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from blurvid_rig.capture_file import CaptureFile
 from blurvid_rig.cli import main
 from hw.types import code_sha256
+
+pytestmark = pytest.mark.slow  # captures with the firmware in simavr
 
 
 def test_capture_with_the_simulated_arduino(firmware_elf: Path, tmp_path: Path, capsys) -> None:

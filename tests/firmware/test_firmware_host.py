@@ -28,6 +28,7 @@ def test_c_unit_tests_pass() -> None:
     assert failed == 0 and checks > 1000
 
 
+@pytest.mark.slow
 def test_fuzzer_finds_no_crash_in_a_fixed_time() -> None:
     missing = [] if shutil.which("clang") else ["clang"]
     if not glob.glob("/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a"):

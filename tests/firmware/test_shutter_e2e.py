@@ -30,6 +30,8 @@ from hw.sim.avr import SimulatedArduino
 from hw.types import ShutterCode
 from tests.hw.contracts import ShutterContract
 
+pytestmark = pytest.mark.slow  # the firmware end to end in simavr
+
 F_CPU = 16_000_000
 CYCLES_PER_US = F_CPU // 1_000_000
 SHUTTER, SHUTTER_N, CAM, DMD, LED, TRIG_IN = "B1", "B2", "D4", "D7", "B5", "D2"

@@ -440,6 +440,7 @@ def test_aborted_playback_raises(rig) -> None:
         sh.wait_done(0.05)  # fire() consumed its own DONE reports
 
 
+@pytest.mark.slow
 def test_lost_done_is_reported(rig) -> None:
     sh, device, _ = rig
     sh.load_code(CODE8)
@@ -566,6 +567,7 @@ def test_identify_refuses_other_protocol_versions_and_ignores_strangers() -> Non
     assert identify("fake", 0.05, transport=link) is None
 
 
+@pytest.mark.slow
 def test_cli_info_status_load_and_fire(capsys) -> None:
     link = PtyLink(FakeController(resets_on_open=False))
     try:
@@ -583,6 +585,7 @@ def test_cli_info_status_load_and_fire(capsys) -> None:
         link.vanish()
 
 
+@pytest.mark.slow
 def test_python_m_runs_the_cli_and_the_driver_does_not_import_it() -> None:
     link = PtyLink(FakeController(resets_on_open=False))
     try:

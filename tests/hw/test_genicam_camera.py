@@ -81,6 +81,7 @@ def statuses(cam: GenICamCamera) -> dict[str, str]:
 
 
 # -- contracts -------------------------------------------------------------------------------------
+@pytest.mark.slow  # the same contract runs on viky in the quick subset
 class TestTLSimuContract(CameraContract):
     """The full camera contract on TLSimu's mono device."""
 
@@ -326,6 +327,7 @@ def test_strict_mode_refuses_what_it_cannot_apply(viky: Path) -> None:
         GenICamCamera(serial="0", cti=viky, strict=True).open()
 
 
+@pytest.mark.slow
 def test_tlsimu_rounds_to_increments_and_refuses_line1(tl_cam: GenICamCamera) -> None:
     held = tl_cam.apply_settings(tl_cam.settings.replace(roi=Roi(0, 0, 101, 67)))
     assert held.roi == Roi(0, 0, 100, 64)  # Width/Height step 4
@@ -340,6 +342,7 @@ def test_tlsimu_rounds_to_increments_and_refuses_line1(tl_cam: GenICamCamera) ->
         tl_cam.write_feature("Width", 256)  # TLSimu locks Width while streaming
 
 
+@pytest.mark.slow
 def test_pixel_format_the_producer_does_not_stream(tl_cam: GenICamCamera) -> None:
     tl_cam.apply_settings(tl_cam.settings.replace(pixel_format="Mono16"))
     assert tl_cam.read_feature("PixelFormat") == "Mono16"
@@ -390,6 +393,7 @@ def test_trigger_window_problems_names_each_fix() -> None:
 
 
 # -- acquisition -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_free_run_on_each_producer(viky_cam: GenICamCamera, tl_cam: GenICamCamera) -> None:
     viky_cam.apply_settings(viky_cam.settings.replace(roi=Roi(0, 0, 200, 100), frame_rate_hz=200))
     for cam, n in ((viky_cam, 6), (tl_cam, 20)):
@@ -406,6 +410,7 @@ def test_free_run_on_each_producer(viky_cam: GenICamCamera, tl_cam: GenICamCamer
         cam.stop()
 
 
+@pytest.mark.slow
 def test_software_trigger_on_tlsimu(tl_cam: GenICamCamera) -> None:
     tl_cam.apply_settings(tl_cam.settings.replace(trigger_mode="On", trigger_source="Software"))
     tl_cam.start()
@@ -419,6 +424,7 @@ def test_software_trigger_on_tlsimu(tl_cam: GenICamCamera) -> None:
     assert [f.frame_id for f in frames] == sorted({f.frame_id for f in frames})
 
 
+@pytest.mark.slow
 def test_fetch_timeout_is_bounded_and_counted(tl_cam: GenICamCamera) -> None:
     tl_cam.apply_settings(tl_cam.settings.replace(trigger_mode="On", trigger_source="Software"))
     tl_cam.start()
@@ -430,6 +436,7 @@ def test_fetch_timeout_is_bounded_and_counted(tl_cam: GenICamCamera) -> None:
     assert tl_cam.stats["timeouts"] == 2
 
 
+@pytest.mark.slow
 def test_stop_from_another_thread_ends_a_waiting_fetch(tl_cam: GenICamCamera) -> None:
     tl_cam.apply_settings(tl_cam.settings.replace(trigger_mode="On", trigger_source="Software"))
     tl_cam.start()
@@ -443,6 +450,7 @@ def test_stop_from_another_thread_ends_a_waiting_fetch(tl_cam: GenICamCamera) ->
     assert waited < 2.0, waited
 
 
+@pytest.mark.slow
 def test_two_devices_stream_at_once(viky: Path, tlsimu: Path) -> None:
     cams = [
         GenICamCamera(
@@ -494,6 +502,7 @@ def test_node_map_snapshot_is_bounded(viky_cam: GenICamCamera, tl_cam: GenICamCa
     assert tl_cam.node_map_snapshot() == {"BlurvidSnapshotTruncated": True}
 
 
+@pytest.mark.slow
 def test_lost_device_then_reconnect(tl_cam: GenICamCamera, monkeypatch: pytest.MonkeyPatch) -> None:
     held = tl_cam.apply_settings(
         tl_cam.settings.replace(roi=Roi(0, 0, 256, 128), trigger_mode="On")

@@ -45,6 +45,7 @@ def _psnr(video, truths, peak):
     return 10 * np.log10(peak**2 / np.mean(err))
 
 
+@pytest.mark.slow
 def test_per_pixel_capture_and_gap_tv_beat_the_global_code(tmp_path):
     """Sprites moving in different directions, same chips: DMD masks + GAP-TV against the global
     code 11100101 + classical deconvolution (velocity estimated, the recon default). With one
@@ -80,6 +81,7 @@ def test_per_pixel_capture_and_gap_tv_beat_the_global_code(tmp_path):
     assert results["dmd"] > results["global"] + 0.5
 
 
+@pytest.mark.slow
 def test_cli_capture_with_dmd_masks_and_recon(tmp_path, capsys):
     from blurvid_rig.cli import main
 
@@ -104,6 +106,7 @@ def test_cli_capture_with_dmd_masks_and_recon(tmp_path, capsys):
     assert "--shutter dmd" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dmd_to_camera_mapping_is_used_by_the_reconstruction(tmp_path):
     """A DMD of 60x70 mirrors imaged at 1.3x, rotated, onto a 96x96 sensor: the capture records
     the mapping and GAP-TV warps the masks through it; with the wrong (identity) mapping the

@@ -52,6 +52,7 @@ def _b0(clip: MotionClip) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sigma", "bar_db"), [(0.002, 27.0), (0.01, 25.0)])
 def test_bar_global_code_oracle_and_estimated(scene: torch.Tensor, sigma: float,
                                               bar_db: float) -> None:
@@ -75,6 +76,7 @@ def test_bar_global_code_oracle_and_estimated(scene: torch.Tensor, sigma: float,
     assert est.noise_sigma == pytest.approx(sigma, rel=0.35)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "min_gap_db"), [("wiener", 2.0), ("tv", 0.75)])
 def test_box_code_is_clearly_worse_than_coded(scene: torch.Tensor, method: str,
                                               min_gap_db: float) -> None:
@@ -97,6 +99,7 @@ def test_box_code_is_clearly_worse_than_coded(scene: torch.Tensor, method: str,
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("velocity", [(26.0, 0.0), (-20.0, 12.0), (-15.0, -15.0), (4.0, -22.0)])
 def test_estimate_velocity_recovers_direction_and_magnitude(scene: torch.Tensor,
                                                             velocity: tuple[float, float]) -> None:
@@ -113,6 +116,7 @@ def test_estimate_velocity_recovers_direction_and_magnitude(scene: torch.Tensor,
     assert est.candidates.shape[1] == 4
 
 
+@pytest.mark.slow
 def test_direction_is_ambiguous_for_a_palindromic_code(scene: torch.Tensor) -> None:
     palindrome = "11011011"
     clip = _clip(scene, palindrome, (24.0, 0.0), 0.002, out=200)
@@ -128,6 +132,7 @@ def test_direction_is_ambiguous_for_a_palindromic_code(scene: torch.Tensor) -> N
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_wiener_noise_free_good_code_is_near_exact() -> None:
     # Flat surroundings: no content crosses the frame edge, so only the blur is to be undone.
     img = torch.full((300, 300), 0.5)
@@ -140,6 +145,7 @@ def test_wiener_noise_free_good_code_is_near_exact() -> None:
     assert p >= 36.0
 
 
+@pytest.mark.slow
 def test_unknown_boundary_solve_beats_taper(scene: torch.Tensor) -> None:
     v = (32.0, 0.0)
     clip = _clip(scene, CODE, v, 0.002)
@@ -151,6 +157,7 @@ def test_unknown_boundary_solve_beats_taper(scene: torch.Tensor) -> None:
     assert solved >= tapered + 1.0
 
 
+@pytest.mark.slow
 def test_deconvolution_batches_and_checks_shapes(scene: torch.Tensor) -> None:
     v = (12.0, 5.0)
     clips = [_clip(scene, CODE, v, 0.002, out=96) for _ in range(2)]
@@ -173,6 +180,7 @@ def test_deconvolution_batches_and_checks_shapes(scene: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("velocity", [(32.0, 0.0), (-20.0, 12.0), (7.5, 3.25)])
 def test_motion_psf_matches_the_truth_renderer(scene: torch.Tensor,
                                                velocity: tuple[float, float]) -> None:
@@ -223,6 +231,7 @@ def test_render_frames_moves_along_the_motion() -> None:
         render_frames(img, (1.0, 1.0), 4, times=[0.5])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_reconstruct_global_follows_the_device(scene: torch.Tensor, device: str) -> None:
     v = (10.0, -6.0)
@@ -253,6 +262,7 @@ def _per_pixel_clip() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, MotionC
     return y, weights, clip.chip_frames, clip
 
 
+@pytest.mark.slow
 def test_gap_tv_with_per_pixel_masks_beats_b0() -> None:
     y, weights, truth, _ = _per_pixel_clip()
     video = gap_tv(y, weights)
@@ -263,6 +273,7 @@ def test_gap_tv_with_per_pixel_masks_beats_b0() -> None:
     assert p >= b0 + 3.0
 
 
+@pytest.mark.slow
 def test_gap_tv_gains_nothing_with_a_global_code() -> None:
     # RECON.md: with a global code a static video explains the data; GAP-TV stays near B0.
     img = dead_leaves(160, 160, seed=7)
@@ -273,6 +284,7 @@ def test_gap_tv_gains_nothing_with_a_global_code() -> None:
     assert p <= _b0(clip) + 1.0
 
 
+@pytest.mark.slow
 def test_admm_tv_with_per_pixel_masks_is_close_to_gap_tv() -> None:
     y, weights, truth, _ = _per_pixel_clip()
     video = admm_tv(y, weights)
@@ -292,6 +304,7 @@ def test_admm_tv_with_per_pixel_masks_is_close_to_gap_tv() -> None:
         admm_tv(y, weights, iters=0)
 
 
+@pytest.mark.slow
 def test_gap_tv_checks_shapes() -> None:
     y, weights, _, _ = _per_pixel_clip()
     assert gap_tv(y.unsqueeze(0), weights, iters=2).shape == (1, 8, 128, 128)

@@ -15,6 +15,7 @@ from recon.metrics import psnr, ssim, video_psnr
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dead_leaves_range_determinism_and_statistics() -> None:
     img = dead_leaves(128, 160, seed=1)
     assert img.shape == (128, 160) and img.dtype == torch.float32
@@ -29,6 +30,7 @@ def test_dead_leaves_range_determinism_and_statistics() -> None:
     assert kurtosis > 6.0  # heavy tails (a Gaussian has 3)
 
 
+@pytest.mark.slow
 def test_dead_leaves_spectrum_falls_like_a_power_law() -> None:
     img = dead_leaves(256, 256, seed=5).double()
     power = torch.fft.rfft2(img - img.mean()).abs().square()

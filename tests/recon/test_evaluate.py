@@ -159,6 +159,7 @@ def _export(model, folder: Path, name: str, family: str) -> None:
     export_weights(model, folder, name, card)
 
 
+@pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path: Path, tiny_photos: Path,
                               capsys: pytest.CaptureFixture[str]) -> None:
     weights = tmp_path / "weights"

@@ -4,6 +4,7 @@ It fails if the model, its losses' gradients or its inference path (eval mode) b
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from recon.data import dead_leaves
@@ -15,6 +16,7 @@ from recon.train import chip_centres, model_inputs
 SIZE = 48
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_a_known_blur_and_beats_b0() -> None:
     torch.manual_seed(0)
     images = torch.stack([dead_leaves(2 * SIZE, 2 * SIZE, seed=s) for s in range(12)])

@@ -73,6 +73,7 @@ def test_velocity_map_follows_the_layers() -> None:
     assert vm[:, 2, 2].tolist() == pytest.approx([3.0, -1.0], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_strata_move_what_they_say() -> None:
     s = SceneSampler(default_photos(), 96, split="test", max_motion_px=48.0)
     for st in STRATA:
@@ -119,6 +120,7 @@ def test_shipped_model_loads_with_its_sha256(tmp_path: Path) -> None:
         load_motion_model(d / card_path.name)
 
 
+@pytest.mark.slow
 def test_shipped_model_finds_pans_an_untrained_scorer_cannot() -> None:
     """Six fixed pans (val photos, 12-30 px per exposure, 192 px frames, code 11100101): the
     shipped scorer finds the velocity within 2 px on most of them; the same estimator with an
@@ -145,6 +147,7 @@ def test_shipped_model_finds_pans_an_untrained_scorer_cannot() -> None:
     assert sum(e <= 2.0 for e in errs["untrained"]) <= 1
 
 
+@pytest.mark.slow
 def test_live_engine_uses_the_motion_model_and_reports_the_field() -> None:
     """The live preview's classical engine runs the learned motion (closed-form path) and hands
     the motion field on with its result."""
@@ -180,6 +183,7 @@ def test_live_engine_uses_the_motion_model_and_reports_the_field() -> None:
         preview.close()
 
 
+@pytest.mark.slow
 def test_still_answer_and_unsure_frames_fall_back() -> None:
     """A still frame gets velocity zero and frames as close to it as denoising leaves them; with
     motion="auto", a frame whose frame read-out is below the threshold is unsure (recorded as a
@@ -266,6 +270,7 @@ def test_reused_rows_must_come_from_the_same_scenes() -> None:
         reuse_rows([smp(25.0), smp(25.0)], old, "prev.json")
 
 
+@pytest.mark.slow
 def test_an_unsure_frame_that_agrees_with_the_frame_before_keeps_its_motion() -> None:
     """Within a sequence (consecutive exposures of one capture), an unsure frame whose learned
     velocity agrees with the previous frame's trusted one keeps it; alone, at the start of a

@@ -59,6 +59,7 @@ def test_model_files_round_trip_with_sha256_and_refuse_damage(tmp_path) -> None:
         load_refiner(card_path)
 
 
+@pytest.mark.slow
 def test_training_loop_learns_a_fixed_batch() -> None:
     """Cheap learning check: 120 steps on two fixed pans (64 px) lower the loss clearly."""
     torch.manual_seed(0)

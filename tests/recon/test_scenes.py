@@ -61,6 +61,7 @@ def _static(scene: Scene) -> Scene:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_batch_shapes_dtypes_and_conventions() -> None:
     bits = (1, 1, 1, 0, 0, 1, 0, 1)
     b = make_batch(3, 48, bits, sub_steps=4, sigma=(0.0, 0.0),
@@ -82,6 +83,7 @@ def test_batch_shapes_dtypes_and_conventions() -> None:
     assert all(1 <= n <= 3 for n in b.n_sprites.tolist())
 
 
+@pytest.mark.slow
 def test_static_scene_codes_to_every_chip() -> None:
     scene = SceneSampler(None, 40).sample(5, motion_px=0.0)
     assert scene.motion_px == 0.0
@@ -91,6 +93,7 @@ def test_static_scene_codes_to_every_chip() -> None:
     torch.testing.assert_close(b.chips[0, 0], render(scene, [0.5])[0], atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_reproducible_from_seeds_and_batch_independent() -> None:
     def batch(seed: int) -> sc.CodedBatch:
         return make_batch(2, 32, "11100101", generator=torch.Generator().manual_seed(seed),
@@ -106,6 +109,7 @@ def test_reproducible_from_seeds_and_batch_independent() -> None:
     assert torch.equal(render_batch([s1, s2], times)[1], render(s2, times))
 
 
+@pytest.mark.slow
 def test_noise_gaussian_per_sample_and_sensor() -> None:
     b = make_batch(4, 64, "11100101", sigma=(0.004, 0.01), photos=None,
                    generator=torch.Generator().manual_seed(2))
@@ -121,6 +125,7 @@ def test_noise_gaussian_per_sample_and_sensor() -> None:
     assert 0.003 < float(s.sigma[0]) < 0.02
 
 
+@pytest.mark.slow
 def test_render_agrees_with_linear_motion_clip() -> None:
     image = dead_leaves(72, 80, seed=3)
     clip = linear_motion_clip(image, "11100101", velocity_px=(12.0, -6.0), sub_steps=4,
@@ -143,6 +148,7 @@ def test_sprite_moves_with_its_velocity() -> None:
     assert float(v[1].sum()) == pytest.approx(9.0)
 
 
+@pytest.mark.slow
 def test_motion_strata_targets_are_met() -> None:
     sampler = SceneSampler(None, 48)
     for i, rng in enumerate([(0.0, 8.0), (8.0, 24.0), (24.0, 48.0)]):
@@ -152,6 +158,7 @@ def test_motion_strata_targets_are_met() -> None:
     assert sampler.background_side >= 48 + 2 * 48
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_refused() -> None:
     g = torch.Generator()
     with pytest.raises(ValueError, match="sub_steps"):
@@ -225,6 +232,7 @@ def test_photo_library_error_names_the_packages(tmp_path: Path) -> None:
     assert all(pkg in str(e.value) for pkg in sc.PHOTO_PACKAGES)
 
 
+@pytest.mark.slow
 def test_photo_library_loads_and_splits_by_picture(photos: PhotoLibrary) -> None:
     assert len(photos) >= 40 and list(photos.paths) == sorted(photos.paths)
     img = photos[0]
@@ -276,6 +284,7 @@ def test_gpu_rendering_matches_the_cpu() -> None:
     assert torch.allclose(cpu, gpu, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_training_batches_use_training_photos(photos: PhotoLibrary) -> None:
     b = make_batch(4, 32, "11100101", generator=torch.Generator().manual_seed(0), photos=photos)
     train = {str(photos.paths[i]) for i in photos.split("train")}
@@ -285,6 +294,7 @@ def test_training_batches_use_training_photos(photos: PhotoLibrary) -> None:
             assert (name in train) if kind == "photo" else int(name) in (0, 1)
 
 
+@pytest.mark.slow
 def test_fixed_test_set_is_bit_exact_and_held_out(photos: PhotoLibrary) -> None:
     a = fixed_set("test", size=32, n_per_stratum=1)
     b = fixed_set("test", size=32, n_per_stratum=1)
@@ -309,6 +319,7 @@ def test_fixed_test_set_is_bit_exact_and_held_out(photos: PhotoLibrary) -> None:
     assert torch.equal(other.scenes[0].layers[0].texture, ba.scenes[0].layers[0].texture)
 
 
+@pytest.mark.slow
 def test_background_texture_covers_every_view() -> None:
     size = 48
     sampler = SceneSampler(None, size, max_sprites=0)

@@ -54,7 +54,12 @@ def _physics_for(name: str, clip, mask_case) -> tuple[CodedExposure, torch.Tenso
             clip.chip_frames.float())
 
 
-@pytest.mark.parametrize("name", sorted(SOLVERS))
+#: The iterative solvers take seconds on the contract's clip: left out of the quick subset.
+SLOW_SOLVERS = {"admm-tv", "classical-tv", "classical-wiener", "gap-tv"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SOLVERS
+                                  else n for n in sorted(SOLVERS)])
 def test_solver_contract(name: str, global_clip, mask_case) -> None:
     """Each registered solver: frames (T, H, W) at the requested times, finite, better than
     repeating the coded frame (B0) on a case its physics covers. A solver whose model does not
@@ -107,6 +112,7 @@ def test_bad_times_frames_and_names_are_refused(global_clip) -> None:
         make_solver("gap-tv", nonsense=1)
 
 
+@pytest.mark.slow
 def test_any_times_and_effective_code(global_clip) -> None:
     """Frames at arbitrary times; a measured effective code travels in the physics."""
     w = code_weights(CODE, sub_steps=2, transmittance=0.9, leakage=0.02, dtype=torch.float64)
@@ -147,6 +153,7 @@ def test_uniform_frame_is_its_own_video(value: float, motion: str) -> None:
         solver.reconstruct(bad, phys)
 
 
+@pytest.mark.slow
 def test_clipped_pixels_get_no_weight_in_the_data_term() -> None:
     """A pan whose brightest 15 % is clipped: the clip-aware TV (saturated pixels out of the data
     term, their re-blur kept at or above the clip) recovers the unclipped parts better than
