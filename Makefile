@@ -52,6 +52,7 @@ apt:
 lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
+	$(BIN)/python scripts/import_cycles.py
 
 test: apt venv lint
 	$(BIN)/python scripts/fetch_genicam_producers.py

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from recon.classical import estimate_velocity  # noqa: E402
-from recon.engine import ClassicalEngine  # noqa: E402
+from recon.classical_engine import ClassicalEngine  # noqa: E402
 from recon.functional import code_weights  # noqa: E402
 from recon.motion import MotionEstimator, load_motion_model, refine_global  # noqa: E402
 from recon.motion_data import stratum_scene  # noqa: E402

@@ -204,55 +204,6 @@ class LearnedEngine:
         return out / weight.clamp(min=1e-6)
 
 
-class ClassicalEngine:
-    """The classical global-code solver (:class:`recon.solvers.ClassicalGlobal`) behind the same
-    ``reconstruct(y, bits, n_frames)`` call as :class:`LearnedEngine`, for live preview when no
-    learned video model applies.
-
-    The frame is first reduced (area average) so that its longer side is at most ``max_side``;
-    frames come back at the reduced size. The motion comes from the shipped learned motion model
-    when there is one (a field; see :mod:`recon.motion`), and each motion is deconvolved in
-    closed form (``fast``: Wiener with a tapered border, no full-resolution refinement); without
-    the model, from the spectral search bounded by ``max_px`` at the reduced size. :attr:`last`
-    holds the newest full result (velocity, motion field, diagnostics).
-    """
-
-    def __init__(self, method: str = "wiener", max_side: int = 256, max_px: float = 32.0) -> None:
-        from recon.solvers import ClassicalGlobal
-
-        if method not in ("wiener", "tv"):
-            raise ValueError(f"method must be 'wiener' or 'tv', got {method!r}.")
-        self.method, self.max_side, self.max_px = method, int(max_side), float(max_px)
-        self.device = torch.device("cpu")
-        self.solver = ClassicalGlobal(method, max_px=max_px, fast=True)
-        motion = "learned motion" if self.solver.uses_learned_motion() else "spectral motion"
-        self.name = f"classical ({method}, {motion})"
-        self.last: Any = None
-        self._physics: dict[tuple[int, ...], Any] = {}
-
-    def reconstruct(self, y: Tensor, bits: Sequence[int], n_frames: int | None = None) -> Tensor:
-        """[T, h, w] frames from one coded frame ``y`` [H, W] scaled to [0, 1]."""
-        import torch.nn.functional as F
-
-        from recon.operators import CodedExposure
-        from recon.solvers import equal_times
-
-        if y.dim() != 2:
-            raise ValueError(f"y must be [H, W], got shape {tuple(y.shape)}.")
-        y = y.float()
-        f = max(y.shape) / self.max_side
-        if f > 1:
-            size = (max(8, round(y.shape[0] / f)), max(8, round(y.shape[1] / f)))
-            y = F.interpolate(y[None, None], size=size, mode="area")[0, 0]
-        key = tuple(int(b) for b in bits)
-        if key not in self._physics:
-            self._physics = {key: CodedExposure.from_capture(key, chip_us=None)}
-        n = len(bits) if n_frames is None else int(n_frames)
-        rec = self.solver.reconstruct(y, self._physics[key], equal_times(n))
-        self.last = rec
-        return rec.frames.float()
-
-
 @dataclass
 class PreviewResult:
     """One live reconstruction: the frames, which input frame they came from, and how long it

@@ -25,7 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from recon.engine import ClassicalEngine, LearnedEngine, LivePreview, shipped_models
+from recon.classical_engine import ClassicalEngine
+from recon.engine import LearnedEngine, LivePreview, shipped_models
 
 METHODS = ("auto", "classical", "learned")
 

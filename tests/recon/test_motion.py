@@ -152,7 +152,7 @@ def test_live_engine_uses_the_motion_model_and_reports_the_field() -> None:
     """The live preview's classical engine runs the learned motion (closed-form path) and hands
     the motion field on with its result."""
     _shipped()
-    from recon.engine import ClassicalEngine
+    from recon.classical_engine import ClassicalEngine
 
     s = SceneSampler(default_photos(), 128, split="test", max_motion_px=48.0)
     scene = stratum_scene(s, "pan", 0xE1, 0, (12.0, 20.0))
