@@ -47,12 +47,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 from torch import Tensor
 
-from recon.metrics import ssim
+from recon.metrics import ssim, video_psnr
 
 __all__ = [
     "ANCHOR_CODE", "PSNR_CAP_DB", "EvalConfig", "EvalReport", "FrameScores", "RowResult",
@@ -78,7 +76,7 @@ N_T_BINS = 8
 
 
 def frame_psnr(pred: Tensor, gt: Tensor, data_range: float = 1.0) -> Tensor:
-    """PSNR of every frame, capped at :data:`PSNR_CAP_DB`.
+    """PSNR of every frame (:func:`recon.metrics.video_psnr`), capped at :data:`PSNR_CAP_DB`.
 
     Args:
         pred: predicted videos.
@@ -98,9 +96,7 @@ def frame_psnr(pred: Tensor, gt: Tensor, data_range: float = 1.0) -> Tensor:
     if pred.shape != gt.shape or pred.dim() != 4:
         raise ValueError(f"pred and gt must both be (B, K, H, W); got {tuple(pred.shape)} and "
                          f"{tuple(gt.shape)}.")
-    mse = (pred.detach().double() - gt.detach().double()).square().mean(dim=(-2, -1))
-    floor = data_range**2 * 10.0 ** (-PSNR_CAP_DB / 10.0)
-    return 10.0 * torch.log10(data_range**2 / mse.clamp(min=floor))
+    return video_psnr(pred, gt, data_range, reduce=False).clamp(max=PSNR_CAP_DB)
 
 
 def frame_ssim(pred: Tensor, gt: Tensor, data_range: float = 1.0) -> Tensor:
@@ -804,88 +800,22 @@ def _reading(report: EvalReport) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The plot (OpenCV; matplotlib is not a dependency)
+# The plot (matplotlib, Agg backend)
 # ---------------------------------------------------------------------------------------------
 
-_COLOURS = {  # BGR
-    "B0": (140, 140, 140), "B1-oracle": (180, 110, 20), "B1-est": (235, 190, 120),
-    "box": (0, 140, 255), "tiny": (50, 160, 40), "base": (40, 40, 210),
+_COLOURS = {
+    "B0": "#8c8c8c", "B1-oracle": "#146eb4", "B1-est": "#78beeb",
+    "box": "#ff8c00", "tiny": "#28a032", "base": "#d22828",
 }
-_EXTRA = [(150, 60, 150), (60, 120, 120), (200, 100, 200), (20, 90, 160)]
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float = 0.45,
-          colour: tuple[int, int, int] = (30, 30, 30), anchor: str = "left",
-          thick: int = 1) -> None:
-    (w, h), _ = cv2.getTextSize(s, _FONT, scale, thick)
-    x, y = org
-    if anchor == "centre":
-        x -= w // 2
-    elif anchor == "right":
-        x -= w
-    cv2.putText(img, s, (int(x), int(y + h // 2)), _FONT, scale, colour, thick, cv2.LINE_AA)
-
-
-def _vtext(img: np.ndarray, s: str, centre: tuple[int, int], scale: float = 0.5) -> None:
-    (w, h), base = cv2.getTextSize(s, _FONT, scale, 1)
-    tile = np.full((h + base + 4, w + 4, 3), 255, np.uint8)
-    cv2.putText(tile, s, (2, h + 2), _FONT, scale, (30, 30, 30), 1, cv2.LINE_AA)
-    tile = cv2.rotate(tile, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    th, tw = tile.shape[:2]
-    y0, x0 = centre[1] - th // 2, centre[0] - tw // 2
-    img[y0:y0 + th, x0:x0 + tw] = np.minimum(img[y0:y0 + th, x0:x0 + tw], tile)
-
-
-def _nice_range(values: Sequence[float]) -> tuple[float, float, float]:
-    v = [x for x in values if math.isfinite(x)] or [0.0, 1.0]
-    lo, hi = min(v), max(v)
-    if hi - lo < 1e-6:
-        lo, hi = lo - 1, hi + 1
-    span = hi - lo
-    step = next(s for s in (0.5, 1, 2, 5, 10, 20, 50) if span / s <= 8)
-    return math.floor(lo / step) * step - step / 2, math.ceil(hi / step) * step + step / 2, step
-
-
-class _Axes:
-    def __init__(self, img: np.ndarray, box: tuple[int, int, int, int],
-                 xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
-        self.img, self.box, self.xlim, self.ylim = img, box, xlim, ylim
-
-    def px(self, x: float, y: float) -> tuple[int, int]:
-        x0, y0, x1, y1 = self.box
-        fx = (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0])
-        fy = (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
-        return round(x0 + fx * (x1 - x0)), round(y1 - fy * (y1 - y0))
-
-    def frame(self, title: str, xlabel: str, ylabel: str, ystep: float,
-              xticks: Sequence[tuple[float, str]]) -> None:
-        x0, y0, x1, y1 = self.box
-        img = self.img
-        v = math.ceil(self.ylim[0] / ystep) * ystep
-        while v <= self.ylim[1] + 1e-9:
-            _, py = self.px(self.xlim[0], v)
-            cv2.line(img, (x0, py), (x1, py), (225, 225, 225), 1)
-            _text(img, f"{v:g}", (x0 - 6, py), anchor="right")
-            v += ystep
-        for xv, lab in xticks:
-            px, _ = self.px(xv, self.ylim[0])
-            cv2.line(img, (px, y1), (px, y1 + 5), (30, 30, 30), 1)
-            for i, part in enumerate(lab.split("\n")):
-                _text(img, part, (px, y1 + 16 + 16 * i), anchor="centre")
-        cv2.rectangle(img, (x0, y0), (x1, y1), (30, 30, 30), 1)
-        _text(img, title, ((x0 + x1) // 2, y0 - 18), 0.55, anchor="centre", thick=1)
-        _text(img, xlabel, ((x0 + x1) // 2, y1 + 62), 0.5, anchor="centre")
-        _vtext(img, ylabel, (x0 - 55, (y0 + y1) // 2))
+_EXTRA = ["#963c96", "#78783c", "#c864c8", "#a05a14"]
 
 
 def _plot_rows(report: EvalReport) -> list[RowResult]:
-    main = [r for r in report.rows
+    return [r for r in report.rows
             if (r.code_kind == "anchor") or (r.code_kind == "box" and r.group == "box-model")]
-    return main
 
 
-def _colour(r: RowResult, i: int) -> tuple[int, int, int]:
+def _colour(r: RowResult, i: int) -> str:
     if r.group == "box-model":
         return _COLOURS["box"]
     return _COLOURS.get(r.method, _EXTRA[i % len(_EXTRA)])
@@ -902,57 +832,50 @@ def draw_plot(report: EvalReport, path: Path) -> Path:
     Returns:
         ``path``.
     """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
     rows = _plot_rows(report)
-    width, height = 1500, 660
-    img = np.full((height, width, 3), 255, np.uint8)
-    curves = [r.per_chip("psnr", "strict") for r in rows]
-    lo, hi, step = _nice_range([v for _, ys in curves for v in ys])
-    left = _Axes(img, (100, 60, 690, 500), (0.0, 1.0), (lo, hi))
-    left.frame("PSNR against time (strict order, all scenes)", "t (fraction of the exposure)",
-               "PSNR (dB)", step, [(x, f"{x:g}") for x in (0, 0.25, 0.5, 0.75, 1)])
-    for i, (r, (ts, ys)) in enumerate(zip(rows, curves, strict=True)):
-        pts = [left.px(t, v) for t, v in zip(ts, ys, strict=True) if math.isfinite(v)]
-        col = _colour(r, i)
-        if len(pts) > 1:
-            cv2.polylines(img, [np.array(pts, np.int32)], False, col, 2, cv2.LINE_AA)
-        for p in pts:
-            cv2.circle(img, p, 4, col, -1, cv2.LINE_AA)
+    names = [r.label if r.code_kind != "box" else f"{r.label} on box{len(r.code)}" for r in rows]
+    colours = [_colour(r, i) for i, r in enumerate(rows)]
+    fig = Figure(figsize=(15, 6.6), dpi=100)
+    left, right = fig.subplots(1, 2)
+
+    for name, col, r in zip(names, colours, rows, strict=True):
+        ts, ys = r.per_chip("psnr", "strict")
+        left.plot(ts, ys, "o-", color=col, lw=2, ms=5, label=name)
+    left.set(title="PSNR against time (strict order, all scenes)",
+             xlabel="t (fraction of the exposure)", ylabel="PSNR (dB)", xlim=(0, 1))
+    left.set_xticks([0, 0.25, 0.5, 0.75, 1])
 
     strata = [k for k in (rows[0].summary().keys() if rows else []) if "/" in k]
     vals = [[r.summary("psnr", "strict").get(s, math.nan) for s in strata] for r in rows]
-    lo2, hi2, step2 = _nice_range([v for vs in vals for v in vs])
-    lo2 = lo2 + step2 / 2 - step2  # bars start one step below the lowest value
-    n_g, n_r = max(1, len(strata)), max(1, len(rows))
-    right = _Axes(img, (830, 60, 1460, 500), (0.0, float(n_g)), (lo2, hi2))
-    labels = [(g + 0.5, s.replace("/", "\n")) for g, s in enumerate(strata)]
-    right.frame("PSNR per stratum (strict order)", "motion / noise sigma", "PSNR (dB)", step2,
-                labels)
-    bw = 0.8 / n_r
-    for g in range(len(strata)):
-        for i, r in enumerate(rows):
-            v = vals[i][g]
-            if not math.isfinite(v):
-                continue
-            xa = g + 0.1 + i * bw
-            p0 = right.px(xa, lo2)
-            p1 = right.px(xa + bw, v)
-            cv2.rectangle(img, (p0[0] + 1, p1[1]), (p1[0] - 1, p0[1]), _colour(r, i), -1)
+    bw = 0.8 / max(1, len(rows))
+    for i, (col, vs) in enumerate(zip(colours, vals, strict=True)):
+        right.bar([g + 0.1 + (i + 0.5) * bw for g in range(len(strata))], vs, bw, color=col)
+    finite = [v for vs in vals for v in vs if math.isfinite(v)]
+    if finite:  # bars start below the lowest value, so the differences show
+        lo, hi = min(finite), max(finite)
+        pad = max(1.0, 0.1 * (hi - lo))
+        right.set_ylim(lo - 2 * pad, hi + pad)
+    right.set(title="PSNR per stratum (strict order)", xlabel="motion / noise sigma",
+              ylabel="PSNR (dB)", xlim=(0, max(1, len(strata))))
+    right.set_xticks([g + 0.5 for g in range(len(strata))],
+                     [s.replace("/", "\n") for s in strata])
+    for ax in (left, right):
+        ax.grid(axis="y", color="0.88")
+        ax.set_axisbelow(True)
 
-    x, y = 100, 615
-    for i, r in enumerate(rows):
-        name = r.label if r.code_kind != "box" else f"{r.label} on box{len(r.code)}"
-        cv2.rectangle(img, (x, y - 7), (x + 24, y + 7), _colour(r, i), -1)
-        _text(img, name, (x + 32, y))
-        (w, _), _ = cv2.getTextSize(name, _FONT, 0.45, 1)
-        x += w + 70
-        if x > width - 250 and i + 1 < len(rows):
-            x, y = 100, y + 24
-    title = (f"code {ANCHOR_CODE} (B2: box exposure), {report.n_scenes} scenes of "
-             f"{report.config.size}px")
-    _text(img, title, (width // 2, 18), 0.5, anchor="centre")
+    fig.suptitle(f"code {ANCHOR_CODE} (B2: box exposure), {report.n_scenes} scenes of "
+                 f"{report.config.size}px")
+    if rows:
+        fig.legend(*left.get_legend_handles_labels(), loc="lower center",
+                   ncol=min(6, len(rows)), frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"OpenCV could not write {path}.")
+    fig.savefig(path)
     return path
 
 
