@@ -74,6 +74,17 @@ def test_cancel_a_step_keeps_the_devices_and_allows_skip(qtbot, sim_rig):
     wiz.show()
     wiz.next()
     page = wiz.step_pages[0]
+    # the real procedure, held after its first progress until the cancel lands (on a fast or
+    # idle machine the 64 frames could finish before the progress reached the window)
+    real = page._procedure
+
+    def held():
+        proc = real()
+        yield next(proc)
+        page._cancel.wait(10.0)
+        yield from proc
+
+    page._procedure = held
     page.start()
     qtbot.waitUntil(lambda: page.bar.value() > 0, timeout=10_000)
     page.cancel()
