@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 # for the protocol parser, avrdude to flash a board; and the free-licence photographs the learned
 # reconstruction's synthetic scenes are cut from; Xvfb and the X11 libraries of Qt's xcb plugin, for
 # screenshots of the rig window in a real (virtual) X server.
-APT_PACKAGES := hdf5-tools libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
+APT_PACKAGES := git hdf5-tools libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
 	make gcc libc6-dev gcc-avr avr-libc arduino-core-avr libsimavr-dev libelf-dev simavr \
 	clang libclang-rt-14-dev avrdude lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds \
 	xvfb xauth libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
