@@ -559,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="motion estimate of the classical method: learned (the shipped motion model: a "
         "velocity field, each distinct motion deconvolved on its own), spectral (one global "
-        "velocity from the spectral search), or auto (learned when the model ships; the default)",
+        "velocity from the spectral search), or auto (the default: learned when the model ships, "
+        "and a frame the model is unsure of, unless it agrees with the frame before, is "
+        "reconstructed as still: denoised, never worse than the coded frame)",
     )
     r.add_argument(
         "--solver",

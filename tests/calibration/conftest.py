@@ -28,3 +28,16 @@ def calibrated():
         rig = Rig(cam, sh, SimBench(cam))
         cal = run(calibrate_all(rig, Plan(exposure_us=10_000.0), {"name": "test rig"}))
         yield cam, sh, cal
+
+
+def assert_timing_matches(st, optics, *, edge_us: float, leakage: float) -> None:
+    """A measured ``ShutterTiming`` against the simulated shutter's ``optics``: latencies within
+    2 us, rise and fall within ``edge_us``, leakage within ``leakage``, and (the simulated
+    shutter being the fitted model) a fit residual that the frames' noise explains."""
+    assert st.latency_us >= 0 and st.close_latency_us >= 0 and st.leakage >= 0
+    assert st.latency_us == pytest.approx(optics.latency_us, abs=2.0)
+    assert st.close_latency_us == pytest.approx(optics.close_latency, abs=2.0)
+    assert st.rise_us == pytest.approx(optics.rise_us, abs=edge_us)
+    assert st.fall_us == pytest.approx(optics.fall_us, abs=edge_us)
+    assert st.leakage == pytest.approx(optics.leakage, abs=leakage)
+    assert 0.5 * st.fit_noise_rms < st.fit_residual_rms < 1.5 * st.fit_noise_rms

@@ -20,7 +20,7 @@ from calibration.procedures import (
 )
 from calibration.report import summary_lines
 from hw.types import ShutterCode
-from tests.calibration.conftest import OPTICS, SENSOR, make_rig
+from tests.calibration.conftest import OPTICS, SENSOR, assert_timing_matches, make_rig
 
 
 def test_photon_transfer_gain_and_read_noise(calibrated):
@@ -64,14 +64,8 @@ def test_flat_prnu_and_vignetting(calibrated):
 def test_shutter_timing_recovers_the_shutter(calibrated):
     _, _, cal = calibrated
     t = cal.shutter_timing
-    assert t.leakage == pytest.approx(OPTICS.leakage, abs=0.002)
     # the model fitted to the steps' means (the crossings of smoothed samples were within 5 us)
-    assert t.latency_us == pytest.approx(OPTICS.latency_us, abs=2)
-    assert t.rise_us == pytest.approx(OPTICS.rise_us, abs=2)
-    assert t.close_latency_us == pytest.approx(OPTICS.close_latency, abs=2)
-    assert t.fall_us == pytest.approx(OPTICS.fall_us, abs=2)
-    # the simulated shutter is the model: the fit leaves the frames' noise
-    assert 0.5 * t.fit_noise_rms < t.fit_residual_rms < 1.5 * t.fit_noise_rms
+    assert_timing_matches(t, OPTICS, edge_us=2.0, leakage=0.002)
     # the single-chip check codes (100 us chips, where the ramps matter) agree with the model
     assert len(t.check_codes) == 2
     np.testing.assert_allclose(t.check_measured, t.check_predicted, atol=0.03)
