@@ -11,6 +11,7 @@ Only h5py, hdf5plugin and numpy are used; nothing here touches a device.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -114,7 +115,19 @@ def git_sha(root: Path | None = None) -> str:
     installed package), git is not installed, or git cannot answer (no commit yet, a repository it
     refuses to read).
     """
-    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
+    if root is None:
+        return _own_git_sha()
+    return _ask_git(Path(root))
+
+
+@functools.cache
+def _own_git_sha() -> str:
+    """:func:`git_sha` of this code's own checkout, asked once per process (every capture and
+    reconstruction file records it; the code that runs does not change under it)."""
+    return _ask_git(Path(__file__).resolve().parent.parent)
+
+
+def _ask_git(root: Path) -> str:
     if not (root / ".git").exists():
         return ""
     # Without GIT_DIR & co. (set in git hooks), git finds the repository of ``root`` itself.

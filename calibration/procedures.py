@@ -40,7 +40,7 @@ from calibration.model import (
 )
 from hw.base import Camera, Shutter
 from hw.errors import RigError
-from hw.optics import _RAMP_10_90
+from hw.optics import RAMP_10_90
 from hw.types import CameraSettings, ShutterCode
 
 T = TypeVar("T")
@@ -711,8 +711,8 @@ def shutter_timing(
         fits[name] = fit
     o, co = fits["opening"], fits["closing"]
     timing = ShutterTiming(
-        latency_us=o.start_us + 0.1 * o.full_us, rise_us=_RAMP_10_90 * o.full_us,
-        close_latency_us=co.start_us + 0.1 * co.full_us, fall_us=_RAMP_10_90 * co.full_us,
+        latency_us=o.start_us + 0.1 * o.full_us, rise_us=RAMP_10_90 * o.full_us,
+        close_latency_us=co.start_us + 0.1 * co.full_us, fall_us=RAMP_10_90 * co.full_us,
         leakage=leakage, chip_us=c, rise_t_us=rt, rise_transmittance=rtr, fall_t_us=ft,
         fall_transmittance=ftr,
     )

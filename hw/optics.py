@@ -32,9 +32,6 @@ import numpy as np
 
 #: The 10-90 % part of a linear ramp is 80 % of it (rise_us and fall_us are 10-90 % times).
 RAMP_10_90 = 0.8
-#: The old private name, still imported by calibration.procedures (issue 16: it moves to
-#: RAMP_10_90; then this line and its entry in tests/test_house_rules.py go).
-_RAMP_10_90 = RAMP_10_90
 
 
 @dataclass(frozen=True)

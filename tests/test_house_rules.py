@@ -49,8 +49,6 @@ ALLOWED = {
     ("recon/classical.py", "recon.velocity", "_Spectrum"),
     ("tests/recon/test_codes.py", "recon.codes", "_Screen"),
     ("tests/recon/test_refiner.py", "recon.train_refiner", "_loss"),
-    # calibration: hw.optics now has the public RAMP_10_90 (the private alias goes with this entry)
-    ("calibration/procedures.py", "hw.optics", "_RAMP_10_90"),
     ("tests/calibration/test_procedures.py", "calibration.procedures", "_NoiseProbe"),
     ("tests/calibration/test_procedures.py", "calibration.procedures", "_check_timing_plausible"),
     ("tests/calibration/test_procedures.py", "calibration.procedures", "_fit_edge"),

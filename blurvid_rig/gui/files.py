@@ -40,7 +40,7 @@ class _Progress(QObject):
 class MetadataTree(QTreeWidget):
     """A capture's description as a two-column table (field, value) instead of a text dump.
 
-    Each ``  field: value`` line of :func:`~blurvid_rig.recon_file.describe_file` is a row; a
+    Each ``  field: value`` line of :func:`~blurvid_rig.describe.describe_file` is a row; a
     value with several comma-separated parts gets them as children, so long lines fold."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -237,7 +237,6 @@ class FilesPanel(QWidget):
         self.bar.setVisible(False)
         self.recon_path, self.video, self.exports = outcome.output, video, list(outcome.exports)
         self._levels.clear()
-        self._t = 0
         self._show_index(self.slider.value())
         # draw the first frame before fitting the view: fitting an empty item zoomed onto a few
         # pixels (the video was a tiny grey box in a corner)

@@ -7,7 +7,7 @@ import pytest
 from calibration.bench import SimBench
 from calibration.procedures import Plan, Rig, calibrate_all, run
 from hw.optics import ShutterOptics
-from hw.sim import make_sim_rig
+from hw.sim import SimScene, make_sim_rig
 
 #: The truth the procedures must recover (issue 7's numbers).
 OPTICS = ShutterOptics(leakage=0.02, latency_us=30.0, rise_us=50.0, fall_us=40.0)
@@ -41,3 +41,14 @@ def assert_timing_matches(st, optics, *, edge_us: float, leakage: float) -> None
     assert st.fall_us == pytest.approx(optics.fall_us, abs=edge_us)
     assert st.leakage == pytest.approx(optics.leakage, abs=leakage)
     assert 0.5 * st.fit_noise_rms < st.fit_residual_rms < 1.5 * st.fit_noise_rms
+
+
+class MovingBench(SimBench):
+    """The bright target is replaced by the simulator's moving scene (someone in front of the
+    lens): the timing step must refuse it."""
+
+    def setup(self, target, instruction, *, view=0):
+        super().setup(target, instruction, view=view)
+        if target == "bright":
+            w, h = self.camera.scene.width, self.camera.scene.height
+            self.camera.scene = SimScene.default(w, h, seed=3)

@@ -20,7 +20,13 @@ from calibration.procedures import (
 )
 from calibration.report import summary_lines
 from hw.types import ShutterCode
-from tests.calibration.conftest import OPTICS, SENSOR, assert_timing_matches, make_rig
+from tests.calibration.conftest import (
+    OPTICS,
+    SENSOR,
+    MovingBench,
+    assert_timing_matches,
+    make_rig,
+)
 
 
 def test_photon_transfer_gain_and_read_noise(calibrated):
@@ -241,15 +247,6 @@ def test_timing_on_a_moving_target_is_refused_not_accepted(n_avg):
     """A moving target (or flickering light) between the timing frames gave transmittance
     oscillating from -2.5 to 2.5 and a close latency of 7-11 us instead of 30, and it was
     accepted; now the step fails and says why. The static bench still passes (n_avg 1 too)."""
-    from hw.sim import SimScene
-
-    class MovingBench(SimBench):
-        def setup(self, target, instruction, *, view=0):
-            super().setup(target, instruction, view=view)
-            if target == "bright":
-                w, h = self.camera.scene.width, self.camera.scene.height
-                self.camera.scene = SimScene.default(w, h, seed=3)
-
     for bench, ok in ((SimBench, True), (MovingBench, False)):
         cam, sh = make_rig()
         with cam, sh:

@@ -14,7 +14,7 @@ from calibration.bench import Board, SimBench, make_sim_bench_rig, sim_truth  # 
 from calibration.model import Calibration  # noqa: E402
 from calibration.procedures import Plan  # noqa: E402
 from calibration.wizard import CalibrationWizard, WizardBench  # noqa: E402
-from tests.calibration.conftest import assert_timing_matches  # noqa: E402
+from tests.calibration.conftest import MovingBench, assert_timing_matches  # noqa: E402
 
 
 @pytest.fixture
@@ -199,18 +199,6 @@ def test_dark_step_offers_the_black_level_it_needs(qtbot, tmp_path):
 # -- the shutter-timing step as the rig window runs it (issue 15, item 10) ---------------------
 
 
-class _MovingBench(SimBench):
-    """The bright target is replaced by the simulator's moving scene."""
-
-    def setup(self, target, instruction, *, view=0):
-        super().setup(target, instruction, view=view)
-        if target == "bright":
-            from hw.sim import SimScene
-
-            w, h = self.camera.scene.width, self.camera.scene.height
-            self.camera.scene = SimScene.default(w, h, seed=3)
-
-
 class _FlickerBench(SimBench):
     """The bright target lit by a lamp flickering by +-1 % at 120 Hz (60 Hz mains)."""
 
@@ -304,7 +292,7 @@ def test_window_wizard_refuses_a_disturbed_timing_and_says_why(qtbot, tmp_path, 
     """A moving target, a flickering lamp, or a signal quantised to Mono8 (what the window's
     simulated camera ran when it read transmittance up to 3.4): the step fails and its sentence
     names the cause; nothing is kept and the page cannot be left as done."""
-    bench = {"moving": _MovingBench, "flicker": _FlickerBench}.get(disturbance)
+    bench = {"moving": MovingBench, "flicker": _FlickerBench}.get(disturbance)
     win, wiz, page = _window_timing_page(
         qtbot, tmp_path, bench=bench, monkeypatch=monkeypatch,
         pixel_format="Mono8" if disturbance == "mono8" else None)
