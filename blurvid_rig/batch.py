@@ -109,7 +109,8 @@ def reconstruct_capture(
 
     The capture's physics (:meth:`recon.operators.CodedExposure.from_capture`) and its solver
     (:func:`recon.solvers.solver_for`) are built once; every frame then goes through
-    ``solver.reconstruct(y, physics, times)``.
+    ``solver.reconstruct(y, physics, times, saturated=...)`` (the pixels at the camera's
+    saturation value), in order, after ``solver.begin_sequence()`` (consecutive exposures).
 
     Raises:
         CaptureFormatError: the capture is malformed.
@@ -208,6 +209,7 @@ def reconstruct_capture(
                     # one damaged chunk costs its frame, not the capture
                     skipped.append(int(i))
                     outcome.warnings.append(str(e))
+                    rec.begin_sequence()  # the frame before the next one is missing
                     if progress is not None:
                         progress(n + 1, len(coded))
                     continue

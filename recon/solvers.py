@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recon.operators import CodedExposure
+from recon.psf_deconv import check_saturated
 
 __all__ = [
     "Reconstruction",
@@ -146,20 +147,20 @@ class Reconstructor(ABC):
         if not ok:
             raise SolverError(f"{self.name} cannot reconstruct this capture: {why}")
         t = equal_times(physics.n_chips) if times is None else _check_times(times)
-        share = 0.0
-        if saturated is not None:
-            if (not isinstance(saturated, Tensor) or saturated.dtype != torch.bool
-                    or saturated.shape != y.shape):
-                raise SolverError(f"saturated must be a bool mask of the frame's shape "
-                                  f"{tuple(y.shape)}; got {getattr(saturated, 'dtype', None)} "
-                                  f"{tuple(getattr(saturated, 'shape', ()))}.")
-            share = float(saturated.float().mean())
-            saturated = saturated if share > 0 else None
+        if saturated is not None and not isinstance(saturated, Tensor):
+            raise SolverError(f"saturated must be a bool mask tensor; got {type(saturated)}.")
+        try:
+            saturated = check_saturated(saturated, y)  # None when no pixel is clipped
+        except ValueError as e:
+            raise SolverError(str(e)) from e
+        share = 0.0 if saturated is None else float(saturated.float().mean())
         t0 = time.perf_counter()
         out = self._solve(y, physics, t, saturated)
         out.diagnostics.setdefault("seconds", time.perf_counter() - t0)
         out.diagnostics["saturated_fraction"] = share
-        out.diagnostics.setdefault("clip_aware", float(share > 0 and self.clip_aware()))
+        # a frame returned as it is (uniform) weighs no pixel: nothing was left out
+        out.diagnostics["clip_aware"] = float(
+            share > 0 and self.clip_aware() and "uniform" not in str(out.diagnostics.get("note")))
         return out
 
 
@@ -242,10 +243,11 @@ class ClassicalGlobal(Reconstructor):
         method: ``"tv"``, ``"wiener"`` or ``"refined"`` (closed-form Wiener and the shipped
             non-blind refiner of :mod:`recon.refiner`: faster than TV, and sharper where the
             refiner was trained).
-        motion: ``"auto"`` (the learned estimator when its model ships, with the spectral
-            search for the background's velocity when the learned answer is unsure, see
-            ``fallback_below``; the spectral search alone when no model ships), ``"learned"``
-            (the learned estimator only) or ``"spectral"``.
+        motion: ``"auto"`` (the learned estimator when its model ships; a frame whose learned
+            answer is unsure, see ``fallback_below``, gets ``fallback`` unless it agrees with
+            the trusted frame before it in a sequence, :meth:`begin_sequence`; the spectral
+            search alone when no model ships), ``"learned"`` (the learned estimator only) or
+            ``"spectral"``.
         fallback_below: with ``motion="auto"``, frames whose learned global probability is
             below this are unsure (:data:`FALLBACK_BELOW`).
         fallback: what an unsure frame gets, ``"still"`` or ``"spectral"`` (:data:`FALLBACK`).
@@ -365,6 +367,11 @@ class ClassicalGlobal(Reconstructor):
         slot = 1.0 / len(times)
         yf = y.float()  # float32, as batch reconstruction always ran (float64 took twice as long)
         diag: dict[str, float | str] = {}
+        # the trusted velocity of the frame just before (a sequence); cleared here, so a frame
+        # that does not set it (uniform, spectral) breaks the chain
+        before = None
+        if self._sequence is not None:
+            before, self._sequence["velocity"] = self._sequence["velocity"], None
         if not bool(torch.isfinite(yf).all()):
             raise SolverError("The frame holds NaN or infinite values; check the capture and its "
                               "calibration (a dark frame or flat field with zeros?).")
@@ -395,7 +402,6 @@ class ClassicalGlobal(Reconstructor):
             # preview's reduced frames are unsure more often (a 12-20 px pan at 128 px: p < 0.6)
             unsure = (self.motion == "auto" and not self.fast
                       and est.global_probability < self.fallback_below)
-            before = None if self._sequence is None else self._sequence["velocity"]
             if unsure and before is not None and _agree(est.velocity, before):
                 # unsure alone, but the frame before (a trusted answer one exposure earlier)
                 # moved the same way: two frames agreeing is the corroboration it lacked

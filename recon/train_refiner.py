@@ -40,7 +40,7 @@ from recon.functional import code_weights
 from recon.metrics import psnr
 from recon.motion_data import stratum_scene
 from recon.refiner import DeblurRefiner, refiner_inputs
-from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves
+from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves, render
 from recon.train_motion import ANCHOR_8, CODE_16, draw_code, draw_sigma, sha256_file
 
 SUB_STEPS = 4
@@ -60,8 +60,7 @@ def example(sampler: SceneSampler, code: str, seed: int, sigma: float,
             ) -> tuple[Tensor, Tensor, Tensor, tuple[float, float], float, Tensor]:
     """One training pair: the refiner's input ``(1, 5, H, W)``, the coded frame, the true chips
     ``(K, H, W)``, the velocity given (jittered when ``gen`` is given), the frame's mean and the
-    true mid-exposure image ``(H, W)`` (the mean of the two instantaneous views around
-    ``t = 1/2``)."""
+    true mid-exposure image ``(H, W)`` (the instantaneous view at ``t = 1/2``)."""
     stratum = "pan_accel" if seed % 3 == 0 else "pan"
     scene = stratum_scene(sampler, stratum, seed, 0, motion_px)
     b = coded_batch([scene], code, sub_steps=SUB_STEPS, sigma=sigma, noise_seed=seed)
@@ -70,8 +69,9 @@ def example(sampler: SceneSampler, code: str, seed: int, sigma: float,
     vg = jitter(v, gen) if gen is not None else (float(v[0]), float(v[1]))
     w = code_weights(code, sub_steps=SUB_STEPS, dtype=torch.float64)
     x, m = refiner_inputs(y, w, vg)  # the noise level estimated, as at inference
-    n = b.sub.shape[1]
-    sharp = 0.5 * (b.sub[0, n // 2 - 1] + b.sub[0, n // 2])
+    # the instantaneous view at t = 1/2 (what render_frames carries along the motion); the mean
+    # of the two sub-step views around it was a double image, v / n px apart
+    sharp = render(scene, [0.5])[0]
     return x, y, b.chips[0], vg, m, sharp
 
 

@@ -303,6 +303,12 @@ def test_an_unsure_frame_that_agrees_with_the_frame_before_keeps_its_motion() ->
                       other_est.velocity[1] - first.velocity[1]) > 4.0
     assert solver.reconstruct(other, phys, t).diagnostics["motion_fallback"] == 1.0
     assert solver.reconstruct(y, phys, t).velocity == (0.0, 0.0)
+    # a frame that does not go through the learned motion (uniform) breaks the chain too
+    solver.fallback_below = 0.0
+    solver.reconstruct(y, phys, t)
+    solver.fallback_below = 1.01
+    solver.reconstruct(torch.full_like(y, 0.5), phys, t)
+    assert solver.reconstruct(y, phys, t).velocity == (0.0, 0.0)
     # a new capture starts with no trusted frame; so does a solver never told of a sequence
     solver.begin_sequence()
     assert solver.reconstruct(y, phys, t).velocity == (0.0, 0.0)

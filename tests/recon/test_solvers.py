@@ -179,6 +179,9 @@ def test_clipped_pixels_get_no_weight_in_the_data_term() -> None:
         return float((r.frames.clamp(min=0) - gt)[:, ok].square().mean())
 
     assert err(aware) < 0.5 * err(plain)  # > 3 dB better where the truth is known
+    # the solved Wiener leaves them out too (measured on this scene: 22.4 -> 24.9 dB)
+    wiener = ClassicalGlobal("wiener", velocity=scene.layers[0].velocity_px)
+    assert err(wiener.reconstruct(y, phys, saturated=sat)) < 0.75 * err(wiener.reconstruct(y, phys))
     assert aware.diagnostics["saturated_fraction"] == pytest.approx(float(sat.float().mean()))
     assert aware.diagnostics["clip_aware"] == 1.0 and plain.diagnostics["clip_aware"] == 0.0
     assert plain.diagnostics["saturated_fraction"] == 0.0
