@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
             base = base.replace(black_level_dn=args.black_level)
         elif isinstance(camera, SimCamera) and base.black_level_dn == 0:
             # keep the simulated dark noise above 0 DN, as a real camera's offset does
-            base = base.replace(black_level_dn=min(64.0, float(base.saturation_dn // 16)))
+            base = base.replace(black_level_dn=base.calibration_black_level_dn)
         if args.gain_db is not None:
             base = base.replace(gain_db=args.gain_db)
         base = camera.apply_settings(base)

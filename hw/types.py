@@ -246,6 +246,18 @@ class CameraSettings:
     def replace(self, **changes: Any) -> CameraSettings:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def calibration_black_level_dn(self) -> float:
+        """The black level a calibration (and a simulated camera) wants: 64 DN, at most 1/16 of
+        the range, so the dark noise stays above 0 DN (a real sensor's offset).
+
+        >>> CameraSettings().calibration_black_level_dn
+        64.0
+        >>> CameraSettings(pixel_format="Mono8").calibration_black_level_dn
+        15.0
+        """
+        return min(64.0, float(self.saturation_dn // 16))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

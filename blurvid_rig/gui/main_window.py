@@ -80,11 +80,6 @@ class StateBridge(QObject):
         self.changed.emit(state.value, reason)
 
 
-#: black level the window gives a simulated camera (at most 1/16 of its range, as
-#: ``calibrate --sim`` does: 64 DN in Mono12)
-SIM_BLACK_DN = 64.0
-
-
 def sim_rig_factory(size: int, **camera_kw: Any) -> Callable[..., tuple[Any, Any]]:
     """A factory of the simulated camera and shutter (``size`` x ``size`` sensor)."""
 
@@ -342,8 +337,8 @@ class MainWindow(QMainWindow):
                 if isinstance(camera, SimCamera) and camera.settings.black_level_dn == 0:
                     # as a real sensor's offset (and calibrate --sim): dark noise above 0 DN
                     cs = camera.settings
-                    camera.apply_settings(cs.replace(black_level_dn=min(
-                        SIM_BLACK_DN, float(cs.saturation_dn // 16))))
+                    camera.apply_settings(cs.replace(
+                        black_level_dn=cs.calibration_black_level_dn))
             except BaseException:
                 stack.close()
                 raise

@@ -313,11 +313,6 @@ class StepPage(QWizardPage):
         return not self.running
 
 
-def _black_level_for(settings: Any) -> float:
-    """The black level a calibration wants: 64 DN, at most 1/16 of the range."""
-    return min(64.0, float(settings.saturation_dn // 16))
-
-
 class PlanPage(QWizardPage):
     """Exposure and counts of the calibration, and which rig it is for."""
 
@@ -479,7 +474,7 @@ class CalibrationWizard(QWizard):
     def suggested_black_level(self) -> float | None:
         """The black level to offer when the dark step finds the dark noise clipped at 0 DN
         (None when the camera already holds at least that much)."""
-        want = _black_level_for(self.base)
+        want = self.base.calibration_black_level_dn
         return want if self.base.black_level_dn < want else None
 
     def set_black_level(self, dn: float) -> None:
