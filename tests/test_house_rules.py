@@ -124,3 +124,14 @@ def test_the_check_sees_absolute_relative_and_multi_line_imports(tmp_path: Path)
         ("hw/sub/b.py", "hw.c", "_up"),
         ("hw/sub/a.py", "hw.sub.b", "_late"),
     }
+
+
+def test_import_contracts_see_indirect_imports() -> None:
+    """A contract with ``allow_indirect_imports`` would not see a chain (a -> b -> forbidden), which
+    is how the cycles of issue 16 went unnoticed; every contract in pyproject.toml checks chains."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    lax = [c["name"] for c in config["contracts"] if c.get("allow_indirect_imports")]
+    assert not lax, f"contracts that ignore indirect imports: {lax}"
+    assert len(config["contracts"]) >= 8
