@@ -135,3 +135,67 @@ def test_import_contracts_see_indirect_imports() -> None:
     lax = [c["name"] for c in config["contracts"] if c.get("allow_indirect_imports")]
     assert not lax, f"contracts that ignore indirect imports: {lax}"
     assert len(config["contracts"]) >= 8
+
+
+#: Issue 16's size rules: no module over this many lines outside tests ...
+MAX_MODULE_LINES = 800
+#: ... and no function (docstring included) over this many lines.
+MAX_FUNCTION_LINES = 80
+#: Modules still over the limit when the rule came in; may only shrink (remove an entry when its
+#: module is split).
+LONG_MODULES = {
+    "blurvid_rig/capture_file.py", "blurvid_rig/gui/main_window.py", "blurvid_rig/h5util.py",
+    "blurvid_rig/session.py", "calibration/procedures.py", "hw/genicam_camera.py",
+    "recon/codes.py", "recon/evaluate.py", "recon/scenes.py",
+}
+#: ``(file, function)`` still over the limit; may only shrink.
+LONG_FUNCTIONS = {
+    ("blurvid_rig/batch.py", "reconstruct_capture"), ("blurvid_rig/calibrate_cmd.py", "run"),
+    ("blurvid_rig/capture.py", "run_coded_capture"), ("blurvid_rig/capture_file.py", "__init__"),
+    ("blurvid_rig/cli.py", "build_parser"), ("blurvid_rig/cli.py", "cmd_capture"),
+    ("blurvid_rig/demo.py", "run_demo"), ("blurvid_rig/gui/main_window.py", "__init__"),
+    ("blurvid_rig/recon_file.py", "__init__"), ("blurvid_rig/session.py", "record"),
+    ("calibration/procedures.py", "dmd_mapping"), ("calibration/procedures.py", "shutter_timing"),
+    ("hw/genicam_camera.py", "_apply"), ("hw/genicam_support.py", "trigger_window_problems"),
+    ("hw/sim/camera.py", "__init__"), ("recon/classical.py", "reconstruct_global"),
+    ("recon/codes.py", "search_codes"), ("recon/data.py", "dead_leaves"),
+    ("recon/data.py", "linear_motion_clip"), ("recon/evaluate.py", "evaluate"),
+    ("recon/evaluate.py", "render_markdown"), ("recon/evaluate_motion.py", "evaluate"),
+    ("recon/motion.py", "cost_features"), ("recon/solvers.py", "_solve"),
+    ("recon/train.py", "train"), ("recon/train_motion.py", "train"),
+    ("recon/train_refiner.py", "train"), ("recon/velocity.py", "estimate_velocity"),
+}
+SIZED = ("hw", "recon", "calibration", "blurvid_rig")
+
+
+@functools.cache
+def long_modules_and_functions() -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """The modules over :data:`MAX_MODULE_LINES` and the ``(file, function)`` pairs over
+    :data:`MAX_FUNCTION_LINES` in the project's packages."""
+    modules, functions = set(), set()
+    for pkg in SIZED:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            src = path.read_text()
+            if len(src.splitlines()) > MAX_MODULE_LINES:
+                modules.add(rel)
+            for node in ast.walk(ast.parse(src)):
+                if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES):
+                    functions.add((rel, node.name))
+    return frozenset(modules), frozenset(functions)
+
+
+def test_no_new_long_modules_or_functions() -> None:
+    modules, functions = long_modules_and_functions()
+    new_m, new_f = sorted(modules - LONG_MODULES), sorted(functions - LONG_FUNCTIONS)
+    assert not new_m and not new_f, (
+        f"Over {MAX_MODULE_LINES} lines (split by job): {new_m}; functions over "
+        f"{MAX_FUNCTION_LINES} lines (extract steps with names): {new_f}. Do not grow the lists.")
+
+
+def test_the_size_allow_lists_only_shrink() -> None:
+    modules, functions = long_modules_and_functions()
+    gone = sorted(LONG_MODULES - modules) + sorted(map(str, LONG_FUNCTIONS - functions))
+    assert not gone, ("Now within the limits: remove from LONG_MODULES / LONG_FUNCTIONS in "
+                      f"tests/test_house_rules.py: {gone}")
