@@ -5,8 +5,9 @@ Producers (``.cti`` files) are found by :func:`~hw.genicam_support.find_producer
 devices they see; :class:`GenICamCamera` opens one by serial number or by index.
 
 Settings. :class:`~hw.types.CameraSettings` is mapped to SFNC features where the device has them
-(feature sets differ per producer: every feature is looked up first). When the device lacks the
-feature for one of our settings (:meth:`GenICamCamera.feature_report` says which):
+(by :mod:`hw.genicam_settings`; feature sets differ per producer: every feature is looked up
+first). When the device lacks the feature for one of our settings
+(:meth:`GenICamCamera.feature_report` says which):
 
 * a mode it cannot do raises :class:`~hw.errors.UnsupportedFeatureError`: ``trigger_mode='On'``
   without TriggerMode, a trigger source it does not offer, ``exposure_mode='TriggerWidth'``
@@ -31,7 +32,6 @@ swallows Ctrl+C; the previous handler is restored.
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
@@ -52,10 +52,8 @@ from hw.errors import (
     ProtocolError,
     UnsupportedFeatureError,
 )
+from hw.genicam_settings import MONO_DTYPES, apply_settings, read_settings, select_frame_start
 from hw.genicam_support import (
-    ABSENT,
-    ADJUSTED,
-    APPLIED,
     GENTL_PATH_ENV,
     HUB_LOCK,
     LIBRARY_ERRORS,
@@ -70,16 +68,12 @@ from hw.genicam_support import (
     enumerate_devices,
     find_producers,
     list_devices,
-    snap,
     trigger_window_problems,
 )
 from hw.types import (
-    EXPOSURE_MODES,
-    TRIGGER_SOURCES,
     CameraInfo,
     CameraSettings,
     Frame,
-    Roi,
     ShutterCode,
 )
 
@@ -93,14 +87,6 @@ __all__ = [
     "list_devices",
     "trigger_window_problems",
 ]
-
-#: Pixel format -> numpy dtype of the frames.
-MONO_DTYPES: dict[str, type[np.unsignedinteger]] = {
-    "Mono8": np.uint8,
-    "Mono10": np.uint16,
-    "Mono12": np.uint16,
-    "Mono16": np.uint16,
-}
 
 _FETCH_SLICE_S = 0.05  # longest wait inside one harvesters call (stop() waits at most this long)
 
@@ -240,7 +226,7 @@ class GenICamCamera(Camera):
                 s = self._settings
                 kept = {r.setting: getattr(s, r.setting) for r in self._report
                         if r.status == NOT_APPLIED}  # fmt: skip
-                self._settings = self._read_settings(s).replace(**kept)
+                self._settings = read_settings(self._f, s).replace(**kept)
         except LIBRARY_ERRORS as e:
             raise self._failure(e, f"write {name}") from e
         return self._f.get(name) if self._f.readable(name) else value
@@ -255,7 +241,7 @@ class GenICamCamera(Camera):
         self._check_lost()
         with self._io_lock:
             try:
-                self._select_frame_start()
+                select_frame_start(self._f)
                 nodes = {n: self._f.get(n) for n in WINDOW_FEATURES if self._f.readable(n)}
             except LIBRARY_ERRORS as e:
                 raise self._failure(e, "read the trigger features") from e
@@ -607,7 +593,7 @@ class GenICamCamera(Camera):
 
     def _normalised_device_settings(self) -> CameraSettings:
         """The device's current settings, with a pixel format we record."""
-        s = self._read_settings(CameraSettings())
+        s = read_settings(self._f, CameraSettings())
         if self._f.readable("PixelFormat") and self._f.get("PixelFormat") not in MONO_DTYPES:
             offered = self._f.entries("PixelFormat")
             for pf in ("Mono12", "Mono16", "Mono10", "Mono8"):
@@ -619,85 +605,7 @@ class GenICamCamera(Camera):
             )
         return s
 
-    def _select_frame_start(self) -> None:
-        """Point TriggerSelector at FrameStart, so the trigger features read are the frame's."""
-        f = self._f
-        if f.readable("TriggerSelector") and f.get("TriggerSelector") != "FrameStart":
-            if f.writable("TriggerSelector") and "FrameStart" in f.entries("TriggerSelector"):
-                f.set("TriggerSelector", "FrameStart", "trigger_mode")
-
-    def _read_settings(self, nominal: CameraSettings) -> CameraSettings:
-        """The device's current state as CameraSettings; ``nominal`` fills what it lacks."""
-
-        def val(name: str, default: Any, ok: Any = lambda v: True) -> Any:
-            if self._f.readable(name):
-                v = self._f.get(name)
-                if ok(v):
-                    return v
-            return default
-
-        self._select_frame_start()
-        n = nominal
-        roi = Roi(
-            val("OffsetX", 0), val("OffsetY", 0), val("Width", n.roi.width),
-            val("Height", n.roi.height),
-        )  # fmt: skip
-        return n.replace(
-            pixel_format=val("PixelFormat", n.pixel_format, lambda v: v in MONO_DTYPES),
-            roi=roi,
-            trigger_mode=val("TriggerMode", "Off", lambda v: v in ("Off", "On")),
-            trigger_source=val("TriggerSource", n.trigger_source, lambda v: v in TRIGGER_SOURCES),
-            exposure_mode=val("ExposureMode", "Timed", lambda v: v in EXPOSURE_MODES),
-            exposure_us=float(val("ExposureTime", n.exposure_us, lambda v: v > 0)),
-            gain_db=float(val("Gain", n.gain_db, lambda v: v >= 0)),
-            frame_rate_hz=float(val("AcquisitionFrameRate", n.frame_rate_hz, lambda v: v > 0)),
-            black_level_dn=float(val("BlackLevel", n.black_level_dn, lambda v: v >= 0)),
-        )
-
     # -- applying settings -------------------------------------------------------------------------
-    def _resolve_roi(self, roi: Roi) -> Roi:
-        sw, sh = self._sensor
-        if roi.offset_x >= sw or roi.offset_y >= sh:
-            raise UnsupportedFeatureError(
-                f"ROI offset ({roi.offset_x}, {roi.offset_y}) is outside the {sw}x{sh} sensor of "
-                f"{self._label}; use a smaller offset."
-            )
-        w = roi.width or sw - roi.offset_x
-        h = roi.height or sh - roi.offset_y
-        if roi.offset_x + w > sw or roi.offset_y + h > sh:
-            raise UnsupportedFeatureError(
-                f"An ROI of {w}x{h} at ({roi.offset_x}, {roi.offset_y}) does not fit on the "
-                f"{sw}x{sh} sensor of {self._label} (it would end at x={roi.offset_x + w}, "
-                f"y={roi.offset_y + h}); reduce its size or offset."
-            )
-        out = {}
-        for off_name, off, dim_name, dim, size in (
-            ("OffsetX", roi.offset_x, "Width", w, sw),
-            ("OffsetY", roi.offset_y, "Height", h, sh),
-        ):
-            if self._f.present(off_name):
-                lo, _, inc = self._f.limits(off_name)
-                off = snap(off, int(lo), size - 1, int(inc))
-            elif off:
-                raise UnsupportedFeatureError(
-                    f"{self._label} has no {off_name}, so the ROI cannot start at {off} px; use an "
-                    f"ROI offset of 0 (crop in software if needed)."
-                )
-            if self._f.present(dim_name):
-                lo, _, inc = self._f.limits(dim_name)
-                dim = snap(dim, int(lo), size - off, int(inc))
-                if off + dim > size:
-                    raise UnsupportedFeatureError(
-                        f"The ROI {dim_name} cannot be below {lo} px on {self._label}, which does "
-                        f"not fit after an offset of {off} px on a {size} px sensor."
-                    )
-            elif dim != size:
-                raise UnsupportedFeatureError(
-                    f"{self._label} has no {dim_name}; the ROI must be the whole {size} px."
-                )
-            out[off_name], out[dim_name] = off, dim
-        return Roi(out["OffsetX"], out["OffsetY"], out["Width"], out["Height"])
-
     def _apply_checked(self, s: CameraSettings) -> CameraSettings:
         try:
             return self._apply(s)
@@ -706,147 +614,7 @@ class GenICamCamera(Camera):
 
     def _apply(self, s: CameraSettings) -> CameraSettings:
         """Check what can be checked without writing, write in SFNC order, read back."""
-        report: dict[str, FeatureStatus] = {}
-        nominal: set[str] = set()
-        has = self._f.present
-        on, timed = s.trigger_mode == "On", s.exposure_mode == "Timed"
-
-        def nominal_only(setting: str, feature: str, note: str) -> None:
-            value = getattr(s, setting)
-            nominal.add(setting)
-            report[setting] = FeatureStatus(setting, feature, NOT_APPLIED, value, value, note)
-
-        def lacks(setting: str, feature: str, harmless: bool, note: str = "") -> None:
-            value = getattr(s, setting)
-            if harmless:
-                report[setting] = FeatureStatus(setting, feature, ABSENT, value, value, note)
-            elif self.strict:
-                raise UnsupportedFeatureError(
-                    f"{self._label} has no {feature}, so {setting}={value!r} cannot be applied "
-                    "(strict=True)."
-                )
-            else:
-                nominal_only(setting, feature, note or f"the device has no {feature}")
-
-        # 1. checks: nothing is written if one fails
-        if has("PixelFormat"):
-            self._f.check_entry("PixelFormat", s.pixel_format, "pixel_format")
-        else:
-            lacks("pixel_format", "PixelFormat", False, "frames must arrive in this format")
-        roi = self._resolve_roi(s.roi)
-        if on:
-            for name, value in (("TriggerMode", "On"), ("TriggerSource", s.trigger_source)):
-                if not has(name):
-                    raise UnsupportedFeatureError(
-                        f"{self._label} has no {name}, so it cannot be triggered; use "
-                        "trigger_mode='Off' (free run)."
-                    )
-                self._f.check_entry(name, value, "trigger_mode")
-            if has("TriggerSelector"):
-                self._f.check_entry("TriggerSelector", "FrameStart", "trigger_mode")
-        elif not has("TriggerMode"):
-            lacks("trigger_mode", "TriggerMode", True, "the device free runs only")
-            lacks("trigger_source", "TriggerSource", True, "the device free runs only")
-        if has("ExposureMode"):
-            self._f.check_entry("ExposureMode", s.exposure_mode, "exposure_mode")
-        elif not timed:
-            raise UnsupportedFeatureError(
-                f"{self._label} has no ExposureMode, so it cannot expose for the trigger width; "
-                "use exposure_mode='Timed' with an exposure_us that covers the code."
-            )
-        else:
-            lacks("exposure_mode", "ExposureMode", True, "the device's exposure is timed")
-        for setting, feature, unit, harmless in (
-            ("exposure_us", "ExposureTime", "us", None),
-            ("gain_db", "Gain", "dB", 0.0),
-            ("black_level_dn", "BlackLevel", "DN", 0.0),
-        ):
-            value = getattr(s, setting)
-            if setting == "exposure_us" and not timed:
-                nominal_only(setting, feature, "TriggerWidth: the trigger sets the exposure")
-            elif has(feature):
-                self._f.check_range(feature, value, setting, unit)
-            else:
-                lacks(setting, feature, value == harmless)
-        free_rate = has("AcquisitionFrameRate") and not (on and has("AcquisitionFrameRateEnable"))
-        if free_rate:
-            self._f.check_range("AcquisitionFrameRate", s.frame_rate_hz, "frame_rate_hz", "Hz")
-        elif on and has("AcquisitionFrameRateEnable"):
-            nominal_only("frame_rate_hz", "AcquisitionFrameRate", "no limit while triggered")
-        else:
-            lacks("frame_rate_hz", "AcquisitionFrameRate", False)
-
-        # 2. writes, in SFNC order
-        written: dict[str, list[str]] = {}
-
-        def put(name: str, value: Any, setting: str) -> None:
-            self._f.set(name, value, setting)
-            written.setdefault(setting, []).append(name)
-
-        def select(name: str, entry: str, setting: str) -> None:
-            if self._f.readable(name) and entry in self._f.entries(name):
-                self._f.set(name, entry, setting)
-
-        for auto in ("ExposureAuto", "GainAuto", "BlackLevelAuto"):
-            select(auto, "Off", auto)
-        if has("PixelFormat"):
-            put("PixelFormat", s.pixel_format, "pixel_format")
-        for off in ("OffsetX", "OffsetY"):  # let Width and Height grow first
-            if self._f.readable(off) and self._f.get(off) != 0:
-                self._f.set(off, 0, "roi")
-        for name in ("Width", "Height", "OffsetX", "OffsetY"):
-            if has(name):
-                put(name, {"Width": roi.width, "Height": roi.height, "OffsetX": roi.offset_x,
-                           "OffsetY": roi.offset_y}[name], "roi")  # fmt: skip
-        select("TriggerSelector", "FrameStart", "trigger_mode")
-        if has("TriggerMode"):
-            self._f.set("TriggerMode", "Off", "trigger_mode")  # some lock the source while on
-            offered = self._f.entries("TriggerSource") if self._f.readable("TriggerSource") else ()
-            if s.trigger_source in offered:
-                put("TriggerSource", s.trigger_source, "trigger_source")
-            else:
-                nominal_only("trigger_source", "TriggerSource", "not offered; unused in free run")
-            if on and s.trigger_source != "Software" and self._f.readable("TriggerActivation"):
-                acts = self._f.entries("TriggerActivation")
-                act = next((a for a in ("RisingEdge", "LevelHigh") if a in acts), None)
-                if act is None:
-                    raise UnsupportedFeatureError(
-                        f"{self._label} offers TriggerActivation {list(acts)}; the shutter "
-                        "controller's trigger needs RisingEdge or LevelHigh."
-                    )
-                put("TriggerActivation", act, "trigger_source")
-            put("TriggerMode", s.trigger_mode, "trigger_mode")
-        if has("ExposureMode"):
-            put("ExposureMode", s.exposure_mode, "exposure_mode")
-        if timed and has("ExposureTime"):
-            put("ExposureTime", float(s.exposure_us), "exposure_us")
-        if has("Gain"):
-            select("GainSelector", "All", "gain_db")
-            put("Gain", float(s.gain_db), "gain_db")
-        if has("BlackLevel"):
-            select("BlackLevelSelector", "All", "black_level_dn")
-            put("BlackLevel", float(s.black_level_dn), "black_level_dn")
-        if has("AcquisitionFrameRateEnable"):
-            self._f.set("AcquisitionFrameRateEnable", not on, "frame_rate_hz")
-        if free_rate:
-            put("AcquisitionFrameRate", float(s.frame_rate_hz), "frame_rate_hz")
-
-        # 3. what the device holds now
-        held = self._read_settings(s).replace(**{k: getattr(s, k) for k in nominal})
-        sw, sh = self._sensor
-        r = s.roi  # width/height 0 = up to the sensor edge
-        asked_roi = Roi(
-            r.offset_x, r.offset_y, r.width or sw - r.offset_x, r.height or sh - r.offset_y
+        held, self._report = apply_settings(
+            self._f, s, sensor=self._sensor, label=self._label, strict=self.strict
         )
-        for setting, names in written.items():
-            asked = asked_roi if setting == "roi" else getattr(s, setting)
-            got = getattr(held, setting)
-            same = (
-                math.isclose(asked, got, rel_tol=1e-6, abs_tol=1e-9)
-                if isinstance(asked, float)
-                else asked == got
-            )
-            status, note = (APPLIED, "") if same else (ADJUSTED, "rounded by the device")
-            report[setting] = FeatureStatus(setting, "/".join(names), status, asked, got, note)
-        self._report = [report[k] for k in CameraSettings.__dataclass_fields__ if k in report]
         return held

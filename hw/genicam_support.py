@@ -418,24 +418,7 @@ def trigger_window_problems(
             f"TriggerDelay is {delay:g} us, longer than the lead of {lead_us:g} us, so "
             "the first chips would be lost; lower TriggerDelay or lengthen the lead"
         )
-    mode = nodes.get("ExposureMode", "Timed")
-    if mode == "Timed":
-        lead = lead_us - min(delay, lead_us)
-        need = lead + code.period_us + margin_us
-        exposure = nodes.get("ExposureTime")
-        if exposure is None:
-            out.append(
-                "the camera has no ExposureTime feature, so its timed exposure cannot be checked "
-                "against the code; use exposure_mode='TriggerWidth' on a camera that has it"
-            )
-        elif float(exposure) < need:
-            out.append(
-                f"ExposureTime is {float(exposure):g} us but must cover {need:g} us (lead "
-                f"{lead:g} us + code {code.period_us:g} us + margin {margin_us:g} us); use "
-                "exposure_mode='TriggerWidth' or a longer exposure_us"
-            )
-    elif mode != "TriggerWidth":
-        out.append(f"ExposureMode is {mode!r}; use 'TriggerWidth' or 'Timed'")
+    out += _exposure_window_problems(nodes, code, delay, lead_us, margin_us)
     for auto in ("ExposureAuto", "GainAuto"):
         if nodes.get(auto, "Off") != "Off":
             out.append(f"{auto} is {nodes[auto]!r}; it must be 'Off' during a coded capture")
@@ -445,6 +428,33 @@ def trigger_window_problems(
             "faster triggers are ignored; switch it off (apply_settings does with trigger On)"
         )
     return out
+
+
+def _exposure_window_problems(
+    nodes: Mapping[str, Any], code: ShutterCode, delay_us: float, lead_us: float, margin_us: float
+) -> list[str]:
+    """The exposure part of :func:`trigger_window_problems`: the mode, and a Timed exposure's
+    length against the lead (less the trigger delay), the code and the margin."""
+    mode = nodes.get("ExposureMode", "Timed")
+    if mode == "TriggerWidth":
+        return []
+    if mode != "Timed":
+        return [f"ExposureMode is {mode!r}; use 'TriggerWidth' or 'Timed'"]
+    lead = lead_us - min(delay_us, lead_us)
+    need = lead + code.period_us + margin_us
+    exposure = nodes.get("ExposureTime")
+    if exposure is None:
+        return [
+            "the camera has no ExposureTime feature, so its timed exposure cannot be checked "
+            "against the code; use exposure_mode='TriggerWidth' on a camera that has it"
+        ]
+    if float(exposure) < need:
+        return [
+            f"ExposureTime is {float(exposure):g} us but must cover {need:g} us (lead "
+            f"{lead:g} us + code {code.period_us:g} us + margin {margin_us:g} us); use "
+            "exposure_mode='TriggerWidth' or a longer exposure_us"
+        ]
+    return []
 
 
 def snap(value: int, lo: int, hi: int, inc: int) -> int:
