@@ -1,6 +1,7 @@
-"""Tests of recon.evaluate: the metric helpers (strict vs best-of-both-orders, per-stratum
-aggregation, t bins), the bars, and a ``--quick`` end-to-end run on a tiny set into a temporary
-folder with freshly initialised models (no shipped weights, no photo packages needed)."""
+"""Tests of recon.evaluate and recon.evaluate_scores: the metric helpers (strict vs
+best-of-both-orders, per-stratum aggregation, t bins), the bars, and a ``--quick`` end-to-end run on
+a tiny set into a temporary folder with freshly initialised models (no shipped weights, no photo
+packages needed)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,12 @@ import pytest
 import torch
 
 import recon.scenes as sc
-from recon.evaluate import (
+from recon.evaluate import EvalConfig, EvalReport, check_bars, main, render_markdown
+from recon.evaluate_scores import (
     PSNR_CAP_DB,
-    EvalConfig,
-    EvalReport,
     FrameScores,
     RowResult,
     aggregate,
-    check_bars,
-    main,
-    render_markdown,
     score_frames,
     t_bins,
 )
