@@ -33,11 +33,11 @@ from blurvid_rig.recon_file import ReconFile  # noqa: E402
 from calibration.bench import SimBench  # noqa: E402
 from calibration.procedures import Plan, Rig, calibrate_all, run  # noqa: E402
 from hw.optics import ShutterOptics  # noqa: E402
-from hw.sim import SimScene, make_sim_rig  # noqa: E402
+from hw.sim import SimScene, SimSensor, make_sim_rig  # noqa: E402
 from hw.types import ShutterCode  # noqa: E402
 
 OPTICS = ShutterOptics(leakage=0.02, latency_us=30.0, rise_us=50.0, fall_us=40.0)
-SENSOR = dict(vignetting=0.25, prnu=0.01, hot_pixel_fraction=0.0005, dsnu_e=2.0)
+SENSOR = SimSensor(vignetting=0.25, prnu=0.01, hot_pixel_fraction=0.0005, dsnu_e=2.0)
 CODE = "11100101"
 
 
@@ -53,7 +53,7 @@ def one(chip_us: float, size: int, n_frames: int, blur_px: float, out: Path) -> 
     scene = SimScene.translating(texture, (blur_px / period_s, 0.3 * blur_px / period_s),
                                  border="reflect")
     cam, sh = make_sim_rig(size, size, seed=7, scene=scene, shutter_kw={"optics": OPTICS},
-                           history_frames=64, **SENSOR)
+                           history_frames=64, sensor=SENSOR)
     with cam, sh:
         cam.apply_settings(cam.settings.replace(exposure_us=code.period_us, black_level_dn=64.0))
         t0 = time.perf_counter()

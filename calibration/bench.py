@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from hw.optics import ShutterOptics, warp_masks
-from hw.sim.camera import SimCamera, make_sim_rig
+from hw.sim.camera import SimCamera, SimSensor, make_sim_rig
 from hw.sim.scene import SimScene
 from hw.sim.shutter import SimShutter
 
@@ -38,16 +38,19 @@ TARGETS = ("cap", "flat", "bright", "checkerboard")
 #: The simulated rig of ``blurvid-rig calibrate --sim``: an LC shutter as data sheets describe
 #: one, and a sensor and lens with the defects calibration is for.
 SIM_LC_SHUTTER = ShutterOptics(leakage=0.02, latency_us=30.0, rise_us=50.0, fall_us=40.0)
-SIM_SENSOR = {"vignetting": 0.25, "prnu": 0.01, "dsnu_e": 2.0, "hot_pixel_fraction": 0.0005}
+SIM_SENSOR = SimSensor(vignetting=0.25, prnu=0.01, dsnu_e=2.0, hot_pixel_fraction=0.0005)
 
 
 def make_sim_bench_rig(
-    width: int = 512, height: int = 384, seed: int = 0, **camera_kw: object
+    width: int = 512, height: int = 384, seed: int = 0, *, sensor: SimSensor = SIM_SENSOR,
+    **camera_kw: object,
 ) -> tuple[SimCamera, SimShutter]:
     """A simulated camera and shutter with :data:`SIM_LC_SHUTTER` and :data:`SIM_SENSOR` (the
-    truth a simulated calibration should recover); ``camera_kw`` overrides the sensor."""
-    kw = {**SIM_SENSOR, **camera_kw}
-    return make_sim_rig(width, height, seed=seed, shutter_kw={"optics": SIM_LC_SHUTTER}, **kw)
+    truth a simulated calibration should recover); ``camera_kw``: more SimCamera options."""
+    return make_sim_rig(
+        width, height, seed=seed, shutter_kw={"optics": SIM_LC_SHUTTER}, sensor=sensor,
+        **camera_kw,
+    )  # fmt: skip
 
 
 def sim_truth(camera: SimCamera, shutter: SimShutter) -> dict[str, float]:

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from blurvid_rig.gui.main_window import MainWindow, sim_rig_factory
     from blurvid_rig.session import SessionState
+    from hw.sim import SimFaults
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"timed out waiting for {what}")
 
     win = MainWindow(rig_factory=sim_rig_factory(args.size), out_dir=captures)
-    win.sim_size.setValue(args.size)
+    win.devices_panel.sim_size.setValue(args.size)
     win.resize(1500, 950)
     win.show()
     win.connect_rig()
@@ -107,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     shot(win, "files_1366x768.png")
     win.close()
 
-    bad = MainWindow(rig_factory=sim_rig_factory(args.size, disconnect_after_n=5),
+    bad = MainWindow(rig_factory=sim_rig_factory(args.size, faults=SimFaults(disconnect_after_n=5)),
                      out_dir=captures)  # fmt: skip
-    bad.sim_size.setValue(args.size)
+    bad.devices_panel.sim_size.setValue(args.size)
     bad.resize(1500, 950)
     bad.show()
     bad.connect_rig()

@@ -156,7 +156,7 @@ LONG_FUNCTIONS = {
     ("blurvid_rig/demo.py", "run_demo"), ("blurvid_rig/gui/main_window.py", "__init__"),
     ("blurvid_rig/recon_file.py", "__init__"), ("blurvid_rig/session.py", "record"),
     ("calibration/procedures.py", "dmd_mapping"), ("calibration/procedures.py", "shutter_timing"),
-    ("hw/sim/camera.py", "__init__"), ("recon/classical.py", "reconstruct_global"),
+    ("recon/classical.py", "reconstruct_global"),
     ("recon/codes.py", "search_codes"), ("recon/data.py", "dead_leaves"),
     ("recon/data.py", "linear_motion_clip"),
     ("recon/evaluate_motion.py", "evaluate"),

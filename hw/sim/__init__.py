@@ -6,7 +6,7 @@
 (48, 64)
 """
 
-from hw.sim.camera import SimCamera, SimGroundTruth, make_sim_rig
+from hw.sim.camera import SimCamera, SimFaults, SimGroundTruth, SimSensor, make_sim_rig
 from hw.sim.replay import ReplayCamera
 from hw.sim.scene import Motion, SimScene, Sprite
 from hw.sim.shutter import SimClock, SimShutter, TriggerEvent
@@ -17,8 +17,10 @@ __all__ = [
     "ReplayCamera",
     "SimCamera",
     "SimClock",
+    "SimFaults",
     "SimGroundTruth",
     "SimScene",
+    "SimSensor",
     "SimShutter",
     "SimTriggerWire",
     "Sprite",

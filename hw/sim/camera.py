@@ -21,7 +21,7 @@ brightness whatever the code or exposure time (as if the lighting were adjusted 
 well exposed). A box exposure is an all-open code (chips of about 1 ms). Then the sensor: PRNU
 (fixed multiplicative pattern), shot noise (Poisson on electrons, ``gain_e_per_dn`` e-/DN), dark
 current and DSNU (fixed additive pattern), read noise, black level, clipping to saturation and
-rounding to the pixel format. ``noise=False`` keeps only the deterministic part:
+rounding to the pixel format. ``SimSensor(noise=False)`` keeps only the deterministic part:
 ``rint(clip(dark_dn + signal))``.
 
 Frames are rendered in the thread that calls :meth:`~hw.base.Camera.fetch`, from a recipe fixed
@@ -127,17 +127,41 @@ def _box_code(exposure_us: float) -> ShutterCode:
     return ShutterCode((1,) * n, exposure_us / n, name="box")
 
 
-class SimCamera(SimCameraBase):
-    """Simulated camera with sensor noise, ground truth and fault knobs.
+def _sensor_size(scene: SimScene | None, width: int | None, height: int | None) -> tuple[int, int]:
+    """The sensor's size: the scene's (which must match ``width``/``height`` where given), else
+    ``width`` x ``height`` (1024 each by default, at least 8)."""
+    if scene is not None:
+        sw = scene.width if width is None else int(width)
+        sh = scene.height if height is None else int(height)
+        if (sw, sh) != (scene.width, scene.height):
+            raise ValueError(
+                f"The scene is {scene.width}x{scene.height} but the sensor is {sw}x{sh}; "
+                "make the scene the size of the sensor."
+            )
+        return sw, sh
+    sw = 1024 if width is None else int(width)
+    sh = 1024 if height is None else int(height)
+    if sw < 8 or sh < 8:
+        raise ValueError(f"The sensor must be at least 8x8 pixels, got {sw}x{sh}.")
+    return sw, sh
+
+
+def _check(name: str, v: float | None, *, positive: bool = False, none_ok: bool = False) -> None:
+    """ValueError unless ``v`` is finite and > 0 (``positive``) or >= 0 (None passes if
+    ``none_ok``)."""
+    if v is None and none_ok:
+        return
+    if positive and not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be > 0{' (or None)' if none_ok else ''}, got {v!r}.")
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be >= 0, got {v!r}.")
+
+
+@dataclass(frozen=True)
+class SimSensor:
+    """The simulated sensor: its light response and noise (see the module doc for the model).
 
     Args:
-        scene: what the camera sees; a ``SimScene.default`` of the sensor size when None.
-        shutter: a :class:`SimShutter` (or a :class:`~hw.sim.wire.SimTriggerWire` from a real
-            controller) whose triggers this camera receives on Line1 (the camera connects itself
-            and shares the shutter's simulated clock).
-        sensor_width: sensor width in pixels (default: the scene's width, else 1024).
-        sensor_height: sensor height in pixels (default: the scene's height, else 1024).
-        seed: seeds the default scene, the fixed patterns, the noise and the drop decisions.
         pixel_size_um: reported pixel pitch.
         signal_dn: DN of a static full-scale (1.0) scene at 0 dB gain; None = 60 % of the pixel
             format's saturation (so it follows the pixel format).
@@ -150,28 +174,98 @@ class SimCamera(SimCameraBase):
             exposure (see the module docstring). A number: the camera stands under fixed light,
             as a real one does: a static full-scale scene gives ``full_scale_dn`` after this many
             microseconds of open shutter, and proportionally more or less light for other
-            exposures (what calibration measures against). A plain attribute.
+            exposures (what calibration measures against).
         vignetting: relative light lost at the sensor corners by the lens (0.3 = corners get
-            70 %), falling off with the squared distance from the centre. A plain attribute.
+            70 %), falling off with the squared distance from the centre.
         hot_pixel_fraction: fraction of pixels with ``hot_pixel_e_per_s`` of extra dark current.
         hot_pixel_e_per_s: dark current of a hot pixel.
+        noise: False = no noise and no fixed patterns (deterministic frames).
+
+    Raises:
+        ValueError: a value out of its range.
+    """
+
+    pixel_size_um: float = 3.45
+    signal_dn: float | None = None
+    full_well_e: float = 10_500.0
+    read_noise_e: float = 2.5
+    prnu: float = 0.01
+    dsnu_e: float = 1.0
+    dark_current_e_per_s: float = 5.0
+    linear_exposure_ref_us: float | None = None
+    vignetting: float = 0.0
+    hot_pixel_fraction: float = 0.0
+    hot_pixel_e_per_s: float = 20_000.0
+    noise: bool = True
+
+    def __post_init__(self) -> None:
+        _check("full_well_e", self.full_well_e, positive=True)
+        _check("pixel_size_um", self.pixel_size_um, positive=True)
+        for name in ("read_noise_e", "prnu", "dsnu_e", "dark_current_e_per_s", "hot_pixel_e_per_s"):
+            _check(name, getattr(self, name))
+        _check("signal_dn", self.signal_dn, positive=True, none_ok=True)
+        _check("linear_exposure_ref_us", self.linear_exposure_ref_us, positive=True, none_ok=True)
+        if not 0.0 <= self.vignetting < 1.0:
+            raise ValueError(f"vignetting must be in [0, 1), got {self.vignetting!r}.")
+        if not 0.0 <= self.hot_pixel_fraction <= 0.1:
+            raise ValueError(
+                f"hot_pixel_fraction must be in [0, 0.1], got {self.hot_pixel_fraction!r}."
+            )
+
+
+@dataclass(frozen=True)
+class SimFaults:
+    """Fault knobs of the simulated camera (the camera copies them into plain attributes of the
+    same names, which may change at any time).
+
+    Args:
+        drop_rate: probability that a frame is lost (frame id still advances).
+        stall_after_n: stop delivering after that many frames since open (fetch times out).
+        disconnect_after_n: after that many frames since open, fetch raises DeviceDisconnected.
+        fetch_latency_s: extra delay of every fetch.
+
+    Raises:
+        ValueError: a value out of its range.
+    """
+
+    drop_rate: float = 0.0
+    stall_after_n: int | None = None
+    disconnect_after_n: int | None = None
+    fetch_latency_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check("fetch_latency_s", self.fetch_latency_s)
+        if not 0.0 <= self.drop_rate <= 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1], got {self.drop_rate!r}.")
+
+
+class SimCamera(SimCameraBase):
+    """Simulated camera with sensor noise, ground truth and fault knobs.
+
+    The sensor's parameters (``read_noise_e``, ``dark_current_e_per_s``,
+    ``linear_exposure_ref_us``...) and the fault knobs (``drop_rate``...) become plain attributes
+    of the camera, which may change at any time.
+
+    Args:
+        scene: what the camera sees; a ``SimScene.default`` of the sensor size when None.
+        shutter: a :class:`SimShutter` (or a :class:`~hw.sim.wire.SimTriggerWire` from a real
+            controller) whose triggers this camera receives on Line1 (the camera connects itself
+            and shares the shutter's simulated clock).
+        sensor_width: sensor width in pixels (default: the scene's width, else 1024).
+        sensor_height: sensor height in pixels (default: the scene's height, else 1024).
+        seed: seeds the default scene, the fixed patterns, the noise and the drop decisions.
+        sensor: light response and noise (default: ``SimSensor()``).
+        faults: fault knobs (default: none).
         lens: the lens (:class:`~hw.optics.SimLens`) through which calibration targets are
             rendered; a moderate barrel-distorting one when None.
-        noise: False = no noise and no fixed patterns (deterministic frames).
         render_sub_steps: time samples per chip when rendering.
         buffer_frames: capacity of the output queue; frames that arrive while it is full are lost
             (the frame id still advances).
         history_frames: how many recent frames keep their ground-truth recipe.
-        drop_rate: fault knob: probability that a frame is lost (frame id still advances).
-        stall_after_n: fault knob: stop delivering after that many frames since open (fetch
-            times out).
-        disconnect_after_n: fault knob: after that many frames since open, fetch raises
-            DeviceDisconnected.
-        fetch_latency_s: fault knob: extra delay of every fetch.
         clock: simulated clock (default: the shutter's, else a new one).
 
     Raises:
-        ValueError: bad sizes, a scene whose size differs from the sensor, bad noise parameters.
+        ValueError: bad sizes, a scene whose size differs from the sensor.
     """
 
     _MODEL = "SimCamera"
@@ -186,98 +280,46 @@ class SimCamera(SimCameraBase):
         sensor_width: int | None = None,
         sensor_height: int | None = None,
         seed: int = 0,
-        pixel_size_um: float = 3.45,
-        signal_dn: float | None = None,
-        full_well_e: float = 10_500.0,
-        read_noise_e: float = 2.5,
-        prnu: float = 0.01,
-        dsnu_e: float = 1.0,
-        dark_current_e_per_s: float = 5.0,
-        linear_exposure_ref_us: float | None = None,
-        vignetting: float = 0.0,
-        hot_pixel_fraction: float = 0.0,
-        hot_pixel_e_per_s: float = 20_000.0,
+        sensor: SimSensor | None = None,
+        faults: SimFaults | None = None,
         lens: SimLens | None = None,
-        noise: bool = True,
         render_sub_steps: int = 2,
         buffer_frames: int = 16,
         history_frames: int = 64,
-        drop_rate: float = 0.0,
-        stall_after_n: int | None = None,
-        disconnect_after_n: int | None = None,
-        fetch_latency_s: float = 0.0,
         clock: SimClock | None = None,
     ) -> None:
-        if scene is not None:
-            sw = scene.width if sensor_width is None else int(sensor_width)
-            sh = scene.height if sensor_height is None else int(sensor_height)
-            if (sw, sh) != (scene.width, scene.height):
-                raise ValueError(
-                    f"The scene is {scene.width}x{scene.height} but the sensor is {sw}x{sh}; "
-                    "make the scene the size of the sensor."
-                )
-        else:
-            sw = 1024 if sensor_width is None else int(sensor_width)
-            sh = 1024 if sensor_height is None else int(sensor_height)
-            if sw < 8 or sh < 8:
-                raise ValueError(f"The sensor must be at least 8x8 pixels, got {sw}x{sh}.")
-            scene = SimScene.default(sw, sh, seed=seed)
-        for name, v in (("full_well_e", full_well_e), ("pixel_size_um", pixel_size_um)):
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be > 0, got {v!r}.")
-        for name, v in (
-            ("read_noise_e", read_noise_e),
-            ("prnu", prnu),
-            ("dsnu_e", dsnu_e),
-            ("dark_current_e_per_s", dark_current_e_per_s),
-            ("fetch_latency_s", fetch_latency_s),
-            ("hot_pixel_e_per_s", hot_pixel_e_per_s),
-        ):
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be >= 0, got {v!r}.")
-        if signal_dn is not None and not (math.isfinite(signal_dn) and signal_dn > 0):
-            raise ValueError(f"signal_dn must be > 0 (or None), got {signal_dn!r}.")
+        sw, sh = _sensor_size(scene, sensor_width, sensor_height)
+        scene = scene if scene is not None else SimScene.default(sw, sh, seed=seed)
+        sensor = sensor if sensor is not None else SimSensor()
+        faults = faults if faults is not None else SimFaults()
         if int(render_sub_steps) < 1 or int(buffer_frames) < 1 or int(history_frames) < 1:
             raise ValueError("render_sub_steps, buffer_frames and history_frames must be >= 1.")
-        if not 0.0 <= drop_rate <= 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate!r}.")
-        if not 0.0 <= vignetting < 1.0:
-            raise ValueError(f"vignetting must be in [0, 1), got {vignetting!r}.")
-        if not 0.0 <= hot_pixel_fraction <= 0.1:
-            raise ValueError(f"hot_pixel_fraction must be in [0, 0.1], got {hot_pixel_fraction!r}.")
-        if linear_exposure_ref_us is not None and not (
-            math.isfinite(linear_exposure_ref_us) and linear_exposure_ref_us > 0
-        ):
-            raise ValueError(
-                f"linear_exposure_ref_us must be > 0 (or None), got {linear_exposure_ref_us!r}."
-            )
-
         super().__init__(
-            shutter, (sw, sh), seed=seed, pixel_size_um=pixel_size_um, buffer_frames=buffer_frames
-        )
+            shutter, (sw, sh), seed=seed, pixel_size_um=sensor.pixel_size_um,
+            buffer_frames=buffer_frames,
+        )  # fmt: skip
         self._buffer: deque[_Exposure]
         self._scene = scene
-        self._signal_dn = None if signal_dn is None else float(signal_dn)
-        self.full_well_e = float(full_well_e)
-        self.read_noise_e = float(read_noise_e)
-        self.prnu = float(prnu)
-        self.dsnu_e = float(dsnu_e)
-        self.dark_current_e_per_s = float(dark_current_e_per_s)
-        self.linear_exposure_ref_us = (
-            None if linear_exposure_ref_us is None else float(linear_exposure_ref_us)
-        )
-        self.vignetting = float(vignetting)
-        self.hot_pixel_fraction = float(hot_pixel_fraction)
-        self.hot_pixel_e_per_s = float(hot_pixel_e_per_s)
+        self._signal_dn = None if sensor.signal_dn is None else float(sensor.signal_dn)
+        self.full_well_e = float(sensor.full_well_e)
+        self.read_noise_e = float(sensor.read_noise_e)
+        self.prnu = float(sensor.prnu)
+        self.dsnu_e = float(sensor.dsnu_e)
+        self.dark_current_e_per_s = float(sensor.dark_current_e_per_s)
+        ref_us = sensor.linear_exposure_ref_us
+        self.linear_exposure_ref_us = None if ref_us is None else float(ref_us)
+        self.vignetting = float(sensor.vignetting)
+        self.hot_pixel_fraction = float(sensor.hot_pixel_fraction)
+        self.hot_pixel_e_per_s = float(sensor.hot_pixel_e_per_s)
+        self.noise = bool(sensor.noise)
         self.lens = lens if lens is not None else SimLens.default(sw, sh)
-        self.noise = bool(noise)
         self.render_sub_steps = int(render_sub_steps)
         self._history_frames = int(history_frames)
         # Fault knobs: plain attributes, may change at any time.
-        self.drop_rate = float(drop_rate)
-        self.stall_after_n = stall_after_n
-        self.disconnect_after_n = disconnect_after_n
-        self.fetch_latency_s = float(fetch_latency_s)
+        self.drop_rate = float(faults.drop_rate)
+        self.stall_after_n = faults.stall_after_n
+        self.disconnect_after_n = faults.disconnect_after_n
+        self.fetch_latency_s = float(faults.fetch_latency_s)
 
         if clock is None:
             clock = shutter.clock if shutter is not None else SimClock()

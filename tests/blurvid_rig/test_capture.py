@@ -23,7 +23,7 @@ from hw.errors import (
     ProtocolError,
     RigError,
 )
-from hw.sim import make_sim_rig
+from hw.sim import SimFaults, make_sim_rig
 from hw.types import CameraSettings, ShutterCode
 
 CODE = ShutterCode.parse("11100101", 1000.0)
@@ -88,7 +88,7 @@ def test_timed_exposure_shorter_than_the_code_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_dropped_frames_are_counted_not_hidden(tmp_path):
-    cam, sh = _rig(drop_rate=0.3)
+    cam, sh = _rig(faults=SimFaults(drop_rate=0.3))
     with cam, sh:
         res = run_coded_capture(
             cam,
@@ -158,7 +158,7 @@ def test_writer_failure_stops_the_capture_early(tmp_path, monkeypatch):
 
 
 def test_disconnect_mid_capture_keeps_frames_and_says_so(tmp_path):
-    cam, sh = _rig(disconnect_after_n=4)
+    cam, sh = _rig(faults=SimFaults(disconnect_after_n=4))
     with cam, sh:
         with pytest.raises(DeviceDisconnected) as ei:
             run_coded_capture(cam, sh, CODE, 10, tmp_path, flush_every=1)
@@ -170,7 +170,7 @@ def test_disconnect_mid_capture_keeps_frames_and_says_so(tmp_path):
 
 
 def test_stalled_camera_times_out_with_a_sentence(tmp_path):
-    cam, sh = _rig(stall_after_n=2)
+    cam, sh = _rig(faults=SimFaults(stall_after_n=2))
     with cam, sh:
         t0 = time.perf_counter()
         with pytest.raises(AcquisitionTimeout):

@@ -17,6 +17,7 @@ from blurvid_rig.gui.code_designer import CodeDesigner, code_spectrum  # noqa: E
 from blurvid_rig.gui.live_view import LiveView, percentile_levels, saturation_mask  # noqa: E402
 from blurvid_rig.gui.main_window import MainWindow, sim_rig_factory  # noqa: E402
 from blurvid_rig.session import SessionState  # noqa: E402
+from hw.sim import SimFaults  # noqa: E402
 
 WAIT_MS = 15_000
 
@@ -213,7 +214,8 @@ def test_files_reconstruct_and_batch(qtbot, window: MainWindow, tmp_path: Path) 
 def test_camera_disconnect_shows_an_error_and_the_window_stays_responsive(
     qtbot, tmp_path: Path
 ) -> None:
-    win = MainWindow(rig_factory=sim_rig_factory(64, disconnect_after_n=4), out_dir=tmp_path)
+    factory = sim_rig_factory(64, faults=SimFaults(disconnect_after_n=4))
+    win = MainWindow(rig_factory=factory, out_dir=tmp_path)
     qtbot.addWidget(win)
     connect(qtbot, win)
     win.toggle_live()

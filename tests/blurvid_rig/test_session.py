@@ -19,7 +19,7 @@ import blurvid_rig.capture_file as capture_file_mod
 from blurvid_rig.capture_file import CaptureFile
 from blurvid_rig.session import FrameGap, RigSession, SessionState, WriterOverrun
 from hw.errors import AcquisitionTimeout, DeviceDisconnected, IncompatibleStateError
-from hw.sim import make_sim_rig
+from hw.sim import SimFaults, make_sim_rig
 from hw.types import ShutterCode
 
 CODE = ShutterCode.parse("11100101", 1000.0)
@@ -154,7 +154,7 @@ def check_error(s: RigSession, tmp_path: Path, error_type, min_frames: int, max_
 
 @pytest.mark.slow
 def test_a_dropped_frame_ends_the_recording_in_error(tmp_path):
-    with session(drop_rate=0.5) as s:
+    with session(faults=SimFaults(drop_rate=0.5)) as s:
         s.configure(CODE)
         s.record(50, tmp_path)
         check_error(s, tmp_path, AcquisitionTimeout, 0, 49)
@@ -162,7 +162,7 @@ def test_a_dropped_frame_ends_the_recording_in_error(tmp_path):
 
 @pytest.mark.slow
 def test_with_on_gap_record_the_gaps_are_counted_in_the_file(tmp_path):
-    cam, sh = make_sim_rig(width=64, height=48, seed=5, drop_rate=0.3)
+    cam, sh = make_sim_rig(width=64, height=48, seed=5, faults=SimFaults(drop_rate=0.3))
     with RigSession(
         cam, sh, fetch_timeout_s=0.3, on_gap="record", max_consecutive_timeouts=50
     ) as s:
@@ -176,14 +176,14 @@ def test_with_on_gap_record_the_gaps_are_counted_in_the_file(tmp_path):
 
 @pytest.mark.slow
 def test_camera_stall_is_an_error_within_the_fetch_timeout(tmp_path):
-    with session(stall_after_n=3) as s:
+    with session(faults=SimFaults(stall_after_n=3)) as s:
         s.configure(CODE)
         s.record(20, tmp_path)
         check_error(s, tmp_path, AcquisitionTimeout, 3, 3)
 
 
 def test_camera_disconnect_mid_recording(tmp_path):
-    with session(disconnect_after_n=4) as s:
+    with session(faults=SimFaults(disconnect_after_n=4)) as s:
         s.configure(CODE)
         s.record(20, tmp_path)
         err = check_error(s, tmp_path, DeviceDisconnected, 4, 4)
@@ -256,7 +256,9 @@ def test_controller_counter_disagreeing_with_frames_is_a_gap(tmp_path, monkeypat
 
 
 def test_error_then_clear_then_record_again(tmp_path):
-    cam, sh = make_sim_rig(width=64, height=48, seed=5, disconnect_after_n=2)
+    cam, sh = make_sim_rig(
+        width=64, height=48, seed=5, faults=SimFaults(disconnect_after_n=2)
+    )
     with RigSession(cam, sh, fetch_timeout_s=0.5) as s:
         s.configure(CODE)
         s.record(5, tmp_path / "a")

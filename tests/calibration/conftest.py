@@ -7,15 +7,17 @@ import pytest
 from calibration.bench import SimBench
 from calibration.procedures import Plan, Rig, calibrate_all, run
 from hw.optics import ShutterOptics
-from hw.sim import SimScene, make_sim_rig
+from hw.sim import SimScene, SimSensor, make_sim_rig
 
 #: The truth the procedures must recover (issue 7's numbers).
 OPTICS = ShutterOptics(leakage=0.02, latency_us=30.0, rise_us=50.0, fall_us=40.0)
-SENSOR = dict(read_noise_e=3.0, prnu=0.012, dsnu_e=2.0, vignetting=0.3, hot_pixel_fraction=0.001)
+SENSOR = SimSensor(
+    read_noise_e=3.0, prnu=0.012, dsnu_e=2.0, vignetting=0.3, hot_pixel_fraction=0.001
+)
 
 
 def make_rig(seed: int = 3, size: tuple[int, int] = (256, 192)):
-    cam, sh = make_sim_rig(*size, seed=seed, shutter_kw={"optics": OPTICS}, **SENSOR)
+    cam, sh = make_sim_rig(*size, seed=seed, shutter_kw={"optics": OPTICS}, sensor=SENSOR)
     return cam, sh
 
 

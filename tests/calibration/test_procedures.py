@@ -34,7 +34,7 @@ def test_photon_transfer_gain_and_read_noise(calibrated):
     ptc = cal.photon_transfer
     true_gain = cam.gain_e_per_dn(cam.settings)
     assert ptc.gain_e_per_dn == pytest.approx(true_gain, rel=0.03)
-    assert ptc.read_noise_e == pytest.approx(SENSOR["read_noise_e"], rel=0.10)
+    assert ptc.read_noise_e == pytest.approx(SENSOR.read_noise_e, rel=0.10)
     # saturation capacity (EMVA: mean at the variance peak) lies below the clip level
     clip_e = (cam.settings.saturation_dn - cam.settings.black_level_dn) * true_gain
     assert 0.8 * clip_e < ptc.full_well_e <= 1.01 * clip_e
@@ -46,7 +46,7 @@ def test_dark_hot_pixels_and_dsnu(calibrated):
     d = cal.dark
     assert np.array_equal(d.hot_pixels, cam.hot_pixel_map())
     gain = cam.gain_e_per_dn(cam.settings)
-    assert d.dsnu_dn * gain == pytest.approx(SENSOR["dsnu_e"], rel=0.15)
+    assert d.dsnu_dn * gain == pytest.approx(SENSOR.dsnu_e, rel=0.15)
     # the fitted dark rate of a hot pixel is its dark current
     offset, rate = d.fit()
     assert rate is not None
@@ -58,11 +58,11 @@ def test_dark_hot_pixels_and_dsnu(calibrated):
 def test_flat_prnu_and_vignetting(calibrated):
     _, _, cal = calibrated
     f = cal.flat
-    assert f.prnu == pytest.approx(SENSOR["prnu"], rel=0.2)
+    assert f.prnu == pytest.approx(SENSOR.prnu, rel=0.2)
     assert float(np.mean(f.flat)) == pytest.approx(1.0, abs=1e-3)
     # relative illumination is 1 - v r^2: compare the outer bin with the centre
     rel = f.vignetting / f.vignetting[0]
-    v = SENSOR["vignetting"]
+    v = SENSOR.vignetting
     expected = (1 - v * f.radius**2) / (1 - v * f.radius[0] ** 2)
     assert np.max(np.abs(rel - expected)) < 0.02
 

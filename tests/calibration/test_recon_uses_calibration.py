@@ -14,7 +14,7 @@ from blurvid_rig.session import RigSession
 from calibration.bench import SimBench
 from calibration.procedures import Plan, Rig, calibrate_all, run
 from hw.errors import IncompatibleStateError, RigError
-from hw.sim import SimScene, make_sim_rig
+from hw.sim import SimScene, SimSensor, make_sim_rig
 from hw.types import Roi, ShutterCode
 from tests.calibration.conftest import OPTICS
 
@@ -31,7 +31,7 @@ def _rig(size=96):
         texture, (BLUR[0] / period_s, BLUR[1] / period_s), border="reflect"
     )
     return make_sim_rig(size, size, seed=7, scene=scene, shutter_kw={"optics": OPTICS},
-                        vignetting=0.25, hot_pixel_fraction=0.001)
+                        sensor=SimSensor(vignetting=0.25, hot_pixel_fraction=0.001))
 
 
 @pytest.fixture(scope="module")

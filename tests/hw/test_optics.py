@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hw.optics import ShutterOptics
-from hw.sim import SimScene, make_sim_rig
+from hw.sim import SimScene, SimSensor, make_sim_rig
 from hw.types import ShutterCode
 
 
@@ -48,7 +48,7 @@ def test_sim_camera_integrates_the_shutter():
     """A static scene through a leaky slow shutter: the frame scales with the effective code."""
     o = ShutterOptics(leakage=0.02, latency_us=30, rise_us=50, fall_us=40)
     scene = SimScene.static(np.random.default_rng(0).random((32, 32), dtype=np.float32))
-    cam, sh = make_sim_rig(scene=scene, noise=False, shutter_kw={"optics": o})
+    cam, sh = make_sim_rig(scene=scene, sensor=SimSensor(noise=False), shutter_kw={"optics": o})
     code = ShutterCode.parse("11100101", 100)
     with cam, sh:
         cam.apply_settings(cam.settings.replace(

@@ -19,7 +19,9 @@ from hw.sim import (
     Motion,
     SimCamera,
     SimClock,
+    SimFaults,
     SimScene,
+    SimSensor,
     SimShutter,
     Sprite,
     TriggerEvent,
@@ -29,6 +31,8 @@ from hw.types import CameraSettings, Roi, ShutterCode
 from tests.hw.contracts import CameraContract, ShutterContract
 
 CODE8 = ShutterCode.parse("11100101", 1000)
+#: A sensor without noise or fixed patterns (deterministic frames).
+QUIET = SimSensor(noise=False)
 
 
 # -- contracts -------------------------------------------------------------------------------------
@@ -143,7 +147,7 @@ def test_triggers_outside_line1_acquisition_are_missed() -> None:
 )
 def test_static_scene_through_any_code_equals_the_box_exposure(code: ShutterCode) -> None:
     scene = SimScene.static(textured(40, 56))
-    cam, sh = coded_rig(scene, code, noise=False)
+    cam, sh = coded_rig(scene, code, sensor=QUIET)
     try:
         coded = shot(cam, sh)
         cam.stop()
@@ -170,7 +174,7 @@ def test_moving_point_leaves_a_streak_shaped_like_the_code() -> None:
     yy, xx = np.mgrid[0:h, 0:w]
     spot = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 0.6**2)).astype(np.float32)
     scene = SimScene.translating(spot, (4000.0, 0.0), border="constant")
-    cam, sh = coded_rig(scene, code, pixel_format="Mono16", noise=False, render_sub_steps=16)
+    cam, sh = coded_rig(scene, code, pixel_format="Mono16", sensor=QUIET, render_sub_steps=16)
     try:
         img = shot(cam, sh)
         gt = cam.ground_truth(0)
@@ -192,7 +196,7 @@ def test_moving_point_leaves_a_streak_shaped_like_the_code() -> None:
 
 def test_noise_free_frame_is_the_code_weighted_mean_of_the_chip_frames() -> None:
     code = ShutterCode.parse("10110011100010110101", 1500)
-    cam, sh = coded_rig(SimScene.default(80, 64, seed=7, speed_px_per_s=900.0), code, noise=False)
+    cam, sh = coded_rig(SimScene.default(80, 64, seed=7, speed_px_per_s=900.0), code, sensor=QUIET)
     try:
         sh.fire()
         f = cam.fetch(timeout_s=2.0)
@@ -220,7 +224,7 @@ def test_timed_exposure_shorter_than_the_code_loses_the_late_chips() -> None:
         SimScene.default(48, 40, seed=2, speed_px_per_s=2000.0),
         code,
         exposure_mode="Timed",
-        noise=False,
+        sensor=QUIET,
     )
     try:
         cam.stop()
@@ -238,7 +242,7 @@ def test_timed_exposure_shorter_than_the_code_loses_the_late_chips() -> None:
 
 
 def test_box_exposure_ground_truth_is_an_all_open_code() -> None:
-    cam = SimCamera(SimScene.default(40, 32, seed=1, speed_px_per_s=3000.0), noise=False)
+    cam = SimCamera(SimScene.default(40, 32, seed=1, speed_px_per_s=3000.0), sensor=QUIET)
     with cam:
         cam.apply_settings(
             cam.settings.replace(trigger_mode="On", trigger_source="Software", exposure_us=6000.0)
@@ -261,7 +265,7 @@ def flat_camera(
 
 
 def test_noise_statistics_match_shot_and_read_noise_theory() -> None:
-    cam, sh = flat_camera(0.5, prnu=0.0, dsnu_e=0.0, dark_current_e_per_s=0.0)
+    cam, sh = flat_camera(0.5, sensor=SimSensor(prnu=0.0, dsnu_e=0.0, dark_current_e_per_s=0.0))
     try:
         img = shot(cam, sh)
         e = cam.gain_e_per_dn()
@@ -275,7 +279,7 @@ def test_noise_statistics_match_shot_and_read_noise_theory() -> None:
 
 
 def test_fixed_pattern_noise_is_fixed_and_temporal_noise_is_not() -> None:
-    cam, sh = flat_camera(0.5, prnu=0.02, dsnu_e=3.0)
+    cam, sh = flat_camera(0.5, sensor=SimSensor(prnu=0.02, dsnu_e=3.0))
     try:
         a, b = shot(cam, sh), shot(cam, sh)
         e = cam.gain_e_per_dn()
@@ -294,7 +298,9 @@ def test_fixed_pattern_noise_is_fixed_and_temporal_noise_is_not() -> None:
 
 
 def test_dark_frames_show_dsnu_and_dark_current() -> None:
-    cam, sh = flat_camera(0.0, prnu=0.0, dsnu_e=5.0, read_noise_e=0.0, dark_current_e_per_s=0.0)
+    cam, sh = flat_camera(
+        0.0, sensor=SimSensor(prnu=0.0, dsnu_e=5.0, read_noise_e=0.0, dark_current_e_per_s=0.0)
+    )
     try:
         cam.stop()
         cam.apply_settings(cam.settings.replace(black_level_dn=100.0))
@@ -315,8 +321,11 @@ def test_dark_frames_show_dsnu_and_dark_current() -> None:
 
 def test_low_light_shot_noise_is_poisson() -> None:
     # About 4 electrons per pixel: below the Gaussian threshold, so a true Poisson law is drawn.
-    quiet = {"prnu": 0.0, "dsnu_e": 0.0, "read_noise_e": 0.0, "dark_current_e_per_s": 0.0}
-    cam, sh = flat_camera(1.0, pixel_format="Mono16", signal_dn=4.0 * 65535 / 10_500, **quiet)
+    quiet = SimSensor(
+        signal_dn=4.0 * 65535 / 10_500, prnu=0.0, dsnu_e=0.0, read_noise_e=0.0,
+        dark_current_e_per_s=0.0,
+    )  # fmt: skip
+    cam, sh = flat_camera(1.0, pixel_format="Mono16", sensor=quiet)
     try:
         img = shot(cam, sh)
         electrons = img * cam.gain_e_per_dn()
@@ -331,7 +340,7 @@ def test_low_light_shot_noise_is_poisson() -> None:
 
 
 def test_gain_scales_the_signal_and_the_conversion_gain() -> None:
-    cam, sh = flat_camera(0.2, noise=False)
+    cam, sh = flat_camera(0.2, sensor=QUIET)
     try:
         full0, e0 = cam.full_scale_dn(), cam.gain_e_per_dn()
         assert shot(cam, sh).mean() == pytest.approx(0.2 * full0, abs=0.6)
@@ -358,7 +367,8 @@ def test_gain_scales_the_signal_and_the_conversion_gain() -> None:
 def test_quantisation_and_clipping(fmt: str, dtype: type, sat: int) -> None:
     ramp = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (8, 1))
     scene = SimScene.static(ramp)
-    cam, sh = coded_rig(scene, CODE8, noise=False, signal_dn=1.5 * sat, dark_current_e_per_s=0.0)
+    sensor = SimSensor(noise=False, signal_dn=1.5 * sat, dark_current_e_per_s=0.0)
+    cam, sh = coded_rig(scene, CODE8, sensor=sensor)
     try:
         cam.stop()
         cam.apply_settings(cam.settings.replace(pixel_format=fmt, black_level_dn=sat / 100))
@@ -378,7 +388,7 @@ def test_quantisation_and_clipping(fmt: str, dtype: type, sat: int) -> None:
 
 def test_roi_crop_equals_the_matching_crop_of_the_full_frame() -> None:
     def capture(roi: Roi) -> np.ndarray:
-        cam, sh = coded_rig(SimScene.default(96, 80, seed=4, speed_px_per_s=1500.0), noise=False)
+        cam, sh = coded_rig(SimScene.default(96, 80, seed=4, speed_px_per_s=1500.0), sensor=QUIET)
         try:
             cam.stop()
             cam.apply_settings(cam.settings.replace(roi=roi))
@@ -394,7 +404,7 @@ def test_roi_crop_equals_the_matching_crop_of_the_full_frame() -> None:
 
 
 def test_ground_truth_is_cropped_to_the_roi_and_bounded() -> None:
-    cam, sh = coded_rig(SimScene.default(64, 48, seed=0), noise=False, history_frames=3)
+    cam, sh = coded_rig(SimScene.default(64, 48, seed=0), sensor=QUIET, history_frames=3)
     try:
         cam.stop()
         cam.apply_settings(cam.settings.replace(roi=Roi(8, 4, 32, 16)))
@@ -459,7 +469,9 @@ def test_frame_period_is_at_least_the_exposure() -> None:
 
 # -- fault knobs -----------------------------------------------------------------------------------
 def test_drop_rate_leaves_gaps_in_frame_ids() -> None:
-    cam, sh = coded_rig(SimScene.default(32, 32), drop_rate=0.5, buffer_frames=64, seed=2)
+    cam, sh = coded_rig(
+        SimScene.default(32, 32), faults=SimFaults(drop_rate=0.5), buffer_frames=64, seed=2
+    )
     try:
         for _ in range(30):
             sh.fire()
@@ -489,7 +501,7 @@ def test_full_output_queue_drops_new_frames() -> None:
 
 
 def test_stall_makes_fetch_time_out() -> None:
-    cam, sh = coded_rig(SimScene.default(32, 32), stall_after_n=2)
+    cam, sh = coded_rig(SimScene.default(32, 32), faults=SimFaults(stall_after_n=2))
     try:
         for _ in range(3):
             sh.fire()
@@ -502,7 +514,7 @@ def test_stall_makes_fetch_time_out() -> None:
 
 
 def test_camera_disconnect_raises_until_reopened() -> None:
-    cam, sh = coded_rig(SimScene.default(32, 32), disconnect_after_n=1)
+    cam, sh = coded_rig(SimScene.default(32, 32), faults=SimFaults(disconnect_after_n=1))
     try:
         sh.fire()
         cam.fetch(1.0)
@@ -521,7 +533,7 @@ def test_camera_disconnect_raises_until_reopened() -> None:
 
 
 def test_fetch_latency_delays_frames_and_can_time_out() -> None:
-    cam, sh = coded_rig(SimScene.default(32, 32), fetch_latency_s=0.05)
+    cam, sh = coded_rig(SimScene.default(32, 32), faults=SimFaults(fetch_latency_s=0.05))
     try:
         sh.fire()
         t0 = time.monotonic()
@@ -653,11 +665,17 @@ def test_constructor_rejects_a_scene_of_another_size() -> None:
     with pytest.raises(ValueError, match="size of the sensor"):
         SimCamera(SimScene.default(64, 48), sensor_width=128)
     with pytest.raises(ValueError):
-        SimCamera(SimScene.default(64, 48), drop_rate=2.0)
+        SimCamera(SimScene.default(64, 48), faults=SimFaults(drop_rate=2.0))
+    for bad in ({"prnu": -0.1}, {"signal_dn": 0.0}, {"full_well_e": float("nan")},
+                {"vignetting": 1.0}, {"linear_exposure_ref_us": -1.0}):  # fmt: skip
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SimSensor(**bad)
+    with pytest.raises(ValueError, match="fetch_latency_s"):
+        SimFaults(fetch_latency_s=-1.0)
 
 
 def test_make_sim_rig_defaults() -> None:
-    cam, sh = make_sim_rig(width=40, height=24, seed=3, noise=False)
+    cam, sh = make_sim_rig(width=40, height=24, seed=3, sensor=QUIET)
     assert cam.shutter is sh and cam.clock is sh.clock
     assert cam.scene.shape == (24, 40) and not cam.noise
     assert not cam.is_open and not sh.is_open
