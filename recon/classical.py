@@ -16,7 +16,8 @@ results follow the input's device and floating dtype.
 
 Layout: this module holds :func:`render_frames` and :func:`reconstruct_global`; the PSF and the
 deconvolutions live in :mod:`recon.psf_deconv`, the velocity search in :mod:`recon.velocity` and
-GAP-TV in :mod:`recon.gap`. Every public name is re-exported here.
+GAP-TV in :mod:`recon.gap`, the FFT pieces (padding, OTFs) in :mod:`recon.fft_ops`. The
+deconvolutions, the velocity search and GAP-TV are re-exported here.
 """
 
 from __future__ import annotations
@@ -29,27 +30,22 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from recon.fft_ops import as_batch, crop, fft_pads, otf, pad_reflect, robust_range
 from recon.functional import CodeLike
 from recon.gap import admm_tv, gap_tv
 from recon.psf_deconv import (
     Velocity,
-    _as_batch,
-    _crop,
-    _otf,
-    _pad_reflect,
-    _pads,
-    _psf_radius,
-    _robust_range,
-    _time_weights,
-    _tv_ext,
-    _velocity,
-    _wiener_ext,
     check_saturated,
+    check_velocity,
     motion_psf,
+    psf_radius,
+    time_weights,
     tv_deconvolve,
+    tv_deconvolve_padded,
     wiener_deconvolve,
+    wiener_deconvolve_padded,
 )
-from recon.velocity import VelocityEstimate, _Spectrum, estimate_velocity
+from recon.velocity import Spectrum, VelocityEstimate, estimate_velocity
 
 __all__ = [
     "ClassicalResult",
@@ -112,12 +108,12 @@ def _frame_windows(n_frames: int | None, times: Sequence[float] | Tensor | None,
 
 def _render_ext(x: Tensor, velocity: Velocity, windows: list[tuple[float, float]]) -> Tensor:
     """Frames ``(B, T, Hp, Wp)`` of a (padded) mid-exposure image, by FFT convolution."""
-    r = max(_psf_radius(velocity, win) for win in windows)
+    r = max(psf_radius(velocity, win) for win in windows)
     one = torch.ones(1, dtype=torch.float64)
     kernels = torch.stack([motion_psf(one, velocity, t_range=win, radius=r, dtype=x.dtype,
                                       device=x.device) for win in windows])
     hw = (x.shape[-2], x.shape[-1])
-    return torch.fft.irfft2(torch.fft.rfft2(x).unsqueeze(1) * _otf(kernels, hw), s=hw)
+    return torch.fft.irfft2(torch.fft.rfft2(x).unsqueeze(1) * otf(kernels, hw), s=hw)
 
 
 def render_frames(
@@ -158,12 +154,12 @@ def render_frames(
     >>> render_frames(img, (4.0, 0.0), times=[0.0, 1.0])[:, 4].argmax(dim=-1).tolist()
     [2, 6]
     """
-    xb, squeeze = _as_batch(sharp, "sharp")
-    v = _velocity(velocity_px)
+    xb, squeeze = as_batch(sharp, "sharp")
+    v = check_velocity(velocity_px)
     windows = _frame_windows(n_frames, times, frame_exposure)
-    m = max(_psf_radius(v, win) for win in windows) + 1
+    m = max(psf_radius(v, win) for win in windows) + 1
     pads = (m, m, m, m)
-    frames = _crop(_render_ext(_pad_reflect(xb, m), v, windows), pads)
+    frames = crop(_render_ext(pad_reflect(xb, m), v, windows), pads)
     return frames[0] if squeeze else frames
 
 
@@ -223,7 +219,7 @@ def reconstruct_global(
     if method not in ("tv", "wiener"):
         raise ValueError(f"method must be 'tv' or 'wiener'; got {method!r}.")
     windows = _frame_windows(n_frames, times, frame_exposure)
-    w = _time_weights(bits, sub_steps, weights)
+    w = time_weights(bits, sub_steps, weights)
     score = None
     if velocity is None:
         bound = max_px if max_px is not None else min(min(y.shape), 256) / 2 - 1
@@ -231,21 +227,21 @@ def reconstruct_global(
                                 noise_sigma=noise_sigma)
         v, score = est.velocity, est.direction_margin
     else:
-        v = _velocity(velocity)
+        v = check_velocity(velocity)
     psf = motion_psf(w, v, dtype=y.dtype, device=y.device).unsqueeze(0)
     h, wd = y.shape
-    spec = _Spectrum(y[max(0, h // 2 - 128): h // 2 + 128, max(0, wd // 2 - 128): wd // 2 + 128],
-                     noise_sigma)
-    _, a_fit, s2_fit, g_fit = spec.fit(_otf(psf, spec.hw).abs().square())
+    spec = Spectrum(y[max(0, h // 2 - 128): h // 2 + 128, max(0, wd // 2 - 128): wd // 2 + 128],
+                    noise_sigma)
+    _, a_fit, s2_fit, g_fit = spec.fit(otf(psf, spec.hw).abs().square())
     sigma = math.sqrt(float(s2_fit[0])) if noise_sigma is None else float(noise_sigma)
-    sigma = max(sigma, 1e-4 * float(_robust_range(y.unsqueeze(0))))
-    pads = _pads(h, wd, psf, None)  # >= the PSF size: enough for the deconvolution and renders
+    sigma = max(sigma, 1e-4 * float(robust_range(y.unsqueeze(0))))
+    pads = fft_pads(h, wd, psf, None)  # >= the PSF size: enough for the deconvolution and renders
     sat = check_saturated(saturated, y.unsqueeze(0))
     if method == "tv":
-        x = _tv_ext(y.unsqueeze(0), psf, sigma / 10, iters or 150, pads, 0.03, sat)
+        x = tv_deconvolve_padded(y.unsqueeze(0), psf, sigma / 10, iters or 150, pads, 0.03, sat)
     else:
         nsr = 3 * sigma**2 / max(spec.grad_energy(float(a_fit[0]), float(g_fit[0])), 1e-30)
-        x = _wiener_ext(y.unsqueeze(0), psf, nsr, "solve", iters or 100, pads, sat)
-    return ClassicalResult(frames=_crop(_render_ext(x, v, windows), pads)[0],
-                           sharp=_crop(x, pads)[0], velocity=v, velocity_estimated=velocity is None,
+        x = wiener_deconvolve_padded(y.unsqueeze(0), psf, nsr, "solve", iters or 100, pads, sat)
+    return ClassicalResult(frames=crop(_render_ext(x, v, windows), pads)[0],
+                           sharp=crop(x, pads)[0], velocity=v, velocity_estimated=velocity is None,
                            score=score, noise_sigma=sigma)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon.fft_ops import as_batch, check_positive, robust_range
 from recon.functional import coded_sum, coded_sum_adjoint
-from recon.psf_deconv import _as_batch, _positive, _robust_range
 
 __all__ = ["PER_PIXEL_SOLVERS", "admm_tv", "gap_tv", "per_pixel_solve"]
 
@@ -60,7 +60,7 @@ def _setup(y: Tensor, weights: Tensor, iters: int, tv_iters: int, temporal_weigh
            tv_weight: float | None) -> tuple[Tensor, bool, Tensor, Tensor | float, Tensor]:
     """Checks shared by the solvers; returns y as a batch, whether to squeeze, the weights on
     y's device, the TV strength and ``A A^T`` (per pixel)."""
-    yb, squeeze = _as_batch(y)
+    yb, squeeze = as_batch(y)
     if weights.dim() not in (1, 3) or (weights.dim() == 3 and weights.shape[1:] != yb.shape[1:]):
         raise ValueError(f"weights must be (T, H, W) matching y's {tuple(yb.shape[1:])}, or (T,); "
                          f"got {tuple(weights.shape)}.")
@@ -69,8 +69,8 @@ def _setup(y: Tensor, weights: Tensor, iters: int, tv_iters: int, temporal_weigh
     if temporal_weight < 0:
         raise ValueError(f"temporal_weight must be >= 0; got {temporal_weight}.")
     wt = weights.to(device=yb.device, dtype=yb.dtype)
-    lam = (0.1 * _robust_range(yb).unsqueeze(1) if tv_weight is None
-           else _positive("tv_weight", tv_weight))
+    lam = (0.1 * robust_range(yb).unsqueeze(1) if tv_weight is None
+           else check_positive("tv_weight", tv_weight))
     phi = (wt.square().sum(dim=0) if wt.dim() == 3 else wt.square().sum()).clamp(min=1e-12)
     return yb, squeeze, wt, lam, phi
 
@@ -158,7 +158,7 @@ def admm_tv(
     Returns, raises and shapes: as :func:`gap_tv`.
     """
     yb, squeeze, wt, lam, phi = _setup(y, weights, iters, tv_iters, temporal_weight, tv_weight)
-    r = 0.1 * phi.mean() if rho is None else _positive("rho", rho)
+    r = 0.1 * phi.mean() if rho is None else check_positive("rho", rho)
     x = coded_sum_adjoint(yb / phi, wt)
     v = x
     u = torch.zeros_like(x)

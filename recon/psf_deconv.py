@@ -1,10 +1,12 @@
 """Motion PSFs and deconvolution with unknown boundaries (the building blocks of recon.classical).
 
-Holds :func:`motion_psf` (the PSF of linear motion seen through a global code),
-:func:`wiener_deconvolve` and :func:`tv_deconvolve` (FFT deconvolution on a domain extended beyond
-the frame), and the private helpers they share with :mod:`recon.velocity`, :mod:`recon.gap` and
-:mod:`recon.classical`: argument checks, reflect/taper padding to fast FFT sizes, OTFs, periodic
-gradients and the robust image range. All public names are re-exported by :mod:`recon.classical`.
+Holds :func:`motion_psf` and :func:`motion_psf_batch` (the PSF of linear motion seen through a
+global code), :func:`wiener_deconvolve` and :func:`tv_deconvolve` (FFT deconvolution on a domain
+extended beyond the frame) and their forms on an already padded grid
+(:func:`wiener_deconvolve_padded`, :func:`tv_deconvolve_padded`, which :mod:`recon.classical`
+chains with rendering), and the checks of velocities, code weights and saturation masks that
+:mod:`recon.velocity` and :mod:`recon.classical` share. The FFT pieces (padding, OTFs, gradients)
+live in :mod:`recon.fft_ops`. The public deconvolutions are re-exported by :mod:`recon.classical`.
 
 Conventions (shared with :mod:`recon.data`): the exposure spans ``t in [0, 1]``; a velocity
 ``(dx, dy)`` is the displacement in pixels over the whole exposure; at time ``t`` the camera sees
@@ -22,37 +24,55 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recon.fft_ops import (
+    Pads,
+    as_batch,
+    check_positive,
+    crop,
+    fft_pads,
+    grad,
+    grad_adjoint,
+    grad_power,
+    otf,
+    padded_hw,
+    robust_range,
+    tapered,
+    window_mask,
+)
 from recon.functional import CodeLike, code_bits, code_weights
 
 __all__ = [
+    "Velocity",
     "check_saturated",
+    "check_velocity",
     "motion_psf",
     "motion_psf_batch",
+    "psf_radius",
+    "time_weights",
     "tv_deconvolve",
+    "tv_deconvolve_padded",
     "wiener_deconvolve",
+    "wiener_deconvolve_padded",
 ]
 
+#: ``(dx, dy)``: displacement in pixels over the whole exposure.
 Velocity = tuple[float, float]
-Pads = tuple[int, int, int, int]
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers
+# Checks
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_batch(y: Tensor, name: str = "y") -> tuple[Tensor, bool]:
-    """``(H, W)`` or ``(B, H, W)`` -> ``(B, H, W)`` and whether a batch axis was added."""
-    if not isinstance(y, Tensor) or not y.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor.")
-    if y.dim() == 2:
-        return y.unsqueeze(0), True
-    if y.dim() == 3:
-        return y, False
-    raise ValueError(f"{name} must be (H, W) or (B, H, W); got shape {tuple(y.shape)}.")
+def check_velocity(velocity_px: Sequence[float]) -> Velocity:
+    """``velocity_px`` as a pair of finite floats ``(dx, dy)``.
 
+    Raises:
+        ValueError: not a pair of numbers, or not finite.
 
-def _velocity(velocity_px: Sequence[float]) -> Velocity:
+    >>> check_velocity([3, -1])
+    (3.0, -1.0)
+    """
     try:
         dx, dy = (float(v) for v in velocity_px)
     except (TypeError, ValueError) as e:
@@ -62,15 +82,25 @@ def _velocity(velocity_px: Sequence[float]) -> Velocity:
     return dx, dy
 
 
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
-    return value
+def time_weights(bits: CodeLike, sub_steps: int, weights: Tensor | None) -> Tensor:
+    """Per-sub-step weights of a code (float64, CPU): ``weights`` if given (checked), else the
+    ideal code (:func:`recon.functional.code_weights`, summing to one).
 
+    Args:
+        bits: the binary code, K chips.
+        sub_steps: S, sub-steps per chip of the ideal weights.
+        weights: measured weights, or ``None``.
 
-def _time_weights(bits: CodeLike, sub_steps: int, weights: Tensor | None) -> Tensor:
-    """Per-sub-step weights of the code (float64, CPU): ``weights`` if given, else ideal."""
+    Raises:
+        ValueError: ``weights`` of the wrong length, negative or all zero.
+
+    Shape:
+        - weights: ``(K * S',)`` for any whole ``S'``
+        - output: ``(K * S,)`` ideal, or ``weights`` as given
+
+    >>> time_weights("101", 2, None).tolist()
+    [0.25, 0.25, 0.0, 0.0, 0.25, 0.25]
+    """
     if weights is None:
         return code_weights(bits, sub_steps=sub_steps, dtype=torch.float64)
     k = code_bits(bits).numel()
@@ -83,52 +113,15 @@ def _time_weights(bits: CodeLike, sub_steps: int, weights: Tensor | None) -> Ten
     return w
 
 
-def _psf_radius(velocity: Velocity, t_range: tuple[float, float] = (0.0, 1.0)) -> int:
+def psf_radius(velocity: Velocity, t_range: tuple[float, float] = (0.0, 1.0)) -> int:
+    """Half-size R of the smallest ``(2R + 1)``-square grid that holds the motion path of
+    ``velocity`` over ``t_range`` (what :func:`motion_psf` uses by default).
+
+    >>> psf_radius((6.0, 0.0)), psf_radius((6.0, 0.0), (0.5, 0.75))
+    (4, 3)
+    """
     ext = max(abs(t_range[0] - 0.5), abs(t_range[1] - 0.5))
     return math.ceil(max(abs(velocity[0]), abs(velocity[1])) * ext) + 1
-
-
-def _pad_reflect(y: Tensor, m: int) -> Tensor:
-    """Pad ``(B, H, W)`` by ``m`` on every side: mirror first, then repeat the edge if needed."""
-    if m <= 0:
-        return y
-    h, w = y.shape[-2:]
-    r = min(m, h - 1, w - 1)
-    out = F.pad(y.unsqueeze(1), (r, r, r, r), mode="reflect") if r > 0 else y.unsqueeze(1)
-    if m > r:
-        out = F.pad(out, (m - r,) * 4, mode="replicate")
-    return out.squeeze(1)
-
-
-def _otf(psf: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Real FFT of a centred ``(B|1, kh, kw)`` kernel embedded in an ``hw`` periodic grid."""
-    kh, kw = psf.shape[-2:]
-    hp, wp = hw
-    if kh > hp or kw > wp:
-        raise ValueError(f"PSF of {kh}x{kw} does not fit a {hp}x{wp} image; pad the image.")
-    big = psf.new_zeros(*psf.shape[:-2], hp, wp)
-    big[..., :kh, :kw] = psf
-    big = torch.roll(big, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
-    return torch.fft.rfft2(big)
-
-
-def _grad_power(hw: tuple[int, int], device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``|G|^2`` of the periodic forward differences on an ``hw`` grid (rfft layout)."""
-    hp, wp = hw
-    fy = torch.fft.fftfreq(hp, device=device, dtype=dtype).unsqueeze(1)
-    fx = torch.fft.rfftfreq(wp, device=device, dtype=dtype).unsqueeze(0)
-    return (4 * torch.sin(math.pi * fy) ** 2) + (4 * torch.sin(math.pi * fx) ** 2)
-
-
-def _grad(x: Tensor) -> Tensor:
-    """Periodic forward differences ``(..., H, W) -> (..., 2, H, W)``."""
-    return torch.stack([torch.roll(x, -1, dims=-1) - x, torch.roll(x, -1, dims=-2) - x], dim=-3)
-
-
-def _grad_adjoint(g: Tensor) -> Tensor:
-    """Adjoint of :func:`_grad` (minus the periodic divergence)."""
-    gx, gy = g.unbind(dim=-3)
-    return (torch.roll(gx, 1, dims=-1) - gx) + (torch.roll(gy, 1, dims=-2) - gy)
 
 
 def _check_psf(psf: Tensor, b: int) -> Tensor:
@@ -203,14 +196,14 @@ def motion_psf(
     if weights.dim() != 1 or weights.numel() == 0 or bool((weights < 0).any()):
         raise ValueError(f"code must be a non-empty 1-D sequence of non-negative weights; got "
                          f"shape {tuple(weights.shape)}.")
-    # one path is a batch of one: the sampling and splatting live in _motion_psf_batch
-    return _motion_psf_batch(
+    # one path is a batch of one: the sampling and splatting live in motion_psf_batch
+    return motion_psf_batch(
         weights, [velocity_px], t_range=t_range, samples_per_px=samples_per_px, radius=radius,
         dtype=dtype, device=device,
     )[0]
 
 
-def _motion_psf_batch(
+def motion_psf_batch(
     weights: Tensor,
     velocities: Sequence[Velocity],
     *,
@@ -227,7 +220,7 @@ def _motion_psf_batch(
     are padded to the longest with zero-weight samples and splatted into one flat buffer.
 
     Args:
-        weights: non-negative time-bin weights, not all zero (e.g. from ``_time_weights``).
+        weights: non-negative time-bin weights, not all zero (e.g. from :func:`time_weights`).
         velocities: ``(dx, dy)`` displacements over the whole exposure, pixels (at least one).
         t_range: ``(t0, t1)``, ``0 <= t0 <= t1 <= 1``.
         samples_per_px: sampling density of each path (>= 1).
@@ -247,14 +240,14 @@ def _motion_psf_batch(
         - output: ``(C, 2R + 1, 2R + 1)`` for ``C`` velocities
     """
     w = weights.detach().to(device="cpu", dtype=torch.float64)
-    vel = [_velocity(v) for v in velocities]
+    vel = [check_velocity(v) for v in velocities]
     if not vel:
         raise ValueError("velocities must hold at least one (dx, dy).")
     t0, t1 = float(t_range[0]), float(t_range[1])
     if not (0.0 <= t0 <= t1 <= 1.0):
         raise ValueError(f"t_range must satisfy 0 <= t0 <= t1 <= 1; got {t_range!r}.")
     n_bins = w.numel()
-    r = max(_psf_radius(v, (t0, t1)) for v in vel)
+    r = max(psf_radius(v, (t0, t1)) for v in vel)
     if radius is not None:
         if int(radius) < r:
             raise ValueError(f"radius={radius} cannot hold a path reaching {r - 1} px from the "
@@ -289,62 +282,6 @@ def _motion_psf_batch(
 # ---------------------------------------------------------------------------------------------
 
 
-#: Public name of the batched PSF builder (the cost volume of :mod:`recon.motion` uses it).
-motion_psf_batch = _motion_psf_batch
-
-
-def _fast_len(n: int) -> int:
-    """Smallest integer >= n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    return min(p for p in (2**i * 3**j * 5**k for i in range(16) for j in range(10)
-                           for k in range(7)) if p >= n)
-
-
-def _pads(h: int, w: int, psf: Tensor, margin: int | None) -> Pads:
-    """(top, bottom, left, right): at least ``margin`` (default the PSF size), fast FFT sizes."""
-    k = max(psf.shape[-2:])
-    m = max(k if margin is None else int(margin), (k + 1) // 2)
-    hp, wp = _fast_len(h + 2 * m), _fast_len(w + 2 * m)
-    top, left = (hp - h) // 2, (wp - w) // 2
-    return top, hp - h - top, left, wp - w - left
-
-
-def _padded_hw(y: Tensor, pads: Pads) -> tuple[int, int]:
-    return y.shape[-2] + pads[0] + pads[1], y.shape[-1] + pads[2] + pads[3]
-
-
-def _tapered(y: Tensor, pads: Pads) -> Tensor:
-    """Mirror ``y`` into the padding, then fade the band to the mean (periodic, no jumps)."""
-    top, bottom, left, right = pads
-    m = max(pads)
-    big = _pad_reflect(y, m)[..., m - top: m + y.shape[-2] + bottom,
-                                m - left: m + y.shape[-1] + right]
-
-    def ramp(n: int, a: int, b: int) -> Tensor:
-        i = torch.arange(n, device=y.device, dtype=y.dtype)
-        d = torch.minimum(((i + 0.5) / max(a, 1)), ((n - i - 0.5) / max(b, 1))).clamp(max=1.0)
-        return 0.5 - 0.5 * torch.cos(math.pi * d)
-
-    win = ramp(big.shape[-2], top, bottom).unsqueeze(1) * ramp(big.shape[-1], left, right)
-    mean = y.mean(dim=(-2, -1), keepdim=True)
-    return mean + win * (big - mean)
-
-
-def _crop(x: Tensor, pads: Pads) -> Tensor:
-    top, bottom, left, right = pads
-    return x[..., top: x.shape[-2] - bottom, left: x.shape[-1] - right]
-
-
-def _window_mask(y: Tensor, pads: Pads, saturated: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The observed-window mask and ``y`` zero-padded, both on the padded grid; ``saturated``
-    ``(H, W)`` bool pixels are left out of the mask (clipped: not a measurement of the blur)."""
-    hw = _padded_hw(y, pads)
-    mask = torch.zeros(hw, device=y.device, dtype=y.dtype)
-    mask[pads[0]: hw[0] - pads[1], pads[2]: hw[1] - pads[3]] = 1.0
-    if saturated is not None:
-        mask[pads[0]: hw[0] - pads[1], pads[2]: hw[1] - pads[3]] *= (~saturated).to(y.dtype)
-    return mask, F.pad(y, (pads[2], pads[3], pads[0], pads[1]))
-
-
 def check_saturated(saturated: Tensor | None, y: Tensor) -> Tensor | None:
     """``None`` when no pixel is saturated, else the bool mask checked against ``y (B, H, W)``."""
     if saturated is None:
@@ -355,37 +292,60 @@ def check_saturated(saturated: Tensor | None, y: Tensor) -> Tensor | None:
     return saturated.to(y.device) if bool(saturated.any()) else None
 
 
-def _wiener_ext(y: Tensor, psf: Tensor, nsr: float, boundary: str, iters: int,
-                pads: Pads, saturated: Tensor | None = None) -> Tensor:
-    """Wiener deconvolution of ``(B, H, W)`` on the padded grid (see :func:`wiener_deconvolve`);
-    with ``boundary="solve"``, ``saturated`` pixels carry no weight."""
+def wiener_deconvolve_padded(y: Tensor, psf: Tensor, nsr: float, boundary: str, iters: int,
+                             pads: Pads, saturated: Tensor | None = None) -> Tensor:
+    """:func:`wiener_deconvolve` without the checks, returning the whole padded grid.
+
+    For callers that keep working on the extended domain (:mod:`recon.classical` renders its
+    frames from it); :func:`recon.fft_ops.crop` with ``pads`` gives the frame.
+
+    Args:
+        y: the blurred images.
+        psf: the blur kernels, centred, summing to one.
+        nsr: noise-to-signal ratio (> 0, not checked).
+        boundary: ``"solve"`` or ``"taper"``.
+        iters: conjugate-gradient iterations for ``boundary="solve"``.
+        pads: the padding, e.g. :func:`recon.fft_ops.fft_pads`.
+        saturated: clipped pixels, given no weight with ``boundary="solve"`` (checked by
+            :func:`check_saturated`), or ``None``.
+
+    Returns:
+        The deconvolved images on the padded grid.
+
+    Raises:
+        ValueError: an unknown ``boundary``, or a PSF larger than the padded grid.
+
+    Shape:
+        - y: ``(B, H, W)``; psf: ``(1, kh, kw)`` or ``(B, kh, kw)``; saturated: ``(H, W)`` bool
+        - output: ``(B, H + top + bottom, W + left + right)``
+    """
     if boundary not in ("solve", "taper"):
         raise ValueError(f"boundary must be 'solve' or 'taper'; got {boundary!r}.")
-    hw = _padded_hw(y, pads)
-    otf = _otf(psf.to(y.dtype), hw)
-    reg = _grad_power(hw, y.device, y.dtype)
-    den = otf.abs().square() + nsr * reg
+    hw = padded_hw(y, pads)
+    k_hat = otf(psf.to(y.dtype), hw)
+    reg = grad_power(hw, y.device, y.dtype)
+    den = k_hat.abs().square() + nsr * reg
     den[..., 0, 0] = den[..., 0, 0].clamp(min=1e-12)
 
     def precond(r: Tensor) -> Tensor:
         return torch.fft.irfft2(torch.fft.rfft2(r) / den, s=hw)
 
-    x = precond(torch.fft.irfft2(torch.fft.rfft2(_tapered(y, pads)) * otf.conj(), s=hw))
+    x = precond(torch.fft.irfft2(torch.fft.rfft2(tapered(y, pads)) * k_hat.conj(), s=hw))
     if boundary == "taper" or iters <= 0:
         return x
     # Unknown boundary: solve (K^T M K + nsr R) x = K^T M y by preconditioned conjugate gradients.
-    mask, y_ext = _window_mask(y, pads, saturated)
+    mask, y_ext = window_mask(y, pads, saturated)
     y_ext = y_ext * mask
 
     def normal(v: Tensor) -> Tensor:
         fv = torch.fft.rfft2(v)
-        kv = torch.fft.irfft2(fv * otf, s=hw) * mask
-        return torch.fft.irfft2(torch.fft.rfft2(kv) * otf.conj() + nsr * reg * fv, s=hw)
+        kv = torch.fft.irfft2(fv * k_hat, s=hw) * mask
+        return torch.fft.irfft2(torch.fft.rfft2(kv) * k_hat.conj() + nsr * reg * fv, s=hw)
 
     def dot(a: Tensor, b: Tensor) -> Tensor:
         return (a * b).sum(dim=(-2, -1), keepdim=True)
 
-    r = torch.fft.irfft2(torch.fft.rfft2(y_ext) * otf.conj(), s=hw) - normal(x)
+    r = torch.fft.irfft2(torch.fft.rfft2(y_ext) * k_hat.conj(), s=hw) - normal(x)
     z = precond(r)
     p, rz = z, dot(r, z)
     for _ in range(iters):
@@ -442,57 +402,65 @@ def wiener_deconvolve(
         - y: ``(H, W)`` or ``(B, H, W)``; psf: ``(kh, kw)`` or ``(B, kh, kw)``
         - output: same as ``y``
     """
-    yb, squeeze = _as_batch(y)
+    yb, squeeze = as_batch(y)
     psf_b = _check_psf(psf, yb.shape[0])
-    pads = _pads(yb.shape[-2], yb.shape[-1], psf_b, margin)
-    x = _wiener_ext(yb, psf_b, _positive("nsr", nsr), boundary, int(iters), pads,
-                    check_saturated(saturated, yb))
-    x = _crop(x, pads)
+    pads = fft_pads(yb.shape[-2], yb.shape[-1], psf_b, margin)
+    x = wiener_deconvolve_padded(yb, psf_b, check_positive("nsr", nsr), boundary, int(iters),
+                                 pads, check_saturated(saturated, yb))
+    x = crop(x, pads)
     return x[0] if squeeze else x
 
 
-def _robust_range(y: Tensor) -> Tensor:
-    """Spread (1st to 99th percentile) of each image of ``(B, H, W)``, as ``(B, 1, 1)``."""
-    flat = y.detach().flatten(1).float()
-    flat = flat[:, :: flat.shape[1] // 65536 + 1]
-    q = torch.quantile(flat, torch.tensor([0.01, 0.99], device=flat.device), dim=1)
-    floor = 1e-6 * flat.abs().amax(dim=1).clamp(min=1.0)
-    return torch.maximum(q[1] - q[0], floor).clamp(min=1e-12).to(y.dtype).view(-1, 1, 1)
-
-
-def _tv_ext(y: Tensor, psf: Tensor, lam: float, iters: int, pads: Pads,
-            rho: float, saturated: Tensor | None = None) -> Tensor:
+def tv_deconvolve_padded(y: Tensor, psf: Tensor, lam: float, iters: int, pads: Pads,
+                         rho: float, saturated: Tensor | None = None) -> Tensor:
     """ADMM for ``min 1/2 ||M (k * x) - y||^2 + lam TV(x)`` on the padded grid.
 
-    Splitting ``u = k * x`` (masked data term: per-pixel average) and ``z = grad x`` (isotropic
-    shrinkage) leaves an x step that is diagonal in Fourier. ``saturated`` pixels ``(H, W)`` are
-    clipped: out of the data term, and their ``u`` is kept at or above the clipped value (the
-    light there was at least that much).
+    :func:`tv_deconvolve` without the checks, returning the whole padded grid (see
+    :func:`wiener_deconvolve_padded`). Splitting ``u = k * x`` (masked data term: per-pixel
+    average) and ``z = grad x`` (isotropic shrinkage) leaves an x step that is diagonal in
+    Fourier. ``saturated`` pixels are clipped: out of the data term, and their ``u`` is kept at or
+    above the clipped value (the light there was at least that much).
+
+    Args:
+        y: the blurred images.
+        psf: the blur kernels, centred, summing to one.
+        lam: TV weight (> 0, not checked).
+        iters: ADMM iterations.
+        pads: the padding, e.g. :func:`recon.fft_ops.fft_pads`.
+        rho: penalty of the data splitting (> 0, not checked).
+        saturated: clipped pixels (checked by :func:`check_saturated`), or ``None``.
+
+    Returns:
+        The deconvolved images on the padded grid.
+
+    Shape:
+        - y: ``(B, H, W)``; psf: ``(1, kh, kw)`` or ``(B, kh, kw)``; saturated: ``(H, W)`` bool
+        - output: ``(B, H + top + bottom, W + left + right)``
     """
-    hw = _padded_hw(y, pads)
-    mask, y_ext = _window_mask(y, pads, saturated)
+    hw = padded_hw(y, pads)
+    mask, y_ext = window_mask(y, pads, saturated)
     clip = None
     if saturated is not None:
         clip = F.pad(saturated, (pads[2], pads[3], pads[0], pads[1]))
-    otf = _otf(psf.to(y.dtype), hw)
-    g2 = _grad_power(hw, y.device, y.dtype)
+    k_hat = otf(psf.to(y.dtype), hw)
+    g2 = grad_power(hw, y.device, y.dtype)
     rho_u = rho
-    rho_z = 10.0 * lam / _robust_range(y)  # shrinkage threshold lam / rho_z: 10 % of the range
-    den = rho_u * otf.abs().square() + rho_z * g2
+    rho_z = 10.0 * lam / robust_range(y)  # shrinkage threshold lam / rho_z: 10 % of the range
+    den = rho_u * k_hat.abs().square() + rho_z * g2
     den[..., 0, 0] = den[..., 0, 0].clamp(min=1e-12)
 
     def conv(a: Tensor) -> Tensor:
-        return torch.fft.irfft2(torch.fft.rfft2(a) * otf, s=hw)
+        return torch.fft.irfft2(torch.fft.rfft2(a) * k_hat, s=hw)
 
-    x = _wiener_ext(y, psf, 1e-2, "taper", 0, pads)
-    u, z = conv(x), _grad(x)
+    x = wiener_deconvolve_padded(y, psf, 1e-2, "taper", 0, pads)
+    u, z = conv(x), grad(x)
     du, dz = torch.zeros_like(u), torch.zeros_like(z)
     thr = (lam / rho_z).unsqueeze(1)
     for _ in range(iters):
-        rhs = rho_u * torch.fft.rfft2(u - du) * otf.conj() + rho_z * torch.fft.rfft2(
-            _grad_adjoint(z - dz))
+        rhs = rho_u * torch.fft.rfft2(u - du) * k_hat.conj() + rho_z * torch.fft.rfft2(
+            grad_adjoint(z - dz))
         x = torch.fft.irfft2(rhs / den, s=hw)
-        kx, gx = conv(x), _grad(x)
+        kx, gx = conv(x), grad(x)
         u = (mask * y_ext + rho_u * (kx + du)) / (mask + rho_u)
         if clip is not None:
             u = torch.where(clip, torch.maximum(u, y_ext), u)
@@ -543,12 +511,12 @@ def tv_deconvolve(
         - y: ``(H, W)`` or ``(B, H, W)``; psf: ``(kh, kw)`` or ``(B, kh, kw)``
         - output: same as ``y``
     """
-    yb, squeeze = _as_batch(y)
+    yb, squeeze = as_batch(y)
     psf_b = _check_psf(psf, yb.shape[0])
     if int(iters) < 1:
         raise ValueError(f"iters must be >= 1; got {iters!r}.")
-    pads = _pads(yb.shape[-2], yb.shape[-1], psf_b, margin)
-    x = _tv_ext(yb, psf_b, _positive("lam", lam), int(iters), pads, _positive("rho", rho),
-                check_saturated(saturated, yb))
-    x = _crop(x, pads)
+    pads = fft_pads(yb.shape[-2], yb.shape[-1], psf_b, margin)
+    x = tv_deconvolve_padded(yb, psf_b, check_positive("lam", lam), int(iters), pads,
+                             check_positive("rho", rho), check_saturated(saturated, yb))
+    x = crop(x, pads)
     return x[0] if squeeze else x

@@ -1,10 +1,11 @@
 """Estimation of a global linear velocity, sign included, from one coded frame.
 
 Holds :func:`estimate_velocity` and its result :class:`VelocityEstimate`, and the spectral model
-behind them: ``_Spectrum`` (Gaussian marginal likelihood of a blurred power-law image plus white
-noise; also used by :func:`recon.classical.reconstruct_global` to fit the noise level), the
-periodic + smooth decomposition and the sparsity test that resolves the direction. Both public
-names are re-exported by :mod:`recon.classical`. Conventions as in :mod:`recon.psf_deconv`.
+behind them: :class:`Spectrum` (Gaussian marginal likelihood of a blurred power-law image plus
+white noise; also used by :func:`recon.classical.reconstruct_global` to fit the noise level), the
+periodic + smooth decomposition and the sparsity test that resolves the direction.
+:func:`estimate_velocity` and :class:`VelocityEstimate` are re-exported by :mod:`recon.classical`.
+Conventions as in :mod:`recon.psf_deconv`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from recon.fft_ops import check_positive, grad, grad_power, otf
 from recon.functional import CodeLike
-from recon.psf_deconv import (
-    Velocity,
-    _grad,
-    _grad_power,
-    _motion_psf_batch,
-    _otf,
-    _positive,
-    _time_weights,
-    motion_psf,
-)
+from recon.psf_deconv import Velocity, motion_psf, motion_psf_batch, time_weights
 
 __all__ = [
+    "Spectrum",
     "VelocityEstimate",
     "direction_sparsity",
     "estimate_velocity",
@@ -91,7 +85,7 @@ def _periodic_component(u: Tensor) -> Tensor:
     return u - torch.fft.irfft2(s, s=(h, w))
 
 
-class _Spectrum:
+class Spectrum:
     """Gaussian model of one image's power spectrum: ``a |H(f)|^2 / |2 pi f|^(2 g) + sigma^2``.
 
     The latent image has a power-law spectrum of unknown scale ``a`` and exponent ``g`` (fitted:
@@ -100,6 +94,14 @@ class _Spectrum:
     negative log-likelihood, with ``a``, ``g``, ``sigma^2`` fitted by Fisher scoring, scores a blur
     without deconvolving: unlike the fit of a sharp image, the marginal likelihood does not favour
     "no blur". It sees only ``|H|``, so it cannot tell a velocity from its reverse.
+
+    Args:
+        y: the image (a coded frame, dark-subtracted).
+        noise_sigma: the noise standard deviation, or ``None`` to fit it with each blur.
+
+    Shape:
+        - y: ``(H, W)``; ``hw = (H, W)``
+        - :meth:`fit`: ``|H|^2`` ``(C, H, W // 2 + 1)`` -> four ``(C,)`` tensors
     """
 
     def __init__(self, y: Tensor, noise_sigma: float | None) -> None:
@@ -180,18 +182,18 @@ class _Spectrum:
 
     def grad_energy(self, a: float, g: float) -> float:
         """Mean squared gradient ``mean|grad x|^2`` of a latent image with the fitted spectrum."""
-        g2 = _grad_power(self.hw, self.log_f2.device, self.log_f2.dtype)
+        g2 = grad_power(self.hw, self.log_f2.device, self.log_f2.dtype)
         return float((a * torch.exp(-g * self.log_f2) * g2 * self.wts).sum())
 
     def score(self, w: Tensor, cands: list[Velocity]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """:meth:`fit` for the PSFs of candidate velocities, in chunks of 32."""
         out = []
         for i in range(0, len(cands), 32):
-            psfs = _motion_psf_batch(w, cands[i: i + 32], dtype=self.power.dtype,
-                                     device=self.power.device)
+            psfs = motion_psf_batch(w, cands[i: i + 32], dtype=self.power.dtype,
+                                    device=self.power.device)
             # |H|^2 ignores where the kernel sits in the periodic grid: no centring roll needed.
-            otf = torch.view_as_real(torch.fft.rfft2(psfs, s=self.hw))
-            out.append(self.fit(otf.square().sum(-1)))
+            h_ri = torch.view_as_real(torch.fft.rfft2(psfs, s=self.hw))
+            out.append(self.fit(h_ri.square().sum(-1)))
         nll, a, s2, g = (torch.cat(parts) for parts in zip(*out, strict=True))
         return nll, a, s2, g
 
@@ -199,10 +201,10 @@ class _Spectrum:
 def _sparsity(y: Tensor, w: Tensor, v: Velocity, nsr: float) -> float:
     """Gradient L1 / L2 of the periodic Wiener deconvolution of ``y`` for velocity ``v``."""
     hw = (y.shape[-2], y.shape[-1])
-    otf = _otf(motion_psf(w, v, dtype=y.dtype, device=y.device).unsqueeze(0), hw)[0]
-    filt = otf.conj() / (otf.abs().square() + nsr * _grad_power(hw, y.device, y.dtype))
+    k_hat = otf(motion_psf(w, v, dtype=y.dtype, device=y.device).unsqueeze(0), hw)[0]
+    filt = k_hat.conj() / (k_hat.abs().square() + nsr * grad_power(hw, y.device, y.dtype))
     filt[0, 0] = 1.0
-    g = _grad(torch.fft.irfft2(torch.fft.rfft2(y) * filt, s=hw))
+    g = grad(torch.fft.irfft2(torch.fft.rfft2(y) * filt, s=hw))
     return float(g.square().sum(dim=0).sqrt().sum() / g.square().sum().sqrt())
 
 
@@ -221,7 +223,7 @@ def estimate_velocity(
 
     1. Axis and length: the Gaussian marginal likelihood of the spectrum under "power-law image,
        blurred by the candidate PSF, plus white noise", scale, exponent and noise fitted per
-       candidate (``_Spectrum``): no deconvolution, no bias to short blurs. Coarse grid (angles in
+       candidate (``Spectrum``): no deconvolution, no bias to short blurs. Coarse grid (angles in
        ``[0, 180)``, lengths up to ``max_px``, on a ``max(128, 3 max_px)`` px crop), then two
        refinements at 1/4 and 1/16 of the steps.
     2. Sign: a velocity and its reverse give PSFs of equal ``|H|``, so their Wiener deconvolutions
@@ -250,7 +252,7 @@ def estimate_velocity(
     """
     if y.dim() != 2 or not y.is_floating_point():
         raise ValueError(f"y must be one floating-point (H, W) image; got {tuple(y.shape)}.")
-    w = _time_weights(code, sub_steps, weights)
+    w = time_weights(code, sub_steps, weights)
 
     def centre(img: Tensor, side: int) -> Tensor:
         h, wd = img.shape
@@ -258,16 +260,16 @@ def estimate_velocity(
         return img[(h - ch) // 2: (h - ch) // 2 + ch, (wd - cw) // 2: (wd - cw) // 2 + cw]
 
     crop = centre(y, int(max_size))
-    max_px = _positive("max_px", max_px)
+    max_px = check_positive("max_px", max_px)
     if max_px > min(crop.shape) / 2:
         raise ValueError(f"max_px={max_px:g} is more than half the {tuple(crop.shape)} crop; "
                          "use a larger image or max_size, or a smaller max_px.")
     # Coded blurs have fine spectral ripples: a blur of L px rotated by more than ~1/L rad already
     # fits worse than a short spurious blur, so the coarse angles must be that fine.
-    step = (_positive("angle_step_deg", angle_step_deg) if angle_step_deg is not None
+    step = (check_positive("angle_step_deg", angle_step_deg) if angle_step_deg is not None
             else min(6.0, math.degrees(1.5 / max_px)))
-    specs = (_Spectrum(centre(crop, max(128, math.ceil(3 * max_px))), noise_sigma),
-             _Spectrum(crop, noise_sigma))
+    specs = (Spectrum(centre(crop, max(128, math.ceil(3 * max_px))), noise_sigma),
+             Spectrum(crop, noise_sigma))
     l_step = max(1.0, max_px / 20)
     thetas = torch.arange(0.0, 180.0, step).tolist()
     lengths = [0.0] + torch.arange(l_step, max_px + 1e-9, l_step).tolist()
@@ -320,8 +322,8 @@ def spectrum_scores(y: Tensor, weights: Tensor, velocities: list[Velocity],
     Returns:
         ``nll, a, sigma^2, g`` per candidate, each ``(C,)``.
     """
-    return _Spectrum(y, noise_sigma).score(weights.detach().to("cpu", torch.float64),
-                                           list(velocities))
+    return Spectrum(y, noise_sigma).score(weights.detach().to("cpu", torch.float64),
+                                          list(velocities))
 
 
 def direction_sparsity(y: Tensor, weights: Tensor, velocity: Velocity,
@@ -340,7 +342,7 @@ def direction_sparsity(y: Tensor, weights: Tensor, velocity: Velocity,
         ``(forward, reverse)``.
     """
     w = weights.detach().to("cpu", torch.float64)
-    spec = _Spectrum(y, noise_sigma)
+    spec = Spectrum(y, noise_sigma)
     _, a, s2, g = spec.score(w, [velocity])
     nsr = float(s2[0]) / max(spec.grad_energy(float(a[0]), float(g[0])), 1e-30)
     p = _periodic_component(y)

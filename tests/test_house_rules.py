@@ -21,32 +21,7 @@ SCANNED = (*OWN, "scripts")
 
 #: ``(importing file, module, name)`` still allowed; remove an entry when its import goes.
 ALLOWED = {
-    # recon/psf_deconv.py is a public toolbox dressed as private (its helpers become a public
-    # module in the recon part of issue 16).
-    ("recon/classical.py", "recon.psf_deconv", "_as_batch"),
-    ("recon/classical.py", "recon.psf_deconv", "_crop"),
-    ("recon/classical.py", "recon.psf_deconv", "_otf"),
-    ("recon/classical.py", "recon.psf_deconv", "_pad_reflect"),
-    ("recon/classical.py", "recon.psf_deconv", "_pads"),
-    ("recon/classical.py", "recon.psf_deconv", "_psf_radius"),
-    ("recon/classical.py", "recon.psf_deconv", "_robust_range"),
-    ("recon/classical.py", "recon.psf_deconv", "_time_weights"),
-    ("recon/classical.py", "recon.psf_deconv", "_tv_ext"),
-    ("recon/classical.py", "recon.psf_deconv", "_velocity"),
-    ("recon/classical.py", "recon.psf_deconv", "_wiener_ext"),
-    ("recon/gap.py", "recon.psf_deconv", "_as_batch"),
-    ("recon/gap.py", "recon.psf_deconv", "_positive"),
-    ("recon/gap.py", "recon.psf_deconv", "_robust_range"),
-    ("recon/velocity.py", "recon.psf_deconv", "_grad"),
-    ("recon/velocity.py", "recon.psf_deconv", "_grad_power"),
-    ("recon/velocity.py", "recon.psf_deconv", "_motion_psf_batch"),
-    ("recon/velocity.py", "recon.psf_deconv", "_otf"),
-    ("recon/velocity.py", "recon.psf_deconv", "_positive"),
-    ("recon/velocity.py", "recon.psf_deconv", "_time_weights"),
-    ("tests/recon/test_velocity.py", "recon.psf_deconv", "_motion_psf_batch"),
-    ("tests/recon/test_velocity.py", "recon.psf_deconv", "_time_weights"),
     # other recon modules
-    ("recon/classical.py", "recon.velocity", "_Spectrum"),
     ("tests/recon/test_codes.py", "recon.codes", "_Screen"),
     ("tests/recon/test_refiner.py", "recon.train_refiner", "_loss"),
     ("tests/calibration/test_procedures.py", "calibration.procedures", "_NoiseProbe"),

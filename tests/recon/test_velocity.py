@@ -7,7 +7,7 @@ import torch
 
 from recon.classical import motion_psf
 from recon.functional import code_weights
-from recon.psf_deconv import _motion_psf_batch, _time_weights
+from recon.psf_deconv import motion_psf_batch, time_weights
 
 CODE = "11100101"
 VELOCITIES = [(0.0, 0.0), (20.0, -13.0), (-7.3, 2.1), (5.0, 5.0), (-15.0, -15.0), (0.3, -0.2),
@@ -16,8 +16,8 @@ VELOCITIES = [(0.0, 0.0), (20.0, -13.0), (-7.3, 2.1), (5.0, 5.0), (-15.0, -15.0)
 
 @pytest.mark.parametrize("sub_steps", [1, 4])
 def test_batched_psfs_equal_stacked_motion_psf(sub_steps: int) -> None:
-    w = _time_weights(CODE, sub_steps, None)
-    batch = _motion_psf_batch(w, VELOCITIES, dtype=torch.float64)
+    w = time_weights(CODE, sub_steps, None)
+    batch = motion_psf_batch(w, VELOCITIES, dtype=torch.float64)
     r = (batch.shape[-1] - 1) // 2
     ref = torch.stack([motion_psf(w, v, radius=r, dtype=torch.float64) for v in VELOCITIES])
     assert batch.shape == ref.shape
@@ -27,12 +27,12 @@ def test_batched_psfs_equal_stacked_motion_psf(sub_steps: int) -> None:
 
 def test_batched_psfs_options_and_errors() -> None:
     w = code_weights(CODE, sub_steps=2, dtype=torch.float64)
-    part = _motion_psf_batch(w, VELOCITIES[:4], t_range=(0.25, 0.75), radius=20)
+    part = motion_psf_batch(w, VELOCITIES[:4], t_range=(0.25, 0.75), radius=20)
     assert part.shape == (4, 41, 41) and part.dtype == torch.float32
     for k, v in zip(part, VELOCITIES[:4], strict=True):
         ref = motion_psf(w, v, t_range=(0.25, 0.75), radius=20)
         assert torch.allclose(k, ref, atol=1e-6)
     with pytest.raises(ValueError):
-        _motion_psf_batch(w, [(30.0, 0.0)], radius=3)
+        motion_psf_batch(w, [(30.0, 0.0)], radius=3)
     with pytest.raises(ValueError):
-        _motion_psf_batch(w, [])
+        motion_psf_batch(w, [])
