@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import serial  # noqa: E402
 
+from common.codes import code_sha256  # noqa: E402
 from hw import shutter_protocol as sp  # noqa: E402
 from hw.sim.avr import SimulatedArduino  # noqa: E402
 
@@ -434,7 +435,7 @@ def _huge(ctx: Ctx) -> Check:
     bits = "".join(ctx.rng.choice("01") for _ in range(1023)) + "1"
     p = ctx.ask(T.LOAD_CODE, sp.load_code_body(bits, 10_000))
     ok = p is not None and p.type == sp.reply_type(T.LOAD_CODE) and sp.DeviceStatus.from_body(
-        p.body).code_sha256 == sp.code_sha256_bytes(int(b) for b in bits).hex()
+        p.body).code_sha256 == code_sha256(bits)
     return both(expect(replies_n=1), problem(None if ok else "the code's SHA-256 does not match"))
 
 

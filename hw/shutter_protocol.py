@@ -24,7 +24,6 @@ Wire format::
 from __future__ import annotations
 
 import binascii
-import hashlib
 import math
 import struct
 import time
@@ -128,7 +127,6 @@ __all__ = [
     "chip_us_problem",
     "cobs_decode",
     "cobs_encode",
-    "code_sha256_bytes",
     "configure_body",
     "crc16_ccitt_false",
     "decode_packet",
@@ -649,18 +647,3 @@ def ping_body(payload: bytes = b"") -> bytes:
             f"A PING carries at most {MAX_PING_BYTES} bytes; this one has {len(payload)}."
         )
     return payload
-
-
-# -- code echo -------------------------------------------------------------------------------------
-
-
-def code_sha256_bytes(bits: Iterable[int]) -> bytes:
-    """SHA-256 (32 bytes) of the ASCII ``0``/``1`` string of a code, as STATUS carries it.
-
-    The one definition of a code's hash in ``hw``: :func:`hw.types.code_sha256` (and so
-    ``ShutterCode.sha256``) is its hex form.
-
-    >>> code_sha256_bytes([1, 1, 1, 0, 0, 1, 0, 1]).hex()[:12]
-    'e6df3e0d4150'
-    """
-    return hashlib.sha256("".join(str(int(b)) for b in bits).encode("ascii")).digest()

@@ -16,34 +16,19 @@ from typing import Any
 
 import numpy as np
 
+from common.codes import CHIP_US_MAX, CHIP_US_MIN, CodeValidationError, code_sha256, parse_code
 from hw import shutter_protocol as sp
 from hw.errors import CodeError
 
-#: Limits of a code accepted anywhere in the rig. A given controller may accept a narrower range
-#: (see its ``chip_us_range``); the firmware's own limits live in firmware/PROTOCOL.md.
-MAX_CHIPS = 1024
-CHIP_US_MIN = 1.0
-CHIP_US_MAX = 1_000_000.0
 
-
-def _bits_from(bits: str | Iterable[int]) -> tuple[int, ...]:
-    if isinstance(bits, str):
-        text = bits.strip().replace(" ", "").replace("_", "")
-        bad = sorted(set(text) - {"0", "1"})
-        if bad:
-            raise CodeError(
-                f"Exposure code {bits!r} contains {bad!r}; "
-                "a code is written with the characters 0 and 1 only, "
-                "e.g. '11100101'."
-            )
-        return tuple(int(c) for c in text)
-    out = []
-    for b in bits:
-        v = int(b)
-        if v not in (0, 1) or v != b:
-            raise CodeError(f"Exposure code chips must be 0 or 1, got {b!r}.")
-        out.append(v)
-    return tuple(out)
+def _code_bits(bits: str | Iterable[int]) -> tuple[int, ...]:
+    """The chips of a code, checked by :func:`common.codes.parse_code` (its errors as
+    :class:`~hw.errors.CodeError`)."""
+    try:
+        chips = parse_code(bits if isinstance(bits, str | np.ndarray) else list(bits))
+    except CodeValidationError as e:
+        raise CodeError(str(e)) from e
+    return tuple(chips.tolist())
 
 
 def check_dmd_masks(masks: Any, dmd_shape: tuple[int, int], max_patterns: int) -> np.ndarray:
@@ -77,18 +62,6 @@ def masks_sha256(masks: Any) -> str:
     return h.hexdigest()
 
 
-def code_sha256(bits: Iterable[int]) -> str:
-    """SHA-256 (hex) of a binary code, computed over its ASCII '0'/'1' string.
-
-    The same definition is used by ``recon.codes``, by the capture files and by the firmware echo;
-    in ``hw`` it is written once, in :func:`hw.shutter_protocol.code_sha256_bytes`.
-
-    >>> code_sha256([1, 1, 1, 0, 0, 1, 0, 1])[:12]
-    'e6df3e0d4150'
-    """
-    return sp.code_sha256_bytes(bits).hex()
-
-
 @dataclass(frozen=True)
 class ShutterCode:
     """A binary exposure code played chip by chip by a shutter controller.
@@ -108,16 +81,7 @@ class ShutterCode:
     name: str = ""
 
     def __post_init__(self) -> None:
-        bits = _bits_from(self.bits)
-        if not 1 <= len(bits) <= MAX_CHIPS:
-            raise CodeError(
-                f"An exposure code needs 1 to {MAX_CHIPS} chips; this one has {len(bits)}."
-            )
-        if not any(bits):
-            raise CodeError(
-                "This exposure code has no open chip, so the camera would record only darkness; "
-                "open at least one chip (a '1')."
-            )
+        bits = _code_bits(self.bits)
         chip_us = float(self.chip_us)
         if not np.isfinite(chip_us) or not CHIP_US_MIN <= chip_us <= CHIP_US_MAX:
             raise CodeError(
@@ -129,7 +93,7 @@ class ShutterCode:
     @classmethod
     def parse(cls, text: str, chip_us: float, name: str = "") -> ShutterCode:
         """Build a code from a '0'/'1' string."""
-        return cls(_bits_from(text), chip_us, name)
+        return cls(_code_bits(text), chip_us, name)
 
     @property
     def n_chips(self) -> int:

@@ -1,8 +1,10 @@
-"""Binary exposure codes: parsing, quality metrics, search and the known codes.
+"""Binary exposure codes: quality metrics, search and the known codes.
 
-A code is a 1-D ``uint8`` array of chips, 1 = shutter open, 0 = closed. This module is pure
-numpy: it imports nothing from ``hw`` or the application, so the CLI, the GUI's code designer and
-the reconstruction can all use it.
+A code is a 1-D ``uint8`` array of chips, 1 = shutter open, 0 = closed, read by
+:func:`common.codes.parse_code` (parsing, validation and the code's SHA-256 live in
+:mod:`common.codes`, shared with ``hw``). This module is pure numpy: it imports nothing from
+``hw`` or the application, so the CLI, the GUI's code designer and the reconstruction can all use
+it.
 
 Conventions of the metrics (see :func:`code_metrics` for the details):
 
@@ -16,18 +18,20 @@ Conventions of the metrics (see :func:`code_metrics` for the details):
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-#: Limits of a code accepted anywhere in the rig (the same numbers as ``hw.types``).
-MAX_CHIPS = 1024
-CHIP_US_MIN = 1.0
-CHIP_US_MAX = 1_000_000.0
+from common.codes import (
+    MAX_CHIPS,
+    CodeLike,
+    CodeValidationError,
+    code_sha256,
+    code_string,
+    parse_code,
+)
 
 #: Oversampling of the DFT grid of the zero-padded code: ``n_fft = DEFAULT_PAD_FACTOR * n_chips``.
 DEFAULT_PAD_FACTOR = 8
@@ -50,168 +54,6 @@ KNOWN_CODES: dict[str, str] = {
 _ZERO_POWER_REL = 1e-20
 # Rough float64 flop budget for the exact noise amplification of the candidates of one search.
 _EXACT_NA_FLOPS = 1e10
-
-CodeLike = str | Sequence[int] | np.ndarray
-
-
-class CodeValidationError(ValueError):
-    """An exposure code, a chip duration or a code-search setting is invalid.
-
-    The message is a sentence that says what was wrong and what to do.
-    """
-
-
-# --- Parsing and validation --------------------------------------------------------------------
-
-
-def _parse(code: CodeLike, *, require_open: bool) -> np.ndarray:
-    if isinstance(code, str):
-        text = "".join(code.split()).replace("_", "")
-        bad = sorted(set(text) - {"0", "1"})
-        if bad:
-            raise CodeValidationError(
-                f"Exposure code {code!r} contains the character(s) {''.join(bad)!r}; write a code "
-                "with the characters 0 and 1 only (spaces and underscores may separate groups), "
-                "e.g. '11100101'."
-            )
-        bits = np.frombuffer(text.encode("ascii"), dtype=np.uint8) - np.uint8(ord("0"))
-    elif isinstance(code, bytes | bytearray):
-        raise CodeValidationError(
-            "An exposure code must be a '0'/'1' string or a sequence of 0/1 chips, not bytes; "
-            "decode it to str first."
-        )
-    else:
-        try:
-            arr = np.asarray(code)
-        except (TypeError, ValueError) as e:
-            raise CodeValidationError(
-                f"Could not read {code!r} as an exposure code; give a '0'/'1' string or a flat "
-                "sequence of 0/1 chips."
-            ) from e
-        if arr.ndim != 1:
-            raise CodeValidationError(
-                "An exposure code must be a '0'/'1' string or a flat (1-D) sequence of 0/1 chips; "
-                f"got an array of shape {arr.shape}."
-            )
-        if arr.size and arr.dtype.kind not in "biuf":
-            raise CodeValidationError(
-                f"Exposure code chips must be the numbers 0 or 1; got values of type {arr.dtype} "
-                "(for text, pass one '0'/'1' string such as '11100101')."
-            )
-        if arr.size:
-            ok = (arr == 0) | (arr == 1)
-            if not ok.all():
-                where = np.flatnonzero(~ok)[:5]
-                shown = ", ".join(f"chip {i} = {arr[i].item()!r}" for i in where)
-                raise CodeValidationError(
-                    f"Exposure code chips must be 0 (closed) or 1 (open); got {shown}. "
-                    "Fix those chips."
-                )
-        bits = arr.astype(np.uint8)
-    n = int(bits.size)
-    if n == 0:
-        raise CodeValidationError(
-            "The exposure code is empty; give at least one chip, e.g. '11100101'."
-        )
-    if n > MAX_CHIPS:
-        raise CodeValidationError(
-            f"The exposure code has {n} chips, too long: the rig accepts 1 to {MAX_CHIPS} chips. "
-            "Use a shorter code (with longer chips if the exposure must stay as long)."
-        )
-    if require_open and not bits.any():
-        raise CodeValidationError(
-            f"The exposure code has no open chip (all {n} chips are 0), so it would record no "
-            "light; open at least one chip."
-        )
-    return np.ascontiguousarray(bits, dtype=np.uint8)
-
-
-def parse_code(code: CodeLike) -> np.ndarray:
-    """Check an exposure code and return it as a ``uint8`` array of 0/1 chips.
-
-    Args:
-        code: a '0'/'1' string (whitespace and underscores between chips are ignored) or a flat
-            sequence / array of chips whose values are exactly 0 or 1 (ints, bools or floats).
-
-    Returns:
-        A new 1-D ``uint8`` array of 0/1 values.
-
-    Raises:
-        CodeValidationError: empty code, more than ``MAX_CHIPS`` chips, no open chip, characters
-            other than 0/1, values other than 0/1, or an input that is not flat.
-
-    >>> parse_code("1110_0101").tolist()
-    [1, 1, 1, 0, 0, 1, 0, 1]
-    """
-    return _parse(code, require_open=True)
-
-
-def validate_chip_us(chip_us: float, lo: float = CHIP_US_MIN, hi: float = CHIP_US_MAX) -> float:
-    """Check a chip duration in microseconds.
-
-    Args:
-        chip_us: duration of one chip, microseconds.
-        lo: smallest accepted duration, microseconds.
-        hi: largest accepted duration, microseconds.
-
-    Returns:
-        ``chip_us`` as a float.
-
-    Raises:
-        CodeValidationError: ``chip_us`` is not a finite number or lies outside ``[lo, hi]``.
-
-    >>> validate_chip_us(250)
-    250.0
-    """
-    if isinstance(chip_us, bool) or not isinstance(chip_us, int | float | np.integer | np.floating):
-        raise CodeValidationError(
-            f"Chip duration chip_us={chip_us!r} is not a number; give it in microseconds, "
-            "e.g. 1000."
-        )
-    value = float(chip_us)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise CodeValidationError(
-            f"Chip duration chip_us={chip_us!r} us is out of range; choose a value between "
-            f"{lo:g} and {hi:g} us."
-        )
-    return value
-
-
-def code_string(bits: CodeLike) -> str:
-    """The '0'/'1' string of a code.
-
-    Args:
-        bits: a code in any form :func:`parse_code` accepts (an all-closed code is allowed here).
-
-    Returns:
-        The chips as ASCII '0'/'1' characters.
-
-    Raises:
-        CodeValidationError: as :func:`parse_code`, except that no open chip is required.
-
-    >>> code_string([1, 0, 1])
-    '101'
-    """
-    return (_parse(bits, require_open=False) + np.uint8(ord("0"))).tobytes().decode("ascii")
-
-
-def code_sha256(bits: CodeLike) -> str:
-    """SHA-256 (hex) of a code's ASCII '0'/'1' string; the same as ``hw.types.code_sha256``.
-
-    Args:
-        bits: a code in any form :func:`parse_code` accepts (an all-closed code is allowed here).
-
-    Returns:
-        64 lowercase hex digits.
-
-    Raises:
-        CodeValidationError: as :func:`code_string`.
-
-    >>> code_sha256("11100101")[:12]
-    'e6df3e0d4150'
-    """
-    return hashlib.sha256(code_string(bits).encode("ascii")).hexdigest()
-
 
 # --- Known codes -------------------------------------------------------------------------------
 
@@ -601,8 +443,22 @@ def describe_code(bits: CodeLike, *, name: str = "", pad_factor: int = DEFAULT_P
 # --- Search ------------------------------------------------------------------------------------
 
 
-class _Screen:
-    """Fast float32 screening scores (higher is better) for codes of one length."""
+class SearchScreen:
+    """Fast float32 screening scores of :func:`search_codes` (higher is better), for codes of
+    one length.
+
+    ``"min_dft"``: min ``|DFT|^2`` on the ``pad_factor * n_chips`` grid; ``"flatness"``:
+    ``n_fft * log`` of the spectral flatness; ``"noise_amplification"``: minus the long-signal
+    proxy ``sum_k w_k / |DFT[k]|^2`` (the exact float64 values rank the survivors).
+
+    Args:
+        n_chips: K, the length of the codes scored.
+        objective: one of :data:`OBJECTIVES`.
+        pad_factor: DFT grid oversampling.
+
+    Shape:
+        - call: codes ``(N, K)`` of 0/1 -> scores ``(N,)`` float32
+    """
 
     def __init__(self, n_chips: int, objective: str, pad_factor: int) -> None:
         self.k = n_chips
@@ -810,41 +666,57 @@ def search_codes(
     True
     """
     _check_search_args(n_chips, n_open, objective, top, exhaustive_max, n_random, pad_factor)
-    # Spectral objectives: float32 screening vs float64 ranking needs little margin; the exact
-    # stage costs ~K^2 per code, so long codes get a smaller pool.
-    pool_size = max(2 * top, min(max(16 * top, 512), (1 << 25) // n_chips**2))
-    if objective == "noise_amplification":
-        n_sig = NOISE_SIGNAL_FACTOR * n_chips
-        pool_size = max(top, int(_EXACT_NA_FLOPS / n_sig**3))  # as many as the budget allows
-    screen = _Screen(n_chips, objective, pad_factor)
     exhaustive = n_chips <= max(exhaustive_max, 2) or 2 ** (n_chips - 2) <= n_random
-    pool = _Pool(n_chips, pool_size, dedupe=not exhaustive)
+    pool = _Pool(n_chips, _pool_size(n_chips, objective, top), dedupe=not exhaustive)
+    screen = SearchScreen(n_chips, objective, pad_factor)
     chunk = max(1, min(1 << 16, (1 << 22) // (n_chips * pad_factor)))
-    chunks = (
-        _exhaustive_chunks(n_chips, n_open, chunk)
-        if exhaustive
-        else _random_chunks(n_chips, n_open, n_random, seed, chunk)
-    )
+    chunks = (_exhaustive_chunks(n_chips, n_open, chunk) if exhaustive
+              else _random_chunks(n_chips, n_open, n_random, seed, chunk))
     for bits2d in chunks:
-        if collapse_reversed or require_asymmetric:
-            is_pal = ~(bits2d != bits2d[:, ::-1]).any(axis=1)
-            keep = np.ones(bits2d.shape[0], dtype=bool)
-            if collapse_reversed:
-                keep &= _canonical_mask(bits2d)
-            if require_asymmetric:
-                keep &= ~is_pal
-            bits2d = bits2d[keep]
+        bits2d = _without_reversed(bits2d, collapse_reversed, require_asymmetric)
         if bits2d.shape[0]:
             pool.add(bits2d, screen(bits2d))
-    if pool.bits.shape[0] == 0:
+    return _ranked(pool.bits, objective, pad_factor, top)
+
+
+def _pool_size(n_chips: int, objective: str, top: int) -> int:
+    """How many screened codes :func:`search_codes` re-scores exactly."""
+    if objective == "noise_amplification":
+        n_sig = NOISE_SIGNAL_FACTOR * n_chips
+        return max(top, int(_EXACT_NA_FLOPS / n_sig**3))  # as many as the budget allows
+    # Spectral objectives: float32 screening vs float64 ranking needs little margin; the exact
+    # stage costs ~K^2 per code, so long codes get a smaller pool.
+    return max(2 * top, min(max(16 * top, 512), (1 << 25) // n_chips**2))
+
+
+def _without_reversed(bits2d: np.ndarray, collapse_reversed: bool,
+                      require_asymmetric: bool) -> np.ndarray:
+    """The codes of ``(N, K)`` left after dropping palindromes and/or one of each reversal
+    pair (see :func:`search_codes`)."""
+    if not (collapse_reversed or require_asymmetric):
+        return bits2d
+    is_pal = ~(bits2d != bits2d[:, ::-1]).any(axis=1)
+    keep = np.ones(bits2d.shape[0], dtype=bool)
+    if collapse_reversed:
+        keep &= _canonical_mask(bits2d)
+    if require_asymmetric:
+        keep &= ~is_pal
+    return bits2d[keep]
+
+
+def _ranked(bits2d: np.ndarray, objective: str, pad_factor: int,
+            top: int) -> list[tuple[np.ndarray, CodeMetrics]]:
+    """The best ``top`` codes of ``(N, K)`` by the exact objective, with their metrics."""
+    if bits2d.shape[0] == 0:
         return []
-    values = _exact_values(pool.bits, objective, pad_factor)
+    values = _exact_values(bits2d, objective, pad_factor)
     sign = -1.0 if objective == "noise_amplification" else 1.0
     # Best value first; ties by the '0'/'1' string, larger first (np.lexsort: last key primary).
-    neg_bits = -pool.bits.astype(np.int8)
-    order = np.lexsort([neg_bits[:, j] for j in range(n_chips - 1, -1, -1)] + [-sign * values])
+    neg_bits = -bits2d.astype(np.int8)
+    order = np.lexsort([neg_bits[:, j] for j in range(bits2d.shape[1] - 1, -1, -1)]
+                       + [-sign * values])
     na = objective == "noise_amplification"
     return [
-        (pool.bits[i].copy(), _metrics(pool.bits[i], pad_factor, float(values[i]) if na else None))
+        (bits2d[i].copy(), _metrics(bits2d[i], pad_factor, float(values[i]) if na else None))
         for i in order[:top]
     ]

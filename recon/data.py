@@ -2,10 +2,11 @@
 
 Two pieces:
 
-* :func:`dead_leaves` draws a procedural "dead leaves" image: opaque discs of random grey level with
-  a power-law radius distribution, stacked until the plane is covered. Such images share the
-  properties of natural photographs that matter to deblurring (scale invariance, a roughly
-  ``1/f^2`` power spectrum, sparse gradients with sharp occlusion edges) and need no download.
+* :func:`dead_leaves` draws a procedural "dead leaves" image (:mod:`common.dead_leaves`, seeded
+  with a torch generator): opaque discs of random grey level with a power-law radius
+  distribution, stacked until the plane is covered. Such images share the properties of natural
+  photographs that matter to deblurring (scale invariance, a roughly ``1/f^2`` power spectrum,
+  sparse gradients with sharp occlusion edges) and need no download.
 * :func:`linear_motion_clip` moves a still image at constant velocity during one coded exposure and
   renders both the coded frame and the ground-truth chip frames. It is an independent "truth"
   renderer: it shifts the image itself, sub-step by sub-step, and shares no code with the
@@ -24,9 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from common import dead_leaves as texture
 from recon.functional import CodeLike, code_bits
 
 __all__ = ["MotionClip", "dead_leaves", "linear_motion_clip", "shift_bilinear"]
@@ -44,14 +47,11 @@ def dead_leaves(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Procedural dead-leaves image in ``[0, 1]``.
+    """Procedural dead-leaves image in ``[0, 1]`` (:func:`common.dead_leaves.dead_leaves`).
 
-    Discs are drawn front to back: each new disc only shows where the discs in front of it left
-    the plane uncovered (exact occlusion). Disc radii follow ``p(r) ~ r**-alpha`` on
-    ``[r_min, r_max]`` (``alpha = 3`` is the scale-invariant choice), centres are uniform over the
-    image plus a border of one radius, and grey levels are uniform in ``[0, 1]``. Edges are
-    anti-aliased with a one-pixel linear ramp of the coverage. Drawing stops when every pixel is
-    covered to 99.9 % or after ``max_leaves`` discs; what is left uncovered takes a last grey level.
+    Opaque discs of random grey level with a power-law radius distribution, stacked with exact
+    occlusion until the plane is covered; the draws come from a private torch generator seeded
+    with ``seed``, so a seed gives the same image as it always has, on every device.
 
     Args:
         h: image height in pixels (>= 1).
@@ -78,49 +78,14 @@ def dead_leaves(
     >>> tuple(img.shape), bool(img.min() >= 0), bool(img.max() <= 1)
     ((32, 48), True, True)
     """
-    if h < 1 or w < 1:
-        raise ValueError(f"Image size must be positive; got h={h}, w={w}.")
-    if r_max is None:
-        r_max = max(h, w) / 4.0
-    if not (r_min > 0 and r_max > r_min):
-        raise ValueError(f"Need 0 < r_min < r_max; got r_min={r_min}, r_max={r_max}.")
-    if alpha <= 1:
-        raise ValueError(f"alpha must be > 1 for a normalisable radius law; got {alpha}.")
-    if max_leaves is None:
-        max_leaves = int(40 * h * w / r_min**2) + 100
     gen = torch.Generator().manual_seed(int(seed))
-    img = torch.zeros(h, w, dtype=torch.float64)
-    cov = torch.zeros(h, w, dtype=torch.float64)
-    a1 = 1.0 - alpha
-    lo, hi = r_min**a1, r_max**a1
-    chunk = 512
-    drawn = 0
-    while drawn < max_leaves:
-        n = min(chunk, max_leaves - drawn)
-        u = torch.rand(n, 4, generator=gen, dtype=torch.float64)
-        radii = (lo + u[:, 0] * (hi - lo)) ** (1.0 / a1)  # inverse CDF of the truncated power law
-        cx = -radii + u[:, 1] * (w + 2 * radii)
-        cy = -radii + u[:, 2] * (h + 2 * radii)
-        for r, x0, y0, g in zip(radii.tolist(), cx.tolist(), cy.tolist(), u[:, 3].tolist(),
-                                strict=True):
-            i0, i1 = max(0, math.floor(y0 - r - 1)), min(h, math.ceil(y0 + r + 2))
-            j0, j1 = max(0, math.floor(x0 - r - 1)), min(w, math.ceil(x0 + r + 2))
-            if i0 >= i1 or j0 >= j1:
-                continue
-            yy = torch.arange(i0, i1, dtype=torch.float64).sub_(y0).square_().unsqueeze(1)
-            xx = torch.arange(j0, j1, dtype=torch.float64).sub_(x0).square_().unsqueeze(0)
-            # Pixel centres at integer coordinates; coverage ramps from 0 to 1 across one pixel.
-            a = (r + 0.5 - (yy + xx).sqrt_()).clamp_(0.0, 1.0)
-            c = cov[i0:i1, j0:j1]
-            a.mul_(1.0 - c)
-            img[i0:i1, j0:j1].add_(a * g)
-            c.add_(a)
-        drawn += n
-        if float(cov.min()) > 0.999:
-            break
-    g_last = float(torch.rand(1, generator=gen, dtype=torch.float64))
-    img.add_((1.0 - cov).clamp_(min=0.0) * g_last)
-    return img.clamp_(0.0, 1.0).to(dtype=dtype, device=device)
+
+    def uniform(shape: tuple[int, ...]) -> np.ndarray:
+        return torch.rand(shape, generator=gen, dtype=torch.float64).numpy()
+
+    img = texture.dead_leaves(h, w, uniform, r_min=r_min, r_max=r_max, alpha=alpha,
+                              max_leaves=max_leaves)
+    return torch.from_numpy(img).to(dtype=dtype, device=device)
 
 
 def shift_bilinear(image: Tensor, shift_xy: tuple[float, float], top_left: tuple[int, int],

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from recon.codes import KNOWN_CODES, CodeValidationError, code_string
+from common.codes import CodeValidationError, code_string
+from recon.codes import KNOWN_CODES
 from recon.data import dead_leaves
 from recon.functional import CodeLike, code_bits
 from recon.noise import SensorModel

@@ -12,7 +12,7 @@ import sys
 
 import grimp
 
-PACKAGES = ("hw", "recon", "calibration", "blurvid_rig")
+PACKAGES = ("common", "hw", "recon", "calibration", "blurvid_rig")
 
 
 def cycle_groups(packages: tuple[str, ...] = PACKAGES) -> list[list[str]]:

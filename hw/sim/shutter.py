@@ -31,10 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.codes import code_sha256
 from hw.base import Shutter
 from hw.errors import DeviceDisconnected, ProtocolError, UnsupportedFeatureError
 from hw.optics import ShutterOptics
-from hw.types import ShutterCode, ShutterInfo, ShutterStatus, code_sha256
+from hw.types import ShutterCode, ShutterInfo, ShutterStatus
 
 #: The firmware's limits (see firmware/PROTOCOL.md): chip durations are uint16 microseconds.
 SIM_CHIP_US_MIN = 10.0

@@ -9,7 +9,7 @@ import pytest
 
 from blurvid_rig.capture_file import CaptureFile
 from blurvid_rig.cli import main
-from hw.types import code_sha256
+from common.codes import code_sha256
 
 pytestmark = pytest.mark.slow  # captures with the firmware in simavr
 

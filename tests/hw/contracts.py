@@ -21,12 +21,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from common.codes import CHIP_US_MAX, CHIP_US_MIN, MAX_CHIPS
 from hw.base import Camera, Shutter
 from hw.errors import AcquisitionTimeout, IncompatibleStateError, UnsupportedFeatureError
 from hw.types import (
-    CHIP_US_MAX,
-    CHIP_US_MIN,
-    MAX_CHIPS,
     CameraInfo,
     CameraSettings,
     Frame,

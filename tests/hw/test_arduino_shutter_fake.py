@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from common.codes import code_sha256
 from hw import shutter_protocol as sp
 from hw.arduino_shutter import ArduinoShutter, PlaybackConfig, SerialTransport
 from hw.arduino_shutter_cli import main
@@ -123,7 +124,7 @@ class FakeController:
         )
         return sp.DeviceStatus(
             state, 0, self.trigger_count, len(self.bits), self.chip_ns, prescaler, ticks,
-            sp.code_sha256_bytes(self.bits).hex() if self.bits else "0" * 64,
+            code_sha256(self.bits) if self.bits else "0" * 64,
             mode, repeats, period, lead, style, pulse, source, flags,
         ).to_body()  # fmt: skip
 

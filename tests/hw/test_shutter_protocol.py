@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from common.codes import code_sha256
 from hw import shutter_protocol as sp
 from hw.errors import CodeError, ProtocolError
-from hw.types import code_sha256
 
 T = sp.MsgType
 

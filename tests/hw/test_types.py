@@ -7,14 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from common.codes import MAX_CHIPS, code_sha256
 from hw.errors import CodeError
-from hw.types import (
-    MAX_CHIPS,
-    CameraSettings,
-    Roi,
-    ShutterCode,
-    code_sha256,
-)
+from hw.types import CameraSettings, Roi, ShutterCode
 
 
 def test_code_parse_properties_and_hash() -> None:

@@ -1,4 +1,7 @@
-"""Tests of recon.codes: parsing, metrics against independent computations, search, known codes."""
+"""Tests of recon.codes: metrics against independent computations, search, known codes.
+
+Parsing and hashing are tested in tests/common/test_codes.py.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +12,18 @@ import math
 import numpy as np
 import pytest
 
-import hw.types
+from common.codes import MAX_CHIPS, CodeValidationError, code_string
 from recon.codes import (
     KNOWN_CODES,
-    MAX_CHIPS,
     CodeMetrics,
-    CodeValidationError,
+    SearchScreen,
     box_code,
     code_metrics,
-    code_sha256,
-    code_string,
     describe_code,
     known_code,
     noise_amplification,
-    parse_code,
     reversal_asymmetry,
     search_codes,
-    validate_chip_us,
 )
 
 RASKAR52 = "1010000111000001010000110011110111010111001001100111"
@@ -183,67 +181,6 @@ def test_asymmetry_matches_brute_force() -> None:
         assert 0.0 < value <= 1.0
 
 
-# ------------------------------------------------------------------------------ hashing, parsing
-
-
-def test_hash_matches_hw_and_hashlib() -> None:
-    for s in (BDINR8, RASKAR52, "1", "0000", "1" * MAX_CHIPS):
-        expected = hashlib.sha256(s.encode("ascii")).hexdigest()
-        assert code_sha256(s) == expected
-        assert code_sha256([int(ch) for ch in s]) == expected
-        assert code_sha256(np.array([int(ch) for ch in s], dtype=np.uint8)) == expected
-        assert hw.types.code_sha256([int(ch) for ch in s]) == expected
-
-
-def test_parse_accepts_strings_sequences_arrays() -> None:
-    expected = [1, 1, 1, 0, 0, 1, 0, 1]
-    forms = ["11100101", " 1110 0101 ", "1110_0101", expected, tuple(expected)]
-    forms += [np.array(expected), np.array(expected, dtype=bool), [1.0, 1, 1, 0, 0, 1, 0, 1]]
-    for form in forms:
-        out = parse_code(form)
-        assert out.dtype == np.uint8
-        assert out.tolist() == expected
-    assert code_string(parse_code(RASKAR52)) == RASKAR52
-
-
-@pytest.mark.parametrize(
-    ("code", "match"),
-    [
-        ("", "empty"),
-        ([], "empty"),
-        ("1" * (MAX_CHIPS + 1), "1025 chips, too long"),
-        ("0000", "no open chip"),
-        ([0, 0, 0], "no open chip"),
-        ("1102", "'2'"),
-        ("1o1", "'o'"),
-        ([1, 2, 0], "chip 1 = 2"),
-        ([1, 0.5], "chip 1 = 0.5"),
-        (np.ones((2, 4)), "shape"),
-        (["1", "0"], "numbers 0 or 1"),
-        (b"101", "bytes"),
-    ],
-)
-def test_parse_errors_name_the_problem(code: object, match: str) -> None:
-    with pytest.raises(CodeValidationError, match=match) as info:
-        parse_code(code)  # type: ignore[arg-type]
-    assert isinstance(info.value, ValueError)
-    assert str(info.value).endswith(".")
-
-
-def test_chip_us_validation() -> None:
-    assert validate_chip_us(1) == 1.0
-    assert validate_chip_us(1e6) == 1e6
-    assert validate_chip_us(50, lo=10, hi=100) == 50.0
-    for bad in (0.5, 0, -3, 1e6 + 1, math.nan, math.inf):
-        with pytest.raises(CodeValidationError, match="out of range; choose a value between 1"):
-            validate_chip_us(bad)
-    with pytest.raises(CodeValidationError, match="between 10 and 100"):
-        validate_chip_us(5, lo=10, hi=100)
-    for bad in ("fast", None, True):
-        with pytest.raises(CodeValidationError, match="not a number"):
-            validate_chip_us(bad)  # type: ignore[arg-type]
-
-
 # ------------------------------------------------------------------------------ known codes
 
 
@@ -384,8 +321,6 @@ def test_search_argument_errors(kwargs: dict[str, object], match: str) -> None:
 
 @pytest.mark.parametrize("n_chips", [12, 80])  # matmul path and rfft path
 def test_search_screen_scores_match_their_definitions(n_chips: int) -> None:
-    from recon.codes import _Screen  # the float32 pre-selection of search_codes
-
     rng = np.random.default_rng(5)
     bits = rng.integers(0, 2, (20, n_chips)).astype(np.uint8)
     bits[:, 0] = bits[:, -1] = 1
@@ -399,5 +334,5 @@ def test_search_screen_scores_match_their_definitions(n_chips: int) -> None:
         "flatness": 8 * n_chips * np.log(np.exp(np.log(power).mean(1)) / power.mean(1)),
     }
     for objective, want in expected.items():
-        got = _Screen(n_chips, objective, 8)(bits)
+        got = SearchScreen(n_chips, objective, 8)(bits)
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-3)
