@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blurvid_rig.batch import reconstruct_capture  # noqa: E402
 from blurvid_rig.capture import run_coded_capture  # noqa: E402
-from blurvid_rig.recon_file import ReconFile  # noqa: E402
+from blurvid_rig.files.reconstruction import ReconFile  # noqa: E402
 from calibration.bench import SimBench  # noqa: E402
 from calibration.procedures import Plan, Rig, calibrate_all, run  # noqa: E402
 from hw.optics import ShutterOptics  # noqa: E402

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blurvid_rig.batch import reconstruct_capture  # noqa: E402
 from blurvid_rig.capture import run_coded_capture  # noqa: E402
-from blurvid_rig.capture_file import CaptureFile  # noqa: E402
-from blurvid_rig.recon_file import ReconFile  # noqa: E402
+from blurvid_rig.files.capture import CaptureFile  # noqa: E402
+from blurvid_rig.files.reconstruction import ReconFile  # noqa: E402
 from hw.sim import SimScene, make_sim_rig  # noqa: E402
 from hw.sim.dmd import make_sim_dmd_rig, random_masks  # noqa: E402
 from hw.types import ShutterCode  # noqa: E402

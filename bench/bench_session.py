@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from blurvid_rig.capture_file import CaptureFile, CaptureWriter, make_capture_path
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.capture_writer import CaptureWriter, make_capture_path
 from blurvid_rig.session import RigSession
 from hw.base import Camera
 from hw.errors import RigError

@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from blurvid_rig.capture_file import CaptureFile, CaptureFormatError  # noqa: E402
+from blurvid_rig.files.capture import CaptureFile  # noqa: E402
+from blurvid_rig.files.h5io import CaptureFormatError  # noqa: E402
 
 
 def main() -> int:

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blurvid_rig.capture_file import CaptureFile, CaptureFormatError, DamagedFrameError
 from blurvid_rig.corrections import corrections_for
 from blurvid_rig.export import contact_sheet, display_levels, save_png, save_video
-from blurvid_rig.recon_file import ReconFile, ReconWriter, recon_path_for
+from blurvid_rig.files.capture import CaptureFile, DamagedFrameError
+from blurvid_rig.files.h5io import CaptureFormatError
+from blurvid_rig.files.reconstruction import ReconFile, recon_path_for
+from blurvid_rig.files.reconstruction_writer import ReconWriter
 from calibration.model import Calibration
 from hw.errors import RigError
 from hw.optics import warp_masks

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from blurvid_rig.capture_file import CaptureWriter  # noqa: F401 - tests patch it here
 from blurvid_rig.session import (
     CaptureResult,
     CaptureStats,

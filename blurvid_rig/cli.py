@@ -309,8 +309,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from blurvid_rig.capture_file import CaptureFormatError
-    from blurvid_rig.describe import describe_file
+    from blurvid_rig.files.describe import describe_file
+    from blurvid_rig.files.h5io import CaptureFormatError
 
     rc = 0
     for p in args.files:
@@ -328,9 +328,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _verify_frames(path: Path) -> int:
     """Read every frame of a capture (``info --verify``); 1 when any is damaged."""
     from blurvid_rig.batch import file_kind
-    from blurvid_rig.capture_file import CaptureFile
-    from blurvid_rig.h5util import H5_READ_ERRORS
-    from blurvid_rig.recon_file import ReconFile
+    from blurvid_rig.files.capture import CaptureFile
+    from blurvid_rig.files.h5io import H5_READ_ERRORS
+    from blurvid_rig.files.reconstruction import ReconFile
 
     if file_kind(path) == "reconstruction":
         with ReconFile.open(path) as r:

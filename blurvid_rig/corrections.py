@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from blurvid_rig.capture_file import CaptureFile
+from blurvid_rig.files.capture import CaptureFile
 from calibration.model import DEFAULT_MAX_AGE_DAYS, Calibration, CalibrationError
 from hw.errors import RigError
 from hw.types import CameraSettings, ShutterCode

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from blurvid_rig.batch import export_reconstruction, reconstruct_capture
 from blurvid_rig.capture import run_coded_capture
-from blurvid_rig.recon_file import ReconFile
+from blurvid_rig.files.reconstruction import ReconFile
 from hw.errors import RigError
 from hw.sim import SimScene, make_sim_rig
 from hw.types import ShutterCode
@@ -99,7 +99,7 @@ def run_demo(
     full_scale = float(camera.full_scale_dn())
     psnrs, base = [], []
     inputs = []
-    from blurvid_rig.capture_file import CaptureFile
+    from blurvid_rig.files.capture import CaptureFile
 
     with CaptureFile.open(result.path) as cap:
         for i, t in enumerate(truths):

@@ -209,7 +209,7 @@ def load_profile(path: str | Path) -> RigProfile:
 def profile_from_capture(path: str | Path, base: RigProfile | None = None) -> RigProfile:
     """``base`` (default: a fresh profile) with the code and camera settings a capture file was
     recorded with; its devices and folder are kept."""
-    from blurvid_rig.capture_file import CaptureFile
+    from blurvid_rig.files.capture import CaptureFile
 
     base = base if base is not None else RigProfile()
     with CaptureFile.open(path) as f:

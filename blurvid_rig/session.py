@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blurvid_rig.capture_file import CaptureWriter, make_capture_path
+from blurvid_rig.files.capture_writer import CaptureWriter, make_capture_path
 from calibration.model import Calibration, CalibrationError
 from hw.base import Camera, Shutter
 from hw.errors import (

@@ -118,17 +118,17 @@ MAX_FUNCTION_LINES = 80
 #: Modules still over the limit when the rule came in; may only shrink (remove an entry when its
 #: module is split).
 LONG_MODULES = {
-    "blurvid_rig/capture_file.py", "blurvid_rig/gui/main_window.py", "blurvid_rig/h5util.py",
+    "blurvid_rig/gui/main_window.py",
     "blurvid_rig/session.py", "calibration/procedures.py",
     "recon/scenes.py",
 }
 #: ``(file, function)`` still over the limit; may only shrink.
 LONG_FUNCTIONS = {
     ("blurvid_rig/batch.py", "reconstruct_capture"), ("blurvid_rig/calibrate_cmd.py", "run"),
-    ("blurvid_rig/capture.py", "run_coded_capture"), ("blurvid_rig/capture_file.py", "__init__"),
+    ("blurvid_rig/capture.py", "run_coded_capture"),
     ("blurvid_rig/cli.py", "build_parser"), ("blurvid_rig/cli.py", "cmd_capture"),
     ("blurvid_rig/demo.py", "run_demo"), ("blurvid_rig/gui/main_window.py", "__init__"),
-    ("blurvid_rig/recon_file.py", "__init__"), ("blurvid_rig/session.py", "record"),
+    ("blurvid_rig/session.py", "record"),
     ("calibration/procedures.py", "dmd_mapping"), ("calibration/procedures.py", "shutter_timing"),
     ("recon/classical.py", "reconstruct_global"),
     ("recon/data.py", "linear_motion_clip"),

@@ -40,7 +40,7 @@ class _Progress(QObject):
 class MetadataTree(QTreeWidget):
     """A capture's description as a two-column table (field, value) instead of a text dump.
 
-    Each ``  field: value`` line of :func:`~blurvid_rig.describe.describe_file` is a row; a
+    Each ``  field: value`` line of :func:`~blurvid_rig.files.describe.describe_file` is a row; a
     value with several comma-separated parts gets them as children, so long lines fold."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -79,8 +79,8 @@ class MetadataTree(QTreeWidget):
 
 def read_capture(path: Path) -> tuple[str, list[np.ndarray]]:
     """The capture's description (as ``blurvid-rig info`` prints it) and its frames."""
-    from blurvid_rig.capture_file import CaptureFile
-    from blurvid_rig.describe import describe_file
+    from blurvid_rig.files.capture import CaptureFile
+    from blurvid_rig.files.describe import describe_file
 
     text = describe_file(path)
     with CaptureFile.open(path) as f:
@@ -90,7 +90,7 @@ def read_capture(path: Path) -> tuple[str, list[np.ndarray]]:
 
 def read_video(path: Path) -> np.ndarray:
     """All recovered videos of a reconstruction file, ``[N, T, H, W]``."""
-    from blurvid_rig.recon_file import ReconFile
+    from blurvid_rig.files.reconstruction import ReconFile
 
     with ReconFile.open(path) as f:
         return np.asarray(f.video)

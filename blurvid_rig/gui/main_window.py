@@ -499,7 +499,7 @@ class MainWindow(QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(readme)))
 
     def about_text(self) -> str:
-        from blurvid_rig.h5util import creator_version
+        from blurvid_rig.files.h5io import creator_version
 
         return (f"blurvid-rig {creator_version()}: capture, calibration and reconstruction "
                 "for a coded-exposure (flutter shutter) high-speed camera rig. Documentation: "

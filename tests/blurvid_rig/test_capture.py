@@ -7,15 +7,15 @@ import time
 import numpy as np
 import pytest
 
-import blurvid_rig.capture as capture_mod
 from blurvid_rig.capture import (
     WriterOverrun,
     coded_capture_settings,
     exposure_window_problems,
     run_coded_capture,
 )
-from blurvid_rig.capture_file import CaptureFile
-from blurvid_rig.describe import describe_file
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.capture_writer import CaptureWriter
+from blurvid_rig.files.describe import describe_file
 from hw.errors import (
     AcquisitionTimeout,
     DeviceDisconnected,
@@ -136,7 +136,7 @@ def test_failed_camera_start_keeps_the_error_and_the_file(tmp_path, monkeypatch)
 
 
 def test_writer_failure_stops_the_capture_early(tmp_path, monkeypatch):
-    real_append = capture_mod.CaptureWriter.append
+    real_append = CaptureWriter.append
     calls = {"n": 0}
 
     def failing_append(self, frame, *a, **k):
@@ -145,7 +145,7 @@ def test_writer_failure_stops_the_capture_early(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_append(self, frame, *a, **k)
 
-    monkeypatch.setattr(capture_mod.CaptureWriter, "append", failing_append)
+    monkeypatch.setattr(CaptureWriter, "append", failing_append)
     cam, sh = _rig()
     with cam, sh:
         with pytest.raises(RigError, match="No space left"):
@@ -185,13 +185,13 @@ def test_stalled_camera_times_out_with_a_sentence(tmp_path):
 
 @pytest.mark.slow
 def test_writer_overrun_stops_instead_of_dropping(tmp_path, monkeypatch):
-    real_append = capture_mod.CaptureWriter.append
+    real_append = CaptureWriter.append
 
     def slow_append(self, frame, *a, **k):
         time.sleep(0.3)
         return real_append(self, frame, *a, **k)
 
-    monkeypatch.setattr(capture_mod.CaptureWriter, "append", slow_append)
+    monkeypatch.setattr(CaptureWriter, "append", slow_append)
     cam, sh = _rig()
     with cam, sh:
         with pytest.raises(WriterOverrun) as ei:

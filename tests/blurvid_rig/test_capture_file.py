@@ -22,15 +22,12 @@ import h5py
 import numpy as np
 import pytest
 
-from blurvid_rig.capture_file import (
-    CaptureFile,
-    CaptureFormatError,
-    CaptureWriteError,
-    CaptureWriter,
-    make_capture_path,
-)
-from blurvid_rig.describe import describe_file
-from blurvid_rig.recon_file import ReconFile, ReconWriter, recon_path_for, write_recon
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.capture_writer import CaptureWriter, make_capture_path
+from blurvid_rig.files.describe import describe_file
+from blurvid_rig.files.h5io import CaptureFormatError, CaptureWriteError
+from blurvid_rig.files.reconstruction import ReconFile, recon_path_for
+from blurvid_rig.files.reconstruction_writer import ReconWriter, write_recon
 from hw.errors import RigError
 from hw.types import (
     CameraInfo,
@@ -261,7 +258,7 @@ def test_compression_options_round_trip(tmp_path: Path) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from blurvid_rig.capture_file import CaptureWriter
+from blurvid_rig.files.capture_writer import CaptureWriter
 from tests.blurvid_rig.test_capture_file import make_frame, writer_kwargs
 w = CaptureWriter(Path(sys.argv[1]), **(writer_kwargs() | {"flush_every": 4}))
 for i in range(100_000):
@@ -327,11 +324,11 @@ def test_sigkill_mid_capture_keeps_every_flushed_frame(tmp_path: Path) -> None:
 KILLED_EARLY = """
 import os, sys, time
 from pathlib import Path
-import blurvid_rig.capture_file as cf
+import blurvid_rig.files.capture_writer as cw
 from tests.blurvid_rig.test_capture_file import writer_kwargs
 if sys.argv[2] == "during-creation":  # die half-way through writing the metadata
-    cf.write_shutter = lambda *a, **k: os._exit(9)
-w = cf.CaptureWriter(Path(sys.argv[1]), **writer_kwargs())
+    cw.write_shutter = lambda *a, **k: os._exit(9)
+w = cw.CaptureWriter(Path(sys.argv[1]), **writer_kwargs())
 print("created", flush=True)
 time.sleep(60)
 """

@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from blurvid_rig.capture_file import CaptureFile
 from blurvid_rig.cli import main
 from blurvid_rig.demo import run_demo
-from blurvid_rig.recon_file import ReconFile
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.reconstruction import ReconFile
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from blurvid_rig.capture_file import CaptureFile  # noqa: E402
+from blurvid_rig.files.capture import CaptureFile  # noqa: E402
 from blurvid_rig.gui import NO_DISPLAY_MESSAGE, has_display  # noqa: E402
 from blurvid_rig.gui.code_designer import CodeDesigner, code_spectrum  # noqa: E402
 from blurvid_rig.gui.live_view import LiveView, percentile_levels, saturation_mask  # noqa: E402

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from blurvid_rig.capture import run_coded_capture
-from blurvid_rig.capture_file import CaptureFile
+from blurvid_rig.files.capture import CaptureFile
 from hw.sim import make_sim_rig
 from hw.types import ShutterCode
 

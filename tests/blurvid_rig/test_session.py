@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import blurvid_rig.capture_file as capture_file_mod
-from blurvid_rig.capture_file import CaptureFile
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.capture_writer import CaptureWriter
 from blurvid_rig.session import FrameGap, RigSession, SessionState, WriterOverrun
 from hw.errors import AcquisitionTimeout, DeviceDisconnected, IncompatibleStateError
 from hw.sim import SimFaults, make_sim_rig
@@ -199,13 +199,13 @@ def test_shutter_disconnect_mid_recording(tmp_path):
 
 @pytest.mark.slow
 def test_a_slow_writer_is_an_overrun_not_a_silent_drop(tmp_path, monkeypatch):
-    real_append = capture_file_mod.CaptureWriter.append
+    real_append = CaptureWriter.append
 
     def slow_append(self, frame, *a, **k):
         time.sleep(0.2)
         return real_append(self, frame, *a, **k)
 
-    monkeypatch.setattr(capture_file_mod.CaptureWriter, "append", slow_append)
+    monkeypatch.setattr(CaptureWriter, "append", slow_append)
     cam, sh = make_sim_rig(width=64, height=48, seed=5)
     with RigSession(cam, sh, queue_size=2, overrun_timeout_s=0.1, flush_every=1) as s:
         s.configure(CODE)
@@ -218,7 +218,7 @@ def test_a_slow_writer_is_an_overrun_not_a_silent_drop(tmp_path, monkeypatch):
 
 
 def test_a_disk_error_stops_triggering(tmp_path, monkeypatch):
-    real_append = capture_file_mod.CaptureWriter.append
+    real_append = CaptureWriter.append
     calls = {"n": 0}
 
     def failing_append(self, frame, *a, **k):
@@ -227,7 +227,7 @@ def test_a_disk_error_stops_triggering(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_append(self, frame, *a, **k)
 
-    monkeypatch.setattr(capture_file_mod.CaptureWriter, "append", failing_append)
+    monkeypatch.setattr(CaptureWriter, "append", failing_append)
     with session() as s:
         s.configure(CODE)
         s.record(500, tmp_path)

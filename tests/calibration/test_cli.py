@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blurvid_rig.capture_file import CaptureFile
 from blurvid_rig.cli import main
-from blurvid_rig.recon_file import ReconFile
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.reconstruction import ReconFile
 from calibration.model import Calibration
 
 SIZE = ["--width", "160", "--height", "128"]

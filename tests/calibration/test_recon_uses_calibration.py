@@ -7,9 +7,9 @@ import pytest
 
 from blurvid_rig.batch import reconstruct_capture
 from blurvid_rig.capture import run_coded_capture
-from blurvid_rig.capture_file import CaptureFile
 from blurvid_rig.corrections import calibration_of, corrections_for
-from blurvid_rig.recon_file import ReconFile
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.reconstruction import ReconFile
 from blurvid_rig.session import RigSession
 from calibration.bench import SimBench
 from calibration.procedures import Plan, Rig, calibrate_all, run

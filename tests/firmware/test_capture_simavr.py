@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from blurvid_rig.capture_file import CaptureFile
 from blurvid_rig.cli import main
+from blurvid_rig.files.capture import CaptureFile
 from common.codes import code_sha256
 
 pytestmark = pytest.mark.slow  # captures with the firmware in simavr

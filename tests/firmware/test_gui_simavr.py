@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from blurvid_rig.capture_file import CaptureFile  # noqa: E402
+from blurvid_rig.files.capture import CaptureFile  # noqa: E402
 from blurvid_rig.gui.main_window import MainWindow  # noqa: E402
 from blurvid_rig.session import SessionState  # noqa: E402
 from common.codes import code_sha256  # noqa: E402

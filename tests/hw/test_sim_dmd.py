@@ -8,8 +8,8 @@ import pytest
 
 from blurvid_rig.batch import reconstruct_capture
 from blurvid_rig.capture import run_coded_capture
-from blurvid_rig.capture_file import CaptureFile
-from blurvid_rig.recon_file import ReconFile
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.reconstruction import ReconFile
 from hw.errors import UnsupportedFeatureError
 from hw.sim import SimCamera, SimScene, make_sim_rig
 from hw.sim.dmd import SimDmdShutter, make_sim_dmd_rig, parse_masks_spec, random_masks

@@ -79,7 +79,7 @@ def test_reconstruction_files_record_the_model(name, tmp_path):
                  "--out", str(out)]) == 0  # fmt: skip
     (cap,) = out.glob("*.h5")
     assert main(["-q", "recon", str(cap), "--method", "learned", "--model", name]) == 0
-    from blurvid_rig.recon_file import ReconFile, recon_path_for
+    from blurvid_rig.files.reconstruction import ReconFile, recon_path_for
 
     with ReconFile.open(recon_path_for(cap)) as r:
         text = json.dumps(r.process["parameters"]) + r.method

@@ -1,7 +1,7 @@
 """``blurvid-rig info``: a human summary of a capture file or a reconstruction file.
 
-Both file modules are below this one: it imports :mod:`blurvid_rig.capture_file` and
-:mod:`blurvid_rig.recon_file`, and neither imports it.
+The top of the file modules: it imports :mod:`blurvid_rig.files.capture` and
+:mod:`blurvid_rig.files.reconstruction`, and neither imports it.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from blurvid_rig.capture_file import CaptureFile
-from blurvid_rig.h5util import H5_READ_ERRORS, damaged_file_error, open_h5, py_value
-from blurvid_rig.recon_file import ReconFile
+from blurvid_rig.files.capture import CaptureFile
+from blurvid_rig.files.h5io import H5_READ_ERRORS, damaged_file_error, open_h5, py_value
+from blurvid_rig.files.reconstruction import ReconFile
 
 __all__ = ["describe_file"]
 
@@ -38,9 +38,38 @@ def describe_file(path: str | Path) -> str:
             raise damaged_file_error(path, e, "its root group") from e
     if kind == "reconstruction":
         with ReconFile.open(path) as r:
-            return r.describe()
+            return _describe_recon(r)
     with CaptureFile.open(path) as c:
         return _describe_capture(c)
+
+
+def _describe_recon(r: ReconFile) -> str:
+    n, t, h, w = r.video_shape
+    p = r.process
+    span = (
+        f"{r.time_s[0] * 1e3:.6g} .. {r.time_s[-1] * 1e3:.6g} ms"
+        if len(r.time_s)
+        else "-"
+    )
+    params = ", ".join(f"{k}={v}" for k, v in p["parameters"].items())
+    lines = [
+        f"blurvid-rig reconstruction: {r.path}",
+        f"  status: {r.status}" + (f" ({r.status_reason})" if r.status_reason else ""),
+        f"  schema {r.schema_version}, uuid {r.uuid}",
+        f"  method: {r.method} ({params or 'no parameters'})",
+        f"  device: {r.device}; model: {p.get('model_id') or '(none)'}, checkpoint "
+        f"sha256 {str(p.get('checkpoint_sha256') or '-')[:12]}",
+        f"  source: {p.get('source_path')} (uuid {r.source_uuid})",
+        f"  code used: {p.get('code')} @ {p.get('chip_duration')} us, sha256 "
+        f"{str(p.get('code_sha256'))[:12]}",
+        f"  video: {n} frames x {t} time samples x {w}x{h}, stored {r.storage} "
+        f"(source frames {r.frame_index[:1].tolist()}..{r.frame_index[-1:].tolist()})",
+        f"  time span: {span} ({t} samples)",
+        f"  calibration used: {p.get('calibration_used') or 'none'}",
+        f"  per-frame values: {', '.join(r.per_frame) or 'none'}",
+        f"  started {r.start_time}, ended {r.end_time or '(not recorded)'}",
+    ]
+    return "\n".join(lines)
 
 
 def _describe_capture(c: CaptureFile) -> str:

@@ -1,4 +1,4 @@
-"""Small facts of blurvid_rig.h5util: the git commit recorded as provenance."""
+"""Small facts of blurvid_rig.files.h5io: the git commit recorded as provenance."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from blurvid_rig.h5util import git_sha
+from blurvid_rig.files.h5io import git_sha
 from tests.ci import missing_install
 
 CHECKOUT = Path(__file__).resolve().parents[2]

@@ -1,12 +1,14 @@
-"""Shared HDF5 plumbing for blurvid-rig capture and reconstruction files.
+"""Generic HDF5 I/O shared by every blurvid-rig file: capture and reconstruction alike.
 
-This module holds what :mod:`blurvid_rig.capture_file` and :mod:`blurvid_rig.recon_file` have in
-common: the error types, the schema version, time stamps, units, typed fields with ``units``
-attributes, settings trees (attributes + a JSON copy), safe opening of files that a crashed writer
-left behind, the close -> reopen -> rename dance that finalises a SWMR file, and the mapping of
-the ``hw.types`` records onto NeXus fields.
+The error types, the schema version, time stamps, units, typed fields with ``units`` attributes,
+settings trees (attributes + a JSON copy), the NXroot/NXentry every file starts with, and the
+reading side: safe opening of files that a crashed writer left behind, schema checks, required
+fields, and the sentence for a damaged file. The SWMR writer lifecycle lives in
+:mod:`blurvid_rig.files.swmr`; what a capture stores about the hardware lives in
+:mod:`blurvid_rig.files.instrument`.
 
-Only h5py, hdf5plugin and numpy are used; nothing here touches a device.
+Only h5py, hdf5plugin and numpy are used; nothing here touches a device or knows a file kind's
+layout below ``/entry``.
 """
 
 from __future__ import annotations
@@ -27,24 +29,13 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from hw.errors import CodeError, RigError
-from hw.types import (
-    CameraInfo,
-    CameraSettings,
-    Roi,
-    ShutterCode,
-    ShutterInfo,
-    ShutterStatus,
-)
+from hw.errors import RigError
 
 #: Version of the file layout written here. Readers accept any file with the same major version;
 #: a minor bump only adds optional fields (see docs/FORMAT.md, "Versioning").
 SCHEMA_VERSION = "1.0"
 SUPPORTED_MAJOR = 1
 CREATOR = "blurvid-rig"
-
-#: Fill value of the provenance columns: a row still holding it was never written.
-UNWRITTEN = int(np.iinfo(np.int64).min)
 
 STATUSES = ("complete", "partial", "aborted")
 
@@ -110,10 +101,10 @@ def creator_version() -> str:
 def git_sha(root: Path | None = None) -> str:
     """Commit of the source tree this code runs from, or ``""`` when it is not known.
 
-    Asks ``git rev-parse HEAD`` in ``root`` (default: the directory above this package, the
-    checkout). Provenance only, so never an error: ``""`` when ``root`` has no ``.git`` (e.g. an
-    installed package), git is not installed, or git cannot answer (no commit yet, a repository it
-    refuses to read).
+    Asks ``git rev-parse HEAD`` in ``root`` (default: the directory above the ``blurvid_rig``
+    package, the checkout). Provenance only, so never an error: ``""`` when ``root`` has no
+    ``.git`` (e.g. an installed package), git is not installed, or git cannot answer (no commit
+    yet, a repository it refuses to read).
     """
     if root is None:
         return _own_git_sha()
@@ -124,7 +115,7 @@ def git_sha(root: Path | None = None) -> str:
 def _own_git_sha() -> str:
     """:func:`git_sha` of this code's own checkout, asked once per process (every capture and
     reconstruction file records it; the code that runs does not change under it)."""
-    return _ask_git(Path(__file__).resolve().parent.parent)
+    return _ask_git(Path(__file__).resolve().parents[2])
 
 
 def _ask_git(root: Path) -> str:
@@ -376,77 +367,6 @@ def entry_group(f: h5py.File, *, title: str, start_time: str) -> h5py.Group:
     return entry
 
 
-def partial_path(final: Path) -> Path:
-    """Name a file carries while it is being written: ``<final>.partial``."""
-    return final.with_name(final.name + ".partial")
-
-
-def creating_path(final: Path) -> Path:
-    """Name a file carries while its metadata is written, before it becomes ``.partial``: a
-    hidden ``.<final>.creating`` (a file killed then holds no frames; nothing reads it)."""
-    return final.with_name("." + final.name + ".creating")
-
-
-def refuse_existing(final: Path) -> None:
-    """Refuse to start a file whose final or partial name is taken (nothing is ever overwritten)."""
-    for p in (final, partial_path(final)):
-        if p.exists():
-            raise CaptureWriteError(
-                f"{p} already exists; blurvid-rig never overwrites a file. Choose another name, or "
-                "move the old file away first (a '.partial' file is what a crashed capture left: "
-                "open it with CaptureFile.open to recover its frames)."
-            )
-
-
-def finalise(current: Path, final: Path, status: str, reason: str = "") -> Path:
-    """Mark a closed file ``status``, stamp ``end_time`` and rename it to its final name.
-
-    A SWMR writer must not add or change attributes while readers may be attached, so the writer
-    closes its SWMR handle first and this reopens the file in ordinary ``r+`` mode to write the
-    last metadata. The file is fsynced before the rename and the directory after it.
-
-    Args:
-        current: path of the closed file (normally ``<final>.partial``).
-        final: name to give it.
-        status: ``"complete"`` or ``"aborted"``.
-        reason: why the file was aborted (stored as ``@status_reason``).
-
-    Returns:
-        The final path.
-
-    Raises:
-        CaptureWriteError: the final name is taken (the file stays at ``current``).
-    """
-    with h5py.File(current, "r+", libver=H5_LIBVER) as f:
-        entry = f["entry"]
-        if "end_time" in entry:
-            del entry["end_time"]
-        write_field(entry, "end_time", now_iso())
-        f.attrs["status"] = status
-        if reason:
-            f.attrs["status_reason"] = reason
-    with open(current, "rb+") as fh:
-        os.fsync(fh.fileno())
-    if current == final:
-        return final
-    if final.exists():
-        raise CaptureWriteError(
-            f"Cannot rename {current} to {final}: that name is taken. The data are safe in "
-            f"{current}; rename it by hand."
-        )
-    os.replace(current, final)
-    try:
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-    except OSError:
-        return final
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename itself has happened
-    finally:
-        os.close(dir_fd)
-    return final
-
 
 # --------------------------------------------------------------------------------------------
 # Reading
@@ -674,165 +594,3 @@ def read_time_us(g: h5py.Group, name: str, path: Path) -> float:
     ds = require(g, name, path, f"field {name}")
     return to_us(ds[()], str(py_value(ds.attrs.get("units", "us"))), f"{path}:{ds.name}")
 
-
-# --------------------------------------------------------------------------------------------
-# Hardware records (hw.types) <-> NeXus fields
-# --------------------------------------------------------------------------------------------
-
-ROI_FIELDS = ("offset_x", "offset_y", "width", "height")
-
-
-def write_camera(
-    instrument: h5py.Group, info: CameraInfo, cs: CameraSettings, nodes: Mapping[str, Any]
-) -> h5py.Group:
-    """Create ``camera`` (NXdetector) with CameraInfo, CameraSettings, ROI and GenICam snapshot."""
-    cam = new_group(instrument, "camera", "NXdetector")
-    write_field(cam, "description", f"{info.vendor} {info.model}".strip())
-    write_field(cam, "vendor", info.vendor)
-    write_field(cam, "model", info.model)
-    write_field(cam, "serial_number", info.serial_number)
-    write_field(cam, "driver", info.driver)
-    write_field(cam, "sensor_width", np.int64(info.sensor_width), "pixel")
-    write_field(cam, "sensor_height", np.int64(info.sensor_height), "pixel")
-    if np.isfinite(info.pixel_size_um):  # unknown for cameras that do not report it
-        write_field(cam, "x_pixel_size", np.float64(info.pixel_size_um), "um")
-        write_field(cam, "y_pixel_size", np.float64(info.pixel_size_um), "um")
-    write_field(cam, "count_time", np.float64(cs.exposure_us), "us")
-    write_field(cam, "frame_rate", np.float64(cs.frame_rate_hz), "Hz")
-    write_field(cam, "frame_time", np.float64(1.0 / cs.frame_rate_hz), "s")
-    write_field(cam, "gain", np.float64(cs.gain_db), "dB")
-    write_field(cam, "black_level", np.float64(cs.black_level_dn), "counts")
-    write_field(cam, "pixel_format", cs.pixel_format)
-    write_field(cam, "bit_depth_readout", np.int64(cs.bit_depth), "bit")
-    write_field(cam, "saturation_value", np.int64(cs.saturation_dn), "counts")
-    write_field(cam, "trigger_mode", cs.trigger_mode)
-    write_field(cam, "trigger_source", cs.trigger_source)
-    write_field(cam, "exposure_mode", cs.exposure_mode)
-    roi = new_group(cam, "roi", "NXcollection")
-    for name in ("offset_x", "offset_y", "width", "height"):
-        write_field(roi, name, np.int64(getattr(cs.roi, name)), "pixel")
-    scalar_attrs(new_group(cam, "genicam", "NXcollection"), nodes, "genicam_nodes")
-    return cam
-
-
-def write_shutter(
-    instrument: h5py.Group,
-    info: ShutterInfo,
-    code: ShutterCode,
-    status: ShutterStatus | None,
-    metrics: Mapping[str, float] | None,
-) -> None:
-    """Create ``shutter`` (NXcollection): controller, code, metrics and the controller's status."""
-    sh = new_group(instrument, "shutter", "NXcollection")
-    write_field(sh, "controller", info.controller)
-    write_field(sh, "port", info.port)
-    write_field(sh, "firmware_version", info.firmware_version)
-    write_field(sh, "chip_us_min", np.float64(info.chip_us_min), "us")
-    write_field(sh, "chip_us_max", np.float64(info.chip_us_max), "us")
-    write_field(sh, "max_chips", np.int64(info.max_chips), "1")
-    write_field(sh, "code", code.as_array(), "1")
-    write_field(sh, "code_string", code.as_string())
-    write_field(sh, "chip_duration", np.float64(code.chip_us), "us")
-    write_field(sh, "code_period", np.float64(code.period_us), "us")
-    write_field(sh, "n_chips", np.int64(code.n_chips), "1")
-    write_field(sh, "n_open", np.int64(code.n_open), "1")
-    write_field(sh, "light_fraction", np.float64(code.light_fraction), "1")
-    write_field(sh, "code_name", code.name)
-    write_field(sh, "code_sha256", code.sha256)
-    write_field(sh, "echo_verified", np.bool_(status.echo_verified if status else False))
-    mg = new_group(sh, "metrics", "NXcollection")
-    for name, value in (metrics or {}).items():
-        check_finite(value, f"code_metrics[{name!r}]")
-        write_field(mg, name, np.float64(value), units_for(name) or "1")
-    if status is not None:
-        sg = new_group(sh, "status", "NXcollection")
-        write_field(sg, "state", status.state)
-        write_field(sg, "code_sha256", status.code_sha256)
-        write_field(sg, "n_chips", np.int64(status.n_chips), "1")
-        write_field(sg, "chip_us", np.float64(status.chip_us), "us")
-        write_field(sg, "trigger_count", np.int64(status.trigger_count), "1")
-        write_field(sg, "echo_verified", np.bool_(status.echo_verified))
-
-
-def read_code(sh: h5py.Group, path: Path) -> ShutterCode:
-    """The stored code, checked: 1-D, only 0/1, valid chip duration, matching code_sha256."""
-    bits = np.asarray(sh["code"][()])
-    if bits.ndim != 1 or bits.dtype.kind not in "biu" or not np.isin(bits, (0, 1)).all():
-        raise CaptureFormatError(
-            f"{path}: the exposure code {sh.name}/code must be a 1-D array of 0 and 1, got "
-            f"{bits.dtype} values {np.unique(bits)[:6].tolist()}; the file is damaged."
-        )
-    try:
-        chip_us = read_time_us(sh, "chip_duration", path)
-        code = ShutterCode(tuple(int(b) for b in bits), chip_us, read_str(sh, "code_name"))
-    except CodeError as e:
-        raise CaptureFormatError(f"{path}: the stored exposure code is invalid: {e}") from e
-    stored = read_str(sh, "code_sha256")
-    if stored and stored != code.sha256:
-        raise CaptureFormatError(
-            f"{path}: code_sha256 {stored[:12]}... does not match the stored code bits "
-            f"({code.sha256[:12]}...); the code was edited or damaged, so the frames cannot be "
-            "trusted to match it."
-        )
-    return code
-
-
-def read_shutter_info(sh: h5py.Group, path: Path) -> ShutterInfo:
-    """ShutterInfo from the shutter group."""
-    return ShutterInfo(
-        controller=read_str(sh, "controller"),
-        port=read_str(sh, "port"),
-        firmware_version=read_str(sh, "firmware_version"),
-        chip_us_min=read_time_us(sh, "chip_us_min", path),
-        chip_us_max=read_time_us(sh, "chip_us_max", path),
-        max_chips=int(read_num(sh, "max_chips", path)),
-    )
-
-
-def read_shutter_status(sh: h5py.Group, path: Path) -> ShutterStatus | None:
-    """ShutterStatus from ``shutter/status``, or None when the controller reported none."""
-    if "status" not in sh:
-        return None
-    sg = sh["status"]
-    return ShutterStatus(
-        state=read_str(sg, "state"),
-        code_sha256=read_str(sg, "code_sha256"),
-        n_chips=int(read_num(sg, "n_chips", path)),
-        chip_us=read_time_us(sg, "chip_us", path),
-        trigger_count=int(read_num(sg, "trigger_count", path)),
-        echo_verified=bool(read_num(sg, "echo_verified", path)),
-    )
-
-
-def read_camera_info(cam: h5py.Group, path: Path) -> CameraInfo:
-    """CameraInfo from the camera group."""
-    return CameraInfo(
-        vendor=read_str(cam, "vendor"),
-        model=read_str(cam, "model"),
-        serial_number=read_str(cam, "serial_number"),
-        sensor_width=int(read_num(cam, "sensor_width", path)),
-        sensor_height=int(read_num(cam, "sensor_height", path)),
-        pixel_size_um=float(read_num(cam, "x_pixel_size", path))
-        if "x_pixel_size" in cam
-        else float("nan"),
-        driver=read_str(cam, "driver"),
-    )
-
-
-def read_camera_settings(cam: h5py.Group, path: Path) -> CameraSettings:
-    """CameraSettings from the camera group (times converted from their units)."""
-    roi = require(cam, "roi", path, "the camera ROI")
-    try:
-        return CameraSettings(
-            exposure_us=read_time_us(cam, "count_time", path),
-            gain_db=float(read_num(cam, "gain", path)),
-            pixel_format=read_str(cam, "pixel_format"),
-            roi=Roi(**{k: int(read_num(roi, k, path)) for k in ROI_FIELDS}),
-            trigger_mode=read_str(cam, "trigger_mode"),
-            trigger_source=read_str(cam, "trigger_source"),
-            exposure_mode=read_str(cam, "exposure_mode"),
-            frame_rate_hz=float(read_num(cam, "frame_rate", path)),
-            black_level_dn=float(read_num(cam, "black_level", path)),
-        )
-    except ValueError as e:
-        raise CaptureFormatError(f"{path}: the stored camera settings are invalid: {e}") from e
