@@ -1,4 +1,4 @@
-"""Training-data generation speed: ``recon.scenes.make_batch`` batches per second.
+"""Training-data generation speed: ``recon.scene_batches.make_batch`` batches per second.
 
 Batch 8 of 128x128 coded frames with codes of 8 and 32 chips and 4 sub-steps per chip (32 and 128
 rendered views per sample), on 1 and 2 torch threads, photos from the Debian wallpaper packages
@@ -18,15 +18,10 @@ import time
 import cv2
 import torch
 
-from recon.scenes import (
-    PhotoLibrary,
-    SceneSampler,
-    coded_batch,
-    default_photos,
-    make_batch,
-    preload_dead_leaves,
-    sample_code,
-)
+from recon.code_family import sample_code
+from recon.photos import PhotoLibrary, default_photos, preload_dead_leaves
+from recon.scene_batches import coded_batch, make_batch
+from recon.scenes import SceneSampler
 
 
 def main() -> None:

@@ -30,8 +30,10 @@ from recon.functional import code_weights  # noqa: E402
 from recon.motion import MotionEstimator, load_motion_model, refine_global  # noqa: E402
 from recon.motion_data import stratum_scene  # noqa: E402
 from recon.operators import CodedExposure  # noqa: E402
+from recon.photos import default_photos  # noqa: E402
 from recon.refiner import shipped_refiner  # noqa: E402
-from recon.scenes import SceneSampler, coded_batch, default_photos  # noqa: E402
+from recon.scene_batches import coded_batch  # noqa: E402
+from recon.scenes import SceneSampler  # noqa: E402
 from recon.solvers import ClassicalGlobal, equal_times  # noqa: E402
 
 CODE = "11100101"

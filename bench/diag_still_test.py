@@ -20,7 +20,9 @@ import torch
 
 from recon.evaluate_motion import CODES, NOISE, SEED, SUB_STEPS
 from recon.motion_data import stratum_scene
-from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves
+from recon.photos import default_photos, preload_dead_leaves
+from recon.scene_batches import coded_batch
+from recon.scenes import SceneSampler
 from recon.velocity import estimate_velocity
 
 STRATA = ("still", "pan", "pan_accel", "object", "nonrigid", "objects")

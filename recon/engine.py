@@ -147,7 +147,7 @@ class LearnedEngine:
             ok = all(bits)
             return ok, "" if ok else "it was trained on box exposures (all chips open) only"
         if self.card.get("family", "coded") == "coded":
-            from recon.scenes import is_in_family
+            from recon.code_family import is_in_family
 
             return is_in_family(bits)
         return True, ""

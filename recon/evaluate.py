@@ -2,9 +2,9 @@
 
     python -m recon.evaluate [--size 128] [--per-stratum 16] [--out docs] [--threads 2] [--quick]
 
-One run renders the test set of :func:`recon.scenes.fixed_set` (3 motion strata x 2 noise levels,
-the same scenes for every code), reconstructs the K chip frames of every coded frame with each
-method, and writes ``OUT/results.md`` (command, date, machine, tables, a short reading) and
+One run renders the test set of :func:`recon.scene_batches.fixed_set` (3 motion strata x 2 noise
+levels, the same scenes for every code), reconstructs the K chip frames of every coded frame with
+each method, and writes ``OUT/results.md`` (command, date, machine, tables, a short reading) and
 ``OUT/results.png`` (PSNR against t per method, PSNR per stratum).
 
 Methods (rows):
@@ -16,8 +16,8 @@ Methods (rows):
 * **B2**: a shipped box-trained model (model card ``"family": "box"``, e.g. ``tiny-box``) on the
   same scenes exposed with a box code of the same length (all chips open);
 * the shipped coded models (``tiny``, ``base``) on ``11100101``, on family codes seen in training
-  (drawn with :func:`recon.scenes.sample_code` from a fixed seed) and on held-out codes
-  (:data:`recon.scenes.UNSEEN_CODES`).
+  (drawn with :func:`recon.code_family.sample_code` from a fixed seed) and on held-out codes
+  (:data:`recon.code_family.UNSEEN_CODES`).
 
 A model missing from the weights folder is left out with a note. Metrics: per-frame PSNR (capped at
 :data:`recon.evaluate_scores.PSNR_CAP_DB`) and SSIM of the predicted chip frames (clipped to
@@ -78,8 +78,8 @@ class EvalConfig:
         device: where the models run (``"cpu"``, ``"cuda"``, ``"auto"``).
         models_dir: folder of the model cards and weights.
         models: model names looked for there.
-        n_seen: family codes drawn with :func:`recon.scenes.sample_code` besides the anchor.
-        n_unseen: held-out codes taken from :data:`recon.scenes.UNSEEN_CODES`.
+        n_seen: family codes drawn with :func:`recon.code_family.sample_code` besides the anchor.
+        n_unseen: held-out codes taken from :data:`recon.code_family.UNSEEN_CODES`.
         seen_seed: seed of the generator drawing the seen codes.
         classical: run B1.
         max_px: velocity search bound of B1 (capped at half the frame side).
@@ -160,12 +160,13 @@ def machine_description() -> str:
 
 
 def seen_codes(n: int, seed: int = SEEN_CODES_SEED) -> list[str]:
-    """``n`` distinct family codes drawn with :func:`recon.scenes.sample_code`, not the anchor.
+    """``n`` distinct family codes drawn with :func:`recon.code_family.sample_code`, not the
+    anchor.
 
     >>> len(seen_codes(2)), ANCHOR_CODE in seen_codes(2)
     (2, False)
     """
-    from recon.scenes import sample_code
+    from recon.code_family import sample_code
 
     gen = torch.Generator().manual_seed(seed)
     out: list[str] = []
@@ -244,7 +245,7 @@ def _time_ms(fn: Callable[[], object], repeats: int, warmup: bool) -> float:
 def _codes(cfg: EvalConfig, coded: list[_Model], boxed: list[_Model]) -> list[tuple[str, str]]:
     """``(code, kind)`` in evaluation order: the anchor, then seen and unseen family codes (if a
     coded model is there) and a box code (if a box-trained model is)."""
-    from recon.scenes import UNSEEN_CODES
+    from recon.code_family import UNSEEN_CODES
 
     codes: list[tuple[str, str]] = [(ANCHOR_CODE, "anchor")]
     if coded:
@@ -300,11 +301,12 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> EvalReport:
         The report (write it with :func:`write_report`).
 
     Raises:
-        recon.scenes.PhotoLibraryError: no photographs (the message names the apt packages).
+        recon.photos.PhotoLibraryError: no photographs (the message names the apt packages).
     """
     from tqdm import tqdm
 
-    from recon.scenes import PhotoLibrary, default_photos, fixed_set
+    from recon.photos import PhotoLibrary, default_photos
+    from recon.scene_batches import fixed_set
 
     started = _dt.datetime.now(_dt.UTC)
     t_start = time.perf_counter()

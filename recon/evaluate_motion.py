@@ -55,8 +55,10 @@ from torch import Tensor
 from recon.metrics import psnr
 from recon.motion_data import STRATA, stratum_scene, tile_targets, velocity_map
 from recon.operators import CodedExposure
+from recon.photos import default_photos, preload_dead_leaves
 from recon.refiner import shipped_refiner
-from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves
+from recon.scene_batches import coded_batch
+from recon.scenes import SceneSampler
 from recon.solvers import ClassicalGlobal, equal_times
 
 CODES = ("11100101", "1100111100000101")
@@ -266,7 +268,7 @@ def evaluate_heldout_photos(n: int, size: int = 256, progress: bool = True,
                             only: tuple[str, ...] | None = None) -> list[Sample]:
     """The strata of :func:`evaluate` on photos of ``plasma-workspace-wallpapers`` only (no dead
     leaves), which training and tuning never saw."""
-    from recon.scenes import PhotoLibrary, package_photo_paths
+    from recon.photos import PhotoLibrary, package_photo_paths
 
     paths = package_photo_paths(("plasma-workspace-wallpapers",))
     if not paths:

@@ -134,7 +134,7 @@ def score_frames(pred: Tensor, gt: Tensor, *, with_ssim: bool = True) -> FrameSc
 def aggregate(values: Sequence[float] | Tensor, strata: Sequence[str]) -> dict[str, float]:
     """Mean of per-sample values overall, per stratum, per motion class and per noise level.
 
-    Labels are ``"<motion>/sigma=<s>"`` as in :func:`recon.scenes.fixed_set`.
+    Labels are ``"<motion>/sigma=<s>"`` as in :func:`recon.scene_batches.fixed_set`.
 
     Args:
         values: one value per sample.

@@ -210,21 +210,24 @@ class BatchStream(torch.utils.data.IterableDataset):
         self.seed = seed * 1_000_003 + start_step
 
     def __iter__(self):
-        from recon import scenes
+        from recon.code_family import sample_code
+        from recon.photos import default_photos
+        from recon.scene_batches import make_batch
+        from recon.scenes import SceneSampler
 
         torch.set_num_threads(1)
         info = torch.utils.data.get_worker_info()
         wid = info.id if info is not None else 0
-        photos = scenes.default_photos()
+        photos = default_photos()
         gen = torch.Generator().manual_seed(self.seed * 101 + wid)
-        sampler = scenes.SceneSampler(photos, self.size, split="train")
+        sampler = SceneSampler(photos, self.size, split="train")
         while True:
-            bits = scenes.sample_code(gen)
+            bits = sample_code(gen)
             if self.box:
                 bits = (1,) * len(bits)
             if self.render:
-                b = scenes.make_batch(self.batch, self.size, bits, sub_steps=4, generator=gen,
-                                      photos=photos)  # fmt: skip
+                b = make_batch(self.batch, self.size, bits, sub_steps=4, generator=gen,
+                               photos=photos)  # fmt: skip
                 yield bits, (b.y, b.chips, b.sub, b.sub_times)
             else:
                 seeds = torch.randint(0, 2**62, (self.batch,), generator=gen).tolist()
@@ -245,14 +248,14 @@ def batch_stream(args: argparse.Namespace, start_step: int, workers: int, render
 
 def next_batch(stream, device: torch.device, render_here: bool):
     """The next ``(bits, y, chips, sub, sub_times)`` on ``device``."""
-    from recon import scenes
+    from recon.scene_batches import coded_batch
 
     bits, payload = next(stream)
     bits = tuple(int(b) for b in bits)
     if render_here:
         sc, sigmas, seeds = payload
-        b = scenes.coded_batch(sc, bits, sub_steps=4, sigma=sigmas, noise_seed=seeds,
-                               device=device)  # fmt: skip
+        b = coded_batch(sc, bits, sub_steps=4, sigma=sigmas, noise_seed=seeds,
+                        device=device)  # fmt: skip
         return bits, b.y, b.chips, b.sub, b.sub_times
     y, chips, sub, sub_times = payload
     return bits, y.to(device), chips.to(device), sub.to(device), sub_times
@@ -267,7 +270,9 @@ def reverse_time(bits: tuple[int, ...], chips: Tensor, sub: Tensor, sub_times: T
 def train(args: argparse.Namespace) -> Path:
     from tqdm import tqdm
 
-    from recon import scenes
+    from recon.codes import KNOWN_CODES
+    from recon.photos import default_photos
+    from recon.scene_batches import fixed_set
 
     torch.manual_seed(args.seed)
     if args.threads:
@@ -296,11 +301,11 @@ def train(args: argparse.Namespace) -> Path:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    photos = scenes.default_photos()
+    photos = default_photos()
     gen = torch.Generator().manual_seed(args.seed * 1000 + step)
-    val_code = (1,) * 8 if args.box else scenes.KNOWN_CODES["bdinr8"]
-    val_set = scenes.fixed_set("val", size=args.size, n_per_stratum=2, code=val_code,
-                               photos=photos)  # fmt: skip
+    val_code = (1,) * 8 if args.box else KNOWN_CODES["bdinr8"]
+    val_set = fixed_set("val", size=args.size, n_per_stratum=2, code=val_code,
+                        photos=photos)  # fmt: skip
     val = list(val_set.batches(6))
     render_here = args.workers > 0 and (device.type == "cuda" or args.render_in_loop)
     stream = batch_stream(args, step, args.workers, render=not render_here)
@@ -391,7 +396,7 @@ def export_now(model: CodeVideoNet, args: argparse.Namespace, step: int, wall: f
         "gmac_512_16": count_macs(probe, 512, 512, 16) / 1e9,
         "family": "box" if args.box else "coded",
         "codes": ("box exposures of 8..32 chips" if args.box else
-                  "the family of recon.scenes.sample_code: 8..32 chips, 11100101 included; "
+                  "the family of recon.code_family.sample_code: 8..32 chips, 11100101 included; "
                   "each batch also seen time-reversed under the reversed code"),
         "data": "recon.scenes synthetic layered scenes (Debian wallpaper photographs and "
         "dead-leaves images, parametric motion up to 48 px per exposure, camera shake), "

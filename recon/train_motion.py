@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recon.code_family import CODE_FAMILY
 from recon.functional import code_weights
 from recon.motion import (
     MotionConfig,
@@ -45,13 +46,9 @@ from recon.motion import (
     velocity_bank,
 )
 from recon.motion_data import STRATA, stratum_scene, tile_targets, velocity_map
-from recon.scenes import (
-    CODE_FAMILY,
-    SceneSampler,
-    coded_batch,
-    default_photos,
-    preload_dead_leaves,
-)
+from recon.photos import default_photos, preload_dead_leaves
+from recon.scene_batches import coded_batch
+from recon.scenes import SceneSampler
 
 ANCHOR_8 = "11100101"
 CODE_16 = "1100111100000101"

@@ -39,8 +39,10 @@ from recon.classical import render_frames
 from recon.functional import code_weights
 from recon.metrics import psnr
 from recon.motion_data import stratum_scene
+from recon.photos import default_photos, preload_dead_leaves
 from recon.refiner import DeblurRefiner, refiner_inputs
-from recon.scenes import SceneSampler, coded_batch, default_photos, preload_dead_leaves, render
+from recon.scene_batches import coded_batch
+from recon.scenes import SceneSampler, render
 from recon.train_motion import ANCHOR_8, CODE_16, draw_code, draw_sigma, sha256_file
 
 SUB_STEPS = 4

@@ -7,7 +7,7 @@
 #   MODELS='tiny:tiny:9:2e-3 tiny-box:tiny:5:2e-3' bash scripts/train_models.sh 5
 #
 # On a machine without the Debian photo packages, point BLURVID_PHOTO_CACHE at a file written
-# with `python -m recon.scenes --save-cache FILE` where they are installed.
+# with `python -m recon.photo_cache --save-cache FILE` where they are installed.
 set -u
 minutes=${1:-20}
 out=${2:-out/train}

@@ -38,7 +38,7 @@ def choose_engine(method: str, bits: tuple[int, ...]):
     if method in ("auto", "learned"):
         models = shipped_models()
         if models:
-            from recon.scenes import is_in_family
+            from recon.code_family import is_in_family
 
             ok, reason = is_in_family(bits)
             if ok or method == "learned":

@@ -18,7 +18,7 @@ from blurvid_rig.cli import main
 from recon.codes import KNOWN_CODES
 from recon.engine import WEIGHTS_DIR, LearnedEngine, load_model, shipped_models
 from recon.metrics import psnr
-from recon.scenes import fixed_set
+from recon.scene_batches import fixed_set
 
 CARD_KEYS = {"name", "description", "parameters", "gmac_512_16", "codes", "data", "steps",
              "batch", "size", "wall_minutes", "hardware", "command", "seed", "metrics", "sha256",

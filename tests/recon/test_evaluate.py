@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-import recon.scenes as sc
 from recon.evaluate import EvalConfig, EvalReport, check_bars, main, render_markdown
 from recon.evaluate_scores import (
     PSNR_CAP_DB,
@@ -25,6 +24,7 @@ from recon.evaluate_scores import (
     t_bins,
 )
 from recon.models import build_model
+from recon.photos import DEAD_LEAVES_SEEDS
 from recon.train import export_weights
 
 
@@ -138,7 +138,7 @@ def test_bars_compare_at_sigma_001_and_tolerate_missing_models():
 def tiny_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Six textured PNGs (distinct pictures, so at least one lands in the test split) and a
     one-image dead-leaves test bank."""
-    monkeypatch.setitem(sc.DEAD_LEAVES_SEEDS, "test", (2000,))
+    monkeypatch.setitem(DEAD_LEAVES_SEEDS, "test", (2000,))
     folder = tmp_path / "photos"
     folder.mkdir()
     rng = np.random.default_rng(0)

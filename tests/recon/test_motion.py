@@ -25,7 +25,9 @@ from recon.motion import (
     velocity_bank,
 )
 from recon.motion_data import STRATA, stratum_scene, velocity_map
-from recon.scenes import Layer, Scene, SceneSampler, coded_batch, default_photos
+from recon.photos import default_photos
+from recon.scene_batches import coded_batch
+from recon.scenes import Layer, Scene, SceneSampler
 from recon.solvers import SolverError
 
 CODE = "11100101"

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from recon.functional import code_weights
+from recon.photos import default_photos
 from recon.refiner import (
     DeblurRefiner,
     RefinerModelError,
@@ -20,7 +21,7 @@ from recon.refiner import (
     refiner_inputs,
     shipped_refiner,
 )
-from recon.scenes import SceneSampler, default_photos
+from recon.scenes import SceneSampler
 from recon.train_refiner import _loss, example, export
 
 CODE = "11100101"

@@ -1,55 +1,31 @@
-"""Tests of recon.scenes: synthetic coded-blur scenes, batches, fixed sets and the code family.
+"""Tests of recon.scenes and recon.scene_batches: synthetic coded-blur scenes, their rendering,
+coded batches and the fixed sets.
 
 Tests that need the photo packages skip without them, or fail under CI=true, naming the apt
-command. The others use dead-leaves textures only (a two-image bank, to stay fast).
+command (the ``photos`` fixture of conftest.py). The others use dead-leaves textures only (a
+two-image bank, to stay fast).
 """
 
 from __future__ import annotations
-
-from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import recon.scene_batches as sb
 import recon.scenes as sc
-from recon.codes import KNOWN_CODES
+from recon.code_family import UNSEEN_CODES
 from recon.data import dead_leaves, linear_motion_clip
 from recon.noise import SensorModel
-from recon.scenes import (
-    CODE_FAMILY,
-    UNSEEN_CODES,
-    Layer,
-    PhotoLibrary,
-    PhotoLibraryError,
-    Scene,
-    SceneSampler,
-    coded_batch,
-    fixed_set,
-    is_in_family,
-    make_batch,
-    motion_extent_px,
-    render,
-    render_batch,
-    sample_code,
-)
-from tests.ci import missing_install
+from recon.photos import DEAD_LEAVES_SEEDS, PhotoLibrary
+from recon.scene_batches import coded_batch, fixed_set, make_batch
+from recon.scenes import Layer, Scene, SceneSampler, motion_extent_px, render, render_batch
 
 
 @pytest.fixture(autouse=True)
 def small_dead_leaves_bank(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two train dead-leaves images instead of 16 (each costs ~0.5 s to draw, once)."""
-    monkeypatch.setitem(sc.DEAD_LEAVES_SEEDS, "train", (0, 1))
-
-
-@pytest.fixture(scope="module")
-def photos() -> PhotoLibrary:
-    try:
-        return sc.default_photos()
-    except PhotoLibraryError as e:
-        msg = f"The photo packages are missing ({e}); install them with `{sc.APT_COMMAND}`."
-        missing_install(msg)
+    monkeypatch.setitem(DEAD_LEAVES_SEEDS, "train", (0, 1))
 
 
 def _static(scene: Scene) -> Scene:
@@ -95,7 +71,7 @@ def test_static_scene_codes_to_every_chip() -> None:
 
 @pytest.mark.slow
 def test_reproducible_from_seeds_and_batch_independent() -> None:
-    def batch(seed: int) -> sc.CodedBatch:
+    def batch(seed: int) -> sb.CodedBatch:
         return make_batch(2, 32, "11100101", generator=torch.Generator().manual_seed(seed),
                           photos=None)
 
@@ -131,7 +107,7 @@ def test_render_agrees_with_linear_motion_clip() -> None:
     clip = linear_motion_clip(image, "11100101", velocity_px=(12.0, -6.0), sub_steps=4,
                               out_hw=(48, 50))
     scene = Scene((48, 50), (Layer(image, velocity_px=(12.0, -6.0)),))
-    t = sc._sub_times(8, 4)
+    t = sb._sub_times(8, 4)
     chips = render(scene, t).view(8, 4, 48, 50).mean(dim=1)
     torch.testing.assert_close(chips, clip.chip_frames, atol=2e-5, rtol=0)
     assert abs(motion_extent_px(scene) - float(np.hypot(12.0, 6.0))) < 1e-9
@@ -176,102 +152,8 @@ def test_bad_arguments_are_refused() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Code family
+# Fixed sets, rendering
 # ---------------------------------------------------------------------------------------------
-
-
-def test_family_membership_and_reasons() -> None:
-    assert KNOWN_CODES["bdinr8"] == CODE_FAMILY.anchor == "11100101"
-    ok, why = is_in_family("11100101")
-    assert ok and "anchor" in why and "62.5 %" in why
-    ok, why = is_in_family("1101")
-    assert not ok and "4 chips" in why and "8 to 32" in why
-    ok, why = is_in_family("1" * 40)
-    assert not ok and "40 chips" in why
-    ok, why = is_in_family("11111111")
-    assert not ok and "box exposure" in why
-    ok, why = is_in_family("00000000")
-    assert not ok and "no open chip" in why
-    ok, why = is_in_family("11000000")
-    assert not ok and "2 of 8 chips (25 %)" in why and "4 to 5" in why
-    ok, why = is_in_family("1102")
-    assert not ok and "not a binary code" in why
-    for code in UNSEEN_CODES:
-        ok, why = is_in_family(code)
-        assert ok and "held-out" in why, code
-        assert CODE_FAMILY.is_held_out(code[::-1])  # a code and its reverse go together
-    assert {len(c) for c in UNSEEN_CODES} == {8, 12, 16, 20, 24, 32}
-
-
-def test_sample_code_stays_in_family_and_skips_held_out_codes() -> None:
-    g = torch.Generator().manual_seed(0)
-    codes = [sample_code(g) for _ in range(600)]
-    strings = ["".join(map(str, c)) for c in codes]
-    assert all(is_in_family(c)[0] for c in codes)
-    assert not any(CODE_FAMILY.is_held_out(c) for c in codes)
-    assert not set(strings) & set(UNSEEN_CODES)
-    share = Counter(strings)["11100101"] / len(codes)
-    assert 0.15 < share < 0.26
-    assert len({len(c) for c in codes}) >= 20
-    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    assert [sample_code(g1) for _ in range(20)] == [sample_code(g2) for _ in range(20)]
-    assert all(len(sample_code(g, [16, 20])) in (16, 20) for _ in range(30))
-    with pytest.raises(ValueError, match="within 8 to 32"):
-        sample_code(g, [4])
-
-
-# ---------------------------------------------------------------------------------------------
-# Photos and the fixed sets
-# ---------------------------------------------------------------------------------------------
-
-
-def test_photo_library_error_names_the_packages(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("no photos here")
-    with pytest.raises(PhotoLibraryError, match="apt-get install") as e:
-        PhotoLibrary(roots=[tmp_path])
-    assert all(pkg in str(e.value) for pkg in sc.PHOTO_PACKAGES)
-
-
-@pytest.mark.slow
-def test_photo_library_loads_and_splits_by_picture(photos: PhotoLibrary) -> None:
-    assert len(photos) >= 40 and list(photos.paths) == sorted(photos.paths)
-    img = photos[0]
-    assert img.dtype == np.float32 and img.ndim == 2 and min(img.shape) <= 512
-    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
-    splits = {s: set(photos.split(s)) for s in sc.SPLITS}
-    assert set().union(*splits.values()) == set(range(len(photos)))
-    assert not (splits["train"] & splits["test"]) and not (splits["val"] & splits["test"])
-    assert len(splits["test"]) >= 0.15 * len(photos)
-    for s, members in splits.items():  # near-duplicates (one group) never straddle splits
-        groups = {photos.groups[i] for i in members}
-        assert all(photos.groups[i] not in groups for t in sc.SPLITS if t != s
-                   for i in splits[t])
-
-
-def test_photo_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(3)
-    for i in range(6):  # distinct random pictures: six groups, so all three splits get some
-        img = (rng.random((80 + 8 * i, 96)) * 255).astype(np.uint8)
-        assert sc.cv2.imwrite(str(tmp_path / f"p{i}.png"), img)
-    lib = PhotoLibrary(roots=[tmp_path], max_side=64)
-    cache = lib.save_cache(tmp_path / "cache.npz")
-    back = PhotoLibrary.from_cache(cache)
-    assert back.paths == lib.paths and back.groups == lib.groups
-    assert back.fingerprint == lib.fingerprint and back.max_side == 64
-    assert all(back.split(s) == lib.split(s) for s in sc.SPLITS)
-    err = max(float(np.abs(back[i] - lib[i]).max()) for i in range(len(lib)))
-    assert err <= 0.5 / 65535 + 1e-7  # 16-bit grey levels
-    with pytest.raises(PhotoLibraryError, match="photo cache"):
-        PhotoLibrary.from_cache(tmp_path / "p0.png")
-    # default_photos reads the cache named by the environment (its own cache cleared around it)
-    monkeypatch.setenv("BLURVID_PHOTO_CACHE", str(cache))
-    sc.default_photos.cache_clear()
-    try:
-        with pytest.raises(PhotoLibraryError, match="max_side=64"):
-            sc.default_photos()
-        assert sc.default_photos(64).fingerprint == lib.fingerprint
-    finally:
-        sc.default_photos.cache_clear()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -311,7 +193,7 @@ def test_fixed_test_set_is_bit_exact_and_held_out(photos: PhotoLibrary) -> None:
         assert scene.split == "test"
         for src in scene.sources:
             kind, _, name = src.partition(":")
-            test_dl = sc.DEAD_LEAVES_SEEDS["test"]
+            test_dl = DEAD_LEAVES_SEEDS["test"]
             assert name in held_out if kind == "photo" else int(name) in test_dl
     # The same scenes under another code: only the coding changes.
     other = fixed_set("test", size=32, n_per_stratum=1, code=UNSEEN_CODES[2]).batch([0])

@@ -160,7 +160,9 @@ def test_clipped_pixels_get_no_weight_in_the_data_term() -> None:
     treating the clipped values as measurements (measured on this scene: 23.4 -> 29.0 dB), the
     share is recorded, and a mask of the wrong shape is refused with a sentence."""
     from recon.motion_data import stratum_scene
-    from recon.scenes import SceneSampler, coded_batch, default_photos
+    from recon.photos import default_photos
+    from recon.scene_batches import coded_batch
+    from recon.scenes import SceneSampler
 
     s = SceneSampler(default_photos(), 128, split="val", max_motion_px=48.0)
     scene = stratum_scene(s, "pan", 0xC11, 2, (10.0, 20.0))
