@@ -31,7 +31,8 @@ from blurvid_rig.batch import reconstruct_capture  # noqa: E402
 from blurvid_rig.capture import run_coded_capture  # noqa: E402
 from blurvid_rig.files.reconstruction import ReconFile  # noqa: E402
 from calibration.bench import SimBench  # noqa: E402
-from calibration.procedures import Plan, Rig, calibrate_all, run  # noqa: E402
+from calibration.procedures.base import Rig, run  # noqa: E402
+from calibration.procedures.plan import Plan, calibrate_all  # noqa: E402
 from hw.optics import ShutterOptics  # noqa: E402
 from hw.sim import SimScene, SimSensor, make_sim_rig  # noqa: E402
 from hw.types import ShutterCode  # noqa: E402

@@ -18,7 +18,7 @@ from hw.errors import RigError
 
 
 def add_arguments(c: argparse.ArgumentParser) -> None:
-    from calibration.procedures import OPTIONAL_STEPS, STEPS
+    from calibration.procedures.plan import OPTIONAL_STEPS, STEPS
 
     c.add_argument("--steps", nargs="+", choices=STEPS + OPTIONAL_STEPS, default=list(STEPS),
                    help="procedures to run, in this order (default: all but dmd_mapping, which "
@@ -69,8 +69,10 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
     from tqdm import tqdm
 
     from calibration.bench import PromptBench, SimBench, make_sim_bench_rig, sim_truth
-    from calibration.procedures import DmdProjector, Plan, Rig, calibrate_all
-    from calibration.procedures import run as run_procedure
+    from calibration.procedures.base import Rig
+    from calibration.procedures.base import run as run_procedure
+    from calibration.procedures.dmd_mapping import DmdProjector
+    from calibration.procedures.plan import Plan, calibrate_all
     from calibration.report import summary_lines, write_report
     from hw.sim import SimCamera
 

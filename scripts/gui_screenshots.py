@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     bad.close()
 
     from calibration.bench import SimBench, make_sim_bench_rig, sim_truth
-    from calibration.procedures import Plan
+    from calibration.procedures.plan import Plan
     from calibration.wizard import CalibrationWizard
 
     cam, sh = make_sim_bench_rig(320, 240)

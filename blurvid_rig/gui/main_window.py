@@ -600,7 +600,8 @@ class MainWindow(QMainWindow):
             self._show_error("Connect the rig and stop live view before calibrating.")
             return
         from calibration.bench import SimBench
-        from calibration.procedures import DmdProjector, Plan
+        from calibration.procedures.dmd_mapping import DmdProjector
+        from calibration.procedures.plan import Plan
         from calibration.wizard import CalibrationWizard
         from hw.sim import SimCamera
 

@@ -31,18 +31,12 @@ from PySide6.QtWidgets import (
 from calibration import report
 from calibration.bench import Bench
 from calibration.model import AppliesTo, Calibration
-from calibration.procedures import (
-    Cancelled,
-    Plan,
-    Progress,
-    Rig,
-    dark_frames,
-    dmd_mapping,
-    flat_field,
-    geometry,
-    photon_transfer,
-    shutter_timing,
-)
+from calibration.procedures.base import Cancelled, Progress, Rig
+from calibration.procedures.dmd_mapping import dmd_mapping
+from calibration.procedures.geometry import geometry
+from calibration.procedures.plan import Plan
+from calibration.procedures.sensor import dark_frames, flat_field, photon_transfer
+from calibration.procedures.shutter_timing import shutter_timing
 from hw.base import Camera, Shutter
 from hw.errors import RigError
 from hw.types import ShutterCode
@@ -399,8 +393,9 @@ class CalibrationWizard(QWizard):
         rig_info: rig name, camera and shutter identity, stored in the calibration.
         out_path: default file to save to.
         truth: true values to show in the summary (a simulated rig).
-        projector: the DMD as projector (e.g. :class:`~calibration.procedures.DmdProjector`);
-            with one, a DMD-to-camera mapping page is added.
+        projector: the DMD as projector (e.g.
+            :class:`~calibration.procedures.dmd_mapping.DmdProjector`); with one, a DMD-to-camera
+            mapping page is added.
         code: the exposure code the rig has loaded; the shutter-timing page plots its effective
             code (else the 8-chip reference code).
     """

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from calibration.bench import SimBench
-from calibration.procedures import Plan, Rig, calibrate_all, run
+from calibration.procedures.base import Rig, run
+from calibration.procedures.plan import Plan, calibrate_all
 from hw.optics import ShutterOptics
 from hw.sim import SimScene, SimSensor, make_sim_rig
 

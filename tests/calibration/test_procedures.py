@@ -9,15 +9,9 @@ import pytest
 
 from calibration.bench import SimBench
 from calibration.model import AppliesTo, Calibration
-from calibration.procedures import (
-    CalibrationFailed,
-    Cancelled,
-    Rig,
-    dark_frames,
-    flat_field,
-    run,
-    shutter_timing,
-)
+from calibration.procedures.base import CalibrationFailed, Cancelled, Rig, run
+from calibration.procedures.sensor import dark_frames, flat_field
+from calibration.procedures.shutter_timing import shutter_timing
 from calibration.report import summary_lines
 from hw.types import ShutterCode
 from tests.calibration.conftest import (
@@ -154,7 +148,7 @@ def test_dark_clipped_at_zero_says_so():
 @pytest.mark.parametrize("model", ["homography", "affine"])
 def test_dmd_mapping_recovers_the_homography(model):
     from calibration.bench import SimDmdProjector
-    from calibration.procedures import dmd_mapping
+    from calibration.procedures.dmd_mapping import dmd_mapping
 
     cam, sh = make_rig(size=(256, 192))
     # a DMD of 200x300 mirrors imaged rotated by 7 degrees, scaled 0.6, shifted, a little tilted
@@ -184,7 +178,7 @@ def _apply_homography(h, pts):
 
 
 def test_bad_timing_arguments_and_dim_light_say_so():
-    from calibration.procedures import photon_transfer
+    from calibration.procedures.sensor import photon_transfer
 
     cam, sh = make_rig()
     with cam, sh:
@@ -198,7 +192,7 @@ def test_bad_timing_arguments_and_dim_light_say_so():
 
 def test_dmd_mapping_is_stored_in_sensor_pixels_with_an_roi():
     from calibration.bench import SimDmdProjector
-    from calibration.procedures import dmd_mapping
+    from calibration.procedures.dmd_mapping import dmd_mapping
     from hw.types import Roi
 
     cam, sh = make_rig(size=(256, 192))
@@ -213,7 +207,7 @@ def test_dmd_mapping_is_stored_in_sensor_pixels_with_an_roi():
 
 
 def test_plan_checks_its_numbers():
-    from calibration.procedures import Plan
+    from calibration.procedures.plan import Plan
 
     for kw, what in (({"n_frames": 1}, "at least 2"), ({"exposure_us": 0}, "> 0"),
                      ({"geometry_views": 2}, "4 checkerboard"), ({"timing_chip_us": 100},
@@ -224,7 +218,7 @@ def test_plan_checks_its_numbers():
 
 def test_dmd_mapping_with_the_dmd_shutter_as_projector():
     """The rig's DLPC900 (simulated controller, real driver) projects the dots itself."""
-    from calibration.procedures import DmdProjector, dmd_mapping
+    from calibration.procedures.dmd_mapping import DmdProjector, dmd_mapping
     from hw.sim.dlpc900 import make_sim_dlpc900_rig
 
     c, s_ = 1.3 * np.cos(np.radians(4)), 1.3 * np.sin(np.radians(4))
@@ -263,31 +257,31 @@ def test_timing_on_a_moving_target_is_refused_not_accepted(n_avg):
 def test_timing_fit_recovers_an_edge_and_refuses_light_before_the_command():
     """The ramp fit on the measured step means (exact for a straight ramp, whatever the step);
     samples whose edge comes 8 us before the command are refused, not clamped to 0."""
-    from calibration.procedures import (
-        _check_timing_plausible,
-        _fit_edge,
-        _NoiseProbe,
-        _ramp_means,
+    from calibration.procedures.shutter_timing import (
+        NoiseProbe,
+        check_timing_plausible,
+        fit_edge,
+        ramp_means,
     )
     from hw.optics import ShutterOptics
 
     rng = np.random.default_rng(5)
-    noise = _NoiseProbe()
+    noise = NoiseProbe()
     for level in (0.0, 500.0, 1000.0):  # sensor noise of 256 x 192 frames
         a, b = (rng.normal(level, 3.0, (192, 256)) for _ in range(2))
         noise.add(level, a, b)
     grid = np.arange(-20.0, 302.0, 4.0)
     o = ShutterOptics(leakage=0.02, latency_us=13.0, rise_us=7.0)
     tr = o.integrate(grid + 1000.0, (0, 1), 1000.0) / 4.0
-    fit = _fit_edge(grid, tr + rng.normal(0, 0.01, tr.size), 0.02, True, earliest_us=-16.0)
+    fit = fit_edge(grid, tr + rng.normal(0, 0.01, tr.size), 0.02, True, earliest_us=-16.0)
     assert fit.start_us + 0.1 * fit.full_us == pytest.approx(13.0, abs=0.3)
     assert 0.8 * fit.full_us == pytest.approx(7.0, abs=0.6)
     # the same ramp (8.75 us long) starting 8.9 us before the command
-    early = 0.02 + 0.98 * _ramp_means(grid, np.array([-8.875]), np.array([8.75]))[0]
-    fit = _fit_edge(grid, early, 0.02, True, earliest_us=-16.0)
+    early = 0.02 + 0.98 * ramp_means(grid, np.array([-8.875]), np.array([8.75]))[0]
+    fit = fit_edge(grid, early, 0.02, True, earliest_us=-16.0)
     assert fit.start_us == pytest.approx(0.0, abs=1e-9)
     assert fit.free_start_us == pytest.approx(-8.875, abs=0.05)
     sd = np.full(early.size, 0.01)
     with pytest.raises(CalibrationFailed, match="opening edge begins 8.9 us before the command"):
-        _check_timing_plausible({"opening": (early, early * 0, sd, fit)}, 0.02, 1e-4, noise,
+        check_timing_plausible({"opening": (early, early * 0, sd, fit)}, 0.02, 1e-4, noise,
                                 "Mono12")

@@ -12,7 +12,8 @@ from blurvid_rig.files.capture import CaptureFile
 from blurvid_rig.files.reconstruction import ReconFile
 from blurvid_rig.session import RigSession
 from calibration.bench import SimBench
-from calibration.procedures import Plan, Rig, calibrate_all, run
+from calibration.procedures.base import Rig, run
+from calibration.procedures.plan import Plan, calibrate_all
 from hw.errors import IncompatibleStateError, RigError
 from hw.sim import SimScene, SimSensor, make_sim_rig
 from hw.types import Roi, ShutterCode

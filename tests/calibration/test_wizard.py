@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QWizard  # noqa: E402
 
 from calibration.bench import Board, SimBench, make_sim_bench_rig, sim_truth  # noqa: E402
 from calibration.model import Calibration  # noqa: E402
-from calibration.procedures import Plan  # noqa: E402
+from calibration.procedures.plan import Plan  # noqa: E402
 from calibration.wizard import CalibrationWizard, WizardBench  # noqa: E402
 from tests.calibration.conftest import MovingBench, assert_timing_matches  # noqa: E402
 
@@ -130,7 +130,7 @@ class _PersonBench(WizardBench):
 
 
 def test_wizard_has_a_dmd_page_when_the_dmd_is_the_shutter(qtbot, tmp_path):
-    from calibration.procedures import DmdProjector
+    from calibration.procedures.dmd_mapping import DmdProjector
     from hw.sim.dlpc900 import make_sim_dlpc900_rig
 
     cam, sh = make_sim_dlpc900_rig(128, 96)
