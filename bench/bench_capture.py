@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from blurvid_rig.capture import coded_capture_settings, run_coded_capture
+from blurvid_rig.capture import run_coded_capture
+from blurvid_rig.session import coded_capture_settings
 from hw.sim import make_sim_rig
 from hw.types import ShutterCode
 

@@ -1,8 +1,8 @@
 """Coded capture as one call: :func:`run_coded_capture` runs a :class:`~blurvid_rig.session.
 RigSession` recording on devices the caller has opened.
 
-The threads, the queue, the gap checks and the stop order live in :mod:`blurvid_rig.session`; the
-names below are re-exported from there for the callers that know them from here.
+The states and the stop order live in :mod:`blurvid_rig.session`, the threads in
+:mod:`blurvid_rig.acquisition` and :mod:`blurvid_rig.writer`.
 """
 
 from __future__ import annotations
@@ -16,32 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from blurvid_rig.session import (
-    CaptureResult,
-    CaptureStats,
-    FrameGap,
-    LatestFrame,
-    RigSession,
-    SessionState,
-    WriterOverrun,
-    coded_capture_settings,
-    exposure_window_problems,
-)
+from blurvid_rig.acquisition import LatestFrame
+from blurvid_rig.session import RigSession, SessionState
+from blurvid_rig.writer import CaptureResult, CaptureStats
 from calibration.model import Calibration
 from hw.base import Camera, Shutter
 from hw.types import ShutterCode
 
-__all__ = [
-    "CaptureResult",
-    "CaptureStats",
-    "FrameGap",
-    "LatestFrame",
-    "WriterOverrun",
-    "coded_capture_settings",
-    "exposure_window_problems",
-    "frame_ids_consistent",
-    "run_coded_capture",
-]
+__all__ = ["frame_ids_consistent", "run_coded_capture"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +95,18 @@ def run_coded_capture(
         masks=masks,
     )
     session.record(n_frames, Path(out_dir), name=name, title=title, settings=settings)
+    _follow(session, stop, progress)
+    result = session.wait()
+    if progress is not None:
+        progress(result.stats)
+    return result
+
+
+def _follow(
+    session: RigSession, stop: threading.Event, progress: Callable[[CaptureStats], None] | None
+) -> None:
+    """Report progress until the recording ends; ``stop`` or Ctrl-C end it early. The session
+    is stopped in any case."""
     try:
         while session.state == SessionState.RECORDING:
             if stop.is_set():
@@ -121,14 +115,10 @@ def run_coded_capture(
             time.sleep(0.05)
             if progress is not None and session.recording_stats is not None:
                 progress(session.recording_stats)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: the frames recorded so far are kept
         session.stop_recording()
     finally:
         session.stop()
-    result = session.wait()
-    if progress is not None:
-        progress(result.stats)
-    return result
 
 
 def frame_ids_consistent(frame_ids: list[int]) -> bool:

@@ -1,5 +1,6 @@
 """The rig session: camera + shutter controller, the acquisition and writer threads, and the
-newest-frame slot, behind four states.
+newest-frame slot, behind four states (the state machine; the threads are
+:class:`~blurvid_rig.acquisition.AcquisitionLoop` and :class:`~blurvid_rig.writer.FrameWriter`).
 
 States::
 
@@ -19,38 +20,31 @@ timestamp, host time, controller trigger index, code hash). A trigger whose fram
 jump in the camera's frame ids, a controller trigger count that differs from the frames received,
 or a writer that falls behind ends the recording in ERROR (``on_gap="error"``, the default) with the
 reason in the file; with ``on_gap="record"`` gaps are counted, kept visible in the frame log and in
-the file's counters, and the recording goes on. Stop order, always: disarm the shutter, stop the
-camera, join the acquisition thread, drain and close the writer.
+the file's counters, and the recording goes on. A user's stop short of the count is no failure: the
+file is kept as aborted with a :class:`~blurvid_rig.writer.StopRequested` as its reason. Stop
+order, always: disarm the shutter, stop the camera, join the acquisition thread, drain and close
+the writer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blurvid_rig.acquisition import AcquisitionLoop, LatestFrame
 from blurvid_rig.files.capture_writer import CaptureWriter, make_capture_path
+from blurvid_rig.writer import CaptureResult, CaptureStats, FrameWriter, StopRequested
 from calibration.model import Calibration, CalibrationError
 from hw.base import Camera, Shutter
-from hw.errors import (
-    AcquisitionTimeout,
-    IncompatibleStateError,
-    ProtocolError,
-    RigError,
-)
-from hw.types import CameraSettings, Frame, ShutterCode, ShutterStatus
+from hw.errors import IncompatibleStateError, RigError
+from hw.types import CameraSettings, ShutterCode, ShutterStatus
 from recon.codes import code_metrics
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
 
 
 class SessionState(enum.StrEnum):
@@ -58,62 +52,6 @@ class SessionState(enum.StrEnum):
     LIVE = "live"
     RECORDING = "recording"
     ERROR = "error"
-
-
-class WriterOverrun(RigError):
-    """The writer could not keep up: the bounded frame queue stayed full."""
-
-
-class FrameGap(RigError):
-    """Frames went missing between the camera, the controller and the file."""
-
-
-class LatestFrame:
-    """A one-slot, newest-frame-only mailbox for displays and live preview (never blocks the
-    producer)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._frame: Frame | None = None
-        self._count = 0
-
-    def put(self, frame: Frame) -> None:
-        with self._lock:
-            self._frame = frame
-            self._count += 1
-
-    def get(self) -> tuple[Frame | None, int]:
-        """Return the newest frame and how many frames have been put so far."""
-        with self._lock:
-            return self._frame, self._count
-
-
-@dataclass
-class CaptureStats:
-    """Counters of one recording, updated by the threads (read them for progress)."""
-
-    requested: int = 0  # 0: until stopped
-    acquired: int = 0
-    written: int = 0
-    frame_id_gaps: int = 0  # frames the camera numbered but never delivered
-    trigger_gaps: int = 0  # triggers fired whose frame never arrived (fetch timed out)
-    queue_high_water: int = 0
-    triggers_fired: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class CaptureResult:
-    """How a recording ended."""
-
-    path: Path
-    status: str  # complete | aborted
-    stats: CaptureStats
-    elapsed_s: float
-    error: str = ""
-    frame_ids: list[int] = field(default_factory=list)
 
 
 def exposure_window_problems(
@@ -167,25 +105,6 @@ def coded_capture_settings(
         exposure_mode=exposure_mode,
         exposure_us=exposure,
     )
-
-
-@dataclass
-class _Recording:
-    """One recording in progress: its writer, queue and counters."""
-
-    writer: CaptureWriter
-    frames: queue.Queue
-    stats: CaptureStats
-    n_frames: int  # 0: until stopped
-    then: SessionState  # state after a normal end
-    t0: float
-    trigger_count0: int | None
-    done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    accepting: bool = True  # False once the end (_STOP) is queued: later frames stay out
-    result: CaptureResult | None = None
-    frame_ids: list[int] = field(default_factory=list)
-    error: BaseException | None = None
 
 
 class RigSession:
@@ -254,10 +173,9 @@ class RigSession:
         self._software_trigger = False
         self._settings: CameraSettings | None = None
         self._shutter_status = None
-        self._acq: threading.Thread | None = None
-        self._acq_stop = threading.Event()
-        self._rec: _Recording | None = None
-        self._last_rec: _Recording | None = None
+        self._acq: AcquisitionLoop | None = None
+        self._rec: FrameWriter | None = None
+        self._last_rec: FrameWriter | None = None
         self._calibration: Calibration | None = None
         self._masks: Any = None
         #: triggers without a frame and frame-id jumps seen while LIVE (no file to tell)
@@ -292,7 +210,7 @@ class RigSession:
     def recording_file(self) -> Path | None:
         """Path of the file being written (or the last one written); None before any."""
         rec = self._rec or self._last_rec
-        return rec.writer.path if rec is not None else None
+        return rec.file.path if rec is not None else None
 
     @property
     def writer_queue(self) -> int:
@@ -479,70 +397,18 @@ class RigSession:
                 raise IncompatibleStateError(
                     "Cannot record: no code is configured; call configure(code) first."
                 )
-            code, cam = self._code, self._settings
-            info = self.camera.info
-            h = cam.roi.height or info.sensor_height
-            w = cam.roi.width or info.sensor_width
-            metrics = code_metrics(code.bits).to_dict()
-            if calibration is None and self._calibration is not None:
-                try:
-                    self._calibration.require(cam, (h, w))
-                except CalibrationError as e:
-                    raise IncompatibleStateError(
-                        f"Cannot record with the active calibration: {e}. Calibrate again with "
-                        "these settings, or record without a calibration."
-                    ) from e
-                calibration = self._calibration.to_tree()
-            dmd = None
-            if self._masks is not None:
-                cal = self._calibration
-                cal_map = cal.dmd_mapping if cal is not None else None
-                own = getattr(self.shutter, "dmd_to_camera", None)
-                if cal_map is not None:
-                    mapping, source = cal_map.matrix, f"calibration {cal.uuid}"
-                elif own is not None:
-                    mapping, source = own, "the shutter's own (simulated relay)"
-                else:
-                    mapping, source = None, "none measured: identity assumed"
-                    log.warning("Recording DMD masks without a DMD->camera mapping; calibrate the "
-                                "DMD mapping so that reconstruction knows where each mirror lands.")
-                dmd = {
-                    "masks": self._masks,
-                    "dmd_to_camera": mapping,
-                    "dmd_to_camera_source": source,
-                    "masks_sha256": getattr(self.shutter, "masks_sha256", ""),
-                }
-            writer = CaptureWriter(
-                make_capture_path(Path(out_dir), name),
-                camera_info=info,
-                camera_settings=cam,
-                code=code,
-                shutter_info=self.shutter.info,
-                shutter_status=self._shutter_status,
-                frame_shape=(h, w),
-                dtype=cam.dtype,
-                genicam_nodes=self.camera.node_map_snapshot(),
-                settings=dict(settings or {}),
-                code_metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                calibration=calibration,
-                dmd=dmd,
-                title=title or f"coded capture {code}",
-                flush_every=self.flush_every,
-                compression=self.compression,
+            file = self._create_file(
+                Path(out_dir), name, title, settings, self._calibration_tree(calibration)
             )
             was = self._state
-            rec = _Recording(
-                writer=writer,
-                frames=queue.Queue(maxsize=max(1, self.queue_size)),
-                stats=CaptureStats(requested=n_frames),
-                n_frames=n_frames,
-                then=was,
-                t0=time.perf_counter(),
-                trigger_count0=None,
-            )
-            threading.Thread(
-                target=self._writer_loop, args=(rec,), name="writer", daemon=True
-            ).start()
+            rec = FrameWriter(
+                file, n_frames, live_after=was == SessionState.LIVE,
+                queue_size=self.queue_size, overrun_timeout_s=self.overrun_timeout_s,
+            )  # fmt: skip
+            rec.start(
+                on_failure=self._fail, on_drained=self._writer_drained,
+                on_finished=self._writer_finished,
+            )  # fmt: skip
             self._rec = rec
             self._set_state(SessionState.RECORDING)
             if was == SessionState.IDLE:
@@ -551,6 +417,76 @@ class RigSession:
                 except BaseException as e:
                     self._fail(e)
             return self
+
+    def _frame_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the frames with the configured settings."""
+        assert self._settings is not None
+        cam, info = self._settings, self.camera.info
+        return (cam.roi.height or info.sensor_height, cam.roi.width or info.sensor_width)
+
+    def _calibration_tree(self, given: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """The calibration to store: ``given`` as it is, else the active one once it is checked
+        against the camera settings."""
+        if given is not None or self._calibration is None:
+            return given
+        assert self._settings is not None
+        try:
+            self._calibration.require(self._settings, self._frame_shape())
+        except CalibrationError as e:
+            raise IncompatibleStateError(
+                f"Cannot record with the active calibration: {e}. Calibrate again with "
+                "these settings, or record without a calibration."
+            ) from e
+        return self._calibration.to_tree()
+
+    def _dmd_record(self) -> dict[str, Any] | None:
+        """The per-pixel masks and where each mirror lands, for the file (None without masks)."""
+        if self._masks is None:
+            return None
+        cal = self._calibration
+        cal_map = cal.dmd_mapping if cal is not None else None
+        own = getattr(self.shutter, "dmd_to_camera", None)
+        if cal_map is not None:
+            mapping, source = cal_map.matrix, f"calibration {cal.uuid}"
+        elif own is not None:
+            mapping, source = own, "the shutter's own (simulated relay)"
+        else:
+            mapping, source = None, "none measured: identity assumed"
+            log.warning("Recording DMD masks without a DMD->camera mapping; calibrate the "
+                        "DMD mapping so that reconstruction knows where each mirror lands.")
+        return {
+            "masks": self._masks,
+            "dmd_to_camera": mapping,
+            "dmd_to_camera_source": source,
+            "masks_sha256": getattr(self.shutter, "masks_sha256", ""),
+        }
+
+    def _create_file(
+        self, out_dir: Path, name: str, title: str, settings: Mapping[str, Any] | None,
+        calibration: Mapping[str, Any] | None,
+    ) -> CaptureWriter:  # fmt: skip
+        """The new capture file of a recording, with everything known before its frames."""
+        code, cam = self._code, self._settings
+        assert code is not None and cam is not None
+        metrics = code_metrics(code.bits).to_dict()
+        return CaptureWriter(
+            make_capture_path(out_dir, name),
+            camera_info=self.camera.info,
+            camera_settings=cam,
+            code=code,
+            shutter_info=self.shutter.info,
+            shutter_status=self._shutter_status,
+            frame_shape=self._frame_shape(),
+            dtype=cam.dtype,
+            genicam_nodes=self.camera.node_map_snapshot(),
+            settings=dict(settings or {}),
+            code_metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            calibration=calibration,
+            dmd=self._dmd_record(),
+            title=title or f"coded capture {code}",
+            flush_every=self.flush_every,
+            compression=self.compression,
+        )
 
     def wait(self, timeout_s: float | None = None) -> CaptureResult:
         """Wait for the current (or last) recording to end; returns its result.
@@ -566,30 +502,34 @@ class RigSession:
         if not rec.done.wait(timeout_s):
             raise TimeoutError(f"The recording is still going after {timeout_s} s.")
         assert rec.result is not None
-        return self._raise_or_return(rec.result, rec.error)
+        return self._raise_or_return(rec.result, rec.reason)
 
     @staticmethod
-    def _raise_or_return(result: CaptureResult, error: BaseException | None) -> CaptureResult:
-        if error is None or isinstance(error, KeyboardInterrupt):
+    def _raise_or_return(
+        result: CaptureResult, reason: BaseException | StopRequested | None
+    ) -> CaptureResult:
+        if reason is None or isinstance(reason, StopRequested):
             return result
         msg = (
-            f"{error} The {result.stats.written} frames recorded before the failure are kept in "
+            f"{reason} The {result.stats.written} frames recorded before the failure are kept in "
             f"{result.path}."
         )
-        if isinstance(error, RigError):
-            raise type(error)(msg) from error
-        raise RigError(msg) from error
+        if isinstance(reason, RigError):
+            raise type(reason)(msg) from reason
+        raise RigError(msg) from reason
 
     def stop_recording(self) -> CaptureResult | None:
         """End the recording now: a count-less recording completes, an unfinished count is kept
-        as 'aborted' (stopped by the user). Live view goes on if it was on."""
+        as 'aborted' (:class:`~blurvid_rig.writer.StopRequested`). Live view goes on if it was
+        on."""
         rec = self._rec
         if rec is None or self._state != SessionState.RECORDING:
             return None
-        if rec.then == SessionState.IDLE:
+        if not rec.live_after:
             self._stop_acquisition()
         self._end_by_user(rec)
-        self._set_state(rec.then if self._state == SessionState.RECORDING else self._state)
+        then = SessionState.LIVE if rec.live_after else SessionState.IDLE
+        self._set_state(then if self._state == SessionState.RECORDING else self._state)
         return rec.result
 
     def stop(self) -> None:
@@ -597,7 +537,7 @@ class RigSession:
         :meth:`stop_recording`). From ERROR the devices are stopped and the state stays ERROR."""
         rec = self._rec
         if rec is not None:
-            rec.then = SessionState.IDLE  # the recording's end leads to IDLE, not back to LIVE
+            rec.live_after = False  # the recording's end leads to IDLE, not back to LIVE
         self._stop_acquisition()
         if rec is not None and not rec.done.is_set():
             self._end_by_user(rec)
@@ -614,229 +554,82 @@ class RigSession:
     def _start_devices(self) -> None:
         if self._code is None:
             raise IncompatibleStateError("No code is configured; call configure(code) first.")
-        self._acq_stop.clear()
+        loop = AcquisitionLoop(
+            self.camera, self.shutter, code_sha256=self._code.sha256,
+            software_trigger=self._software_trigger, fetch_timeout_s=self.fetch_timeout_s,
+            on_gap=self.on_gap, max_consecutive_timeouts=self.max_consecutive_timeouts,
+            live_rate_hz=self.live_rate_hz, latest=self.latest, recording=self._recording,
+            on_failure=self._fail, on_live_gaps=self._count_live_gaps,
+        )  # fmt: skip
         self.camera.start()
         try:
             self.shutter.arm()
         except BaseException:
             self.camera.stop()
             raise
-        self._acq = threading.Thread(target=self._acquisition_loop, name="acquisition", daemon=True)
-        self._acq.start()
+        self._acq = loop
+        loop.start()
 
-    def _stop_acquisition(self) -> None:
-        """Stop order: disarm the shutter, stop the camera, join the acquisition thread."""
-        self._acq_stop.set()
+    def _recording(self) -> FrameWriter | None:
+        """The recording the acquisition hands frames to (None unless RECORDING)."""
+        return self._rec if self._state == SessionState.RECORDING else None
+
+    def _count_live_gaps(self, n: int) -> None:
+        self.live_gaps += n
+
+    def _stop_devices(self) -> None:
         for step in (self.shutter.disarm, self.camera.stop):
             try:
                 step()
             except RigError as e:
                 log.warning("while stopping: %s", e)
+
+    def _stop_acquisition(self) -> None:
+        """Stop order: disarm the shutter, stop the camera, join the acquisition thread."""
         acq = self._acq
-        if acq is not None and acq is not threading.current_thread():
-            acq.join(timeout=self.fetch_timeout_s + 5.0)
-            if acq.is_alive():
+        if acq is not None:
+            acq.stop_event.set()
+        self._stop_devices()
+        if acq is not None and acq.thread is not threading.current_thread():
+            acq.thread.join(timeout=self.fetch_timeout_s + 5.0)
+            if acq.thread.is_alive():
                 log.error("the acquisition thread did not stop within %.1f s", self.fetch_timeout_s)
         self._acq = None
 
     def _fail(self, error: BaseException) -> None:
         """Any thread: a failure ends live view and the recording; state ERROR with the reason."""
         reason = f"{type(error).__name__}: {error}"
-        rec = self._rec
-        self._acq_stop.set()
-        if threading.current_thread() is not self._acq:
+        rec, acq = self._rec, self._acq
+        if acq is not None:
+            acq.stop_event.set()
+        if acq is None or threading.current_thread() is not acq.thread:
             self._stop_acquisition()
         else:  # the acquisition thread stops itself: just stop the devices
-            for step in (self.shutter.disarm, self.camera.stop):
-                try:
-                    step()
-                except RigError as e:
-                    log.warning("while stopping: %s", e)
+            self._stop_devices()
         self._set_state(SessionState.ERROR, reason)
         if rec is not None and not rec.done.is_set():
-            self._end_recording(rec, error)
+            rec.end(error)
 
-    def _end_by_user(self, rec: _Recording) -> None:
+    def _end_by_user(self, rec: FrameWriter) -> None:
         """End a recording on request and wait for its file: an open-ended one is complete, a
         counted one that is short of its count is kept as aborted."""
         short = rec.n_frames and rec.stats.written < rec.n_frames
-        self._end_recording(
-            rec,
-            KeyboardInterrupt(
-                f"stopped by the user after {rec.stats.written} of {rec.n_frames} frames"
-            )
-            if short
-            else None,
-        )
+        rec.end(StopRequested(rec.stats.written, rec.n_frames) if short else None)
         rec.done.wait()
 
-    def _end_recording(self, rec: _Recording, error: BaseException | None) -> None:
-        """Tell the writer to finish (it drains the queue first). Idempotent."""
-        with rec.lock:
-            if not rec.accepting:  # its end is already queued (count reached, or a failure)
-                return
-            if rec.error is None:
-                rec.error = error
-            rec.accepting = False
-            rec.frames.put(_STOP)
-
-    def _acquisition_loop(self) -> None:
-        """The only caller of ``fire`` and ``fetch``."""
-        last_id: int | None = None
-        timeouts = 0
-        code_sha = self._code.sha256 if self._code else ""
-        period = 1.0 / self.live_rate_hz if self.live_rate_hz > 0 else 0.0
-        try:
-            while not self._acq_stop.is_set():
-                rec = self._rec if self._state == SessionState.RECORDING else None
-                t_fire = time.perf_counter()
-                trigger = self.shutter.fire()
-                if self._software_trigger:
-                    self.camera.software_trigger()
-                if rec is not None:
-                    rec.stats.triggers_fired += 1
-                    if rec.trigger_count0 is None:
-                        rec.trigger_count0 = trigger
-                try:
-                    frame = self.camera.fetch(timeout_s=self.fetch_timeout_s)
-                except AcquisitionTimeout as e:
-                    timeouts += 1
-                    if rec is None:
-                        self.live_gaps += 1
-                    else:
-                        rec.stats.trigger_gaps += 1
-                        if self.on_gap == "error":
-                            raise AcquisitionTimeout(
-                                f"Trigger {trigger} got no frame within {self.fetch_timeout_s:g} "
-                                f"s: {e}"
-                            ) from e
-                    if timeouts >= self.max_consecutive_timeouts:
-                        raise
-                    continue
-                timeouts = 0
-                if frame.trigger_index < 0 or not frame.code_sha256:
-                    frame = dataclasses.replace(
-                        frame,
-                        trigger_index=trigger if frame.trigger_index < 0 else frame.trigger_index,
-                        code_sha256=frame.code_sha256 or code_sha,
-                    )
-                if frame.trigger_index != trigger:
-                    raise ProtocolError(
-                        f"Frame {frame.frame_id} answers trigger {frame.trigger_index} but trigger "
-                        f"{trigger} was just fired: camera and shutter are out of step. Check the "
-                        "trigger cable and that nothing else triggers the camera."
-                    )
-                jump = 0 if last_id is None else frame.frame_id - last_id - 1
-                last_id = frame.frame_id
-                self.latest.put(frame)
-                if rec is None:
-                    self.live_gaps += max(0, jump)
-                else:
-                    if jump > 0 and rec.stats.acquired > 0:
-                        rec.stats.frame_id_gaps += jump
-                        if self.on_gap == "error":
-                            raise FrameGap(
-                                f"The camera skipped {jump} frame id(s) before frame "
-                                f"{frame.frame_id}: {jump} frame(s) were lost between sensor and "
-                                "host (bandwidth or buffer shortage)"
-                            )
-                    self._hand_to_writer(rec, frame)
-                if period:
-                    rest = period - (time.perf_counter() - t_fire)
-                    if rest > 0:
-                        self._acq_stop.wait(rest)
-        except BaseException as e:
-            if not self._acq_stop.is_set():  # errors while stopping (disarmed mid-fire) are not
-                self._fail(e)  # failures
-
-    def _hand_to_writer(self, rec: _Recording, frame: Frame) -> None:
-        with rec.lock:
-            if not rec.accepting:  # the recording ended while this frame was on its way
-                return
-            try:
-                rec.frames.put(frame, timeout=self.overrun_timeout_s)
-            except queue.Full as e:
-                raise WriterOverrun(
-                    f"The writer fell behind: {rec.frames.maxsize} frames waited for more than "
-                    f"{self.overrun_timeout_s:g} s. Recording stopped so that no frame is lost "
-                    "silently; use a faster disk, less compression, or a lower frame rate."
-                ) from e
-            rec.stats.acquired += 1
-        rec.stats.queue_high_water = max(rec.stats.queue_high_water, rec.frames.qsize())
-        if rec.n_frames and rec.stats.acquired >= rec.n_frames:
-            self._finish_count(rec)
-
-    def _finish_count(self, rec: _Recording) -> None:
-        """The last frame of a counted recording is queued (acquisition thread)."""
-        if rec.then == SessionState.IDLE:
-            self._acq_stop.set()  # the loop ends; the devices are stopped by the writer's end
-        self._check_trigger_count(rec)
-        self._end_recording(rec, None)
-
-    def _check_trigger_count(self, rec: _Recording) -> None:
-        """The controller's own counter must agree with the frames received."""
-        if rec.trigger_count0 is None:
-            return
-        try:
-            count = self.shutter.status().trigger_count
-        except RigError as e:
-            log.warning("could not read the controller's trigger counter: %s", e)
-            return
-        fired = count - rec.trigger_count0
-        missing = fired - rec.stats.acquired
-        if missing > 0 and self.on_gap == "error" and rec.error is None:
-            rec.error = FrameGap(
-                f"The controller counted {fired} triggers but {rec.stats.acquired} frames arrived: "
-                f"{missing} frame(s) were lost"
-            )
-
-    def _writer_loop(self, rec: _Recording) -> None:
-        """The only user of the open capture file."""
-        writer = rec.writer
-        try:
-            while True:
-                item = rec.frames.get()
-                if item is _STOP:
-                    break
-                writer.append(item)
-                rec.frame_ids.append(item.frame_id)
-                rec.stats.written += 1
-        except BaseException as e:  # disk full, permissions...: stop firing frames we cannot keep
-            rec.error = rec.error or e
-            threading.Thread(target=self._fail, args=(e,), daemon=True).start()
-            while rec.frames.get() is not _STOP:  # never leave the acquisition blocked
-                pass
-        error = rec.error
-        if rec.then == SessionState.IDLE or error is not None:
+    def _writer_drained(self, rec: FrameWriter) -> None:
+        """The writer thread wrote the last frame: the devices stop unless live view goes on."""
+        if not rec.live_after or rec.reason is not None:
             self._stop_acquisition()
-        try:
-            writer.set_counters(rec.stats.to_dict())
-            if error is None:
-                path = writer.close()
-                status = "complete"
-            else:
-                reason = str(error) or type(error).__name__
-                if not isinstance(error, KeyboardInterrupt):
-                    reason = f"{type(error).__name__}: {reason}"
-                path = writer.abort(reason)
-                status = "aborted"
-        except RigError as e:
-            path, status = writer.path, "aborted"
-            rec.error = rec.error or e
-        rec.result = CaptureResult(
-            path=path,
-            status=status,
-            stats=rec.stats,
-            elapsed_s=time.perf_counter() - rec.t0,
-            error="" if rec.error is None else str(rec.error),
-            frame_ids=rec.frame_ids,
-        )
+
+    def _writer_finished(self, rec: FrameWriter) -> None:
+        """The writer thread finished the file: ERROR after a failure, else back to LIVE or
+        IDLE."""
         self._last_rec = rec
         if self._rec is rec:
             self._rec = None
-        if rec.error is not None and not isinstance(rec.error, KeyboardInterrupt):
+        if rec.failed:
             if self._state != SessionState.ERROR:
-                self._set_state(SessionState.ERROR, f"{type(rec.error).__name__}: {rec.error}")
+                self._set_state(SessionState.ERROR, f"{type(rec.reason).__name__}: {rec.reason}")
         elif self._state == SessionState.RECORDING:
-            self._set_state(rec.then)
-        rec.done.set()
+            self._set_state(SessionState.LIVE if rec.live_after else SessionState.IDLE)

@@ -115,15 +115,12 @@ MAX_FUNCTION_LINES = 80
 #: module is split).
 LONG_MODULES = {
     "blurvid_rig/gui/main_window.py",
-    "blurvid_rig/session.py",
 }
 #: ``(file, function)`` still over the limit; may only shrink.
 LONG_FUNCTIONS = {
     ("blurvid_rig/batch.py", "reconstruct_capture"), ("blurvid_rig/calibrate_cmd.py", "run"),
-    ("blurvid_rig/capture.py", "run_coded_capture"),
     ("blurvid_rig/cli.py", "build_parser"), ("blurvid_rig/cli.py", "cmd_capture"),
     ("blurvid_rig/demo.py", "run_demo"), ("blurvid_rig/gui/main_window.py", "__init__"),
-    ("blurvid_rig/session.py", "record"),
     ("recon/classical.py", "reconstruct_global"),
     ("recon/data.py", "linear_motion_clip"),
     ("recon/evaluate_motion.py", "evaluate"),

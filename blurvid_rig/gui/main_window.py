@@ -51,7 +51,8 @@ from blurvid_rig.profile import (
     profile_from_capture,
     save_profile,
 )
-from blurvid_rig.session import CaptureResult, RigSession, SessionState
+from blurvid_rig.session import RigSession, SessionState
+from blurvid_rig.writer import CaptureResult
 from hw.types import ShutterCode
 
 log = logging.getLogger(__name__)

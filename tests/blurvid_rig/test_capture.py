@@ -7,15 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from blurvid_rig.capture import (
-    WriterOverrun,
-    coded_capture_settings,
-    exposure_window_problems,
-    run_coded_capture,
-)
+from blurvid_rig.capture import run_coded_capture
 from blurvid_rig.files.capture import CaptureFile
 from blurvid_rig.files.capture_writer import CaptureWriter
 from blurvid_rig.files.describe import describe_file
+from blurvid_rig.session import coded_capture_settings, exposure_window_problems
+from blurvid_rig.writer import WriterOverrun
 from hw.errors import (
     AcquisitionTimeout,
     DeviceDisconnected,

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from blurvid_rig.acquisition import FrameGap
 from blurvid_rig.files.capture import CaptureFile
 from blurvid_rig.files.capture_writer import CaptureWriter
-from blurvid_rig.session import FrameGap, RigSession, SessionState, WriterOverrun
+from blurvid_rig.session import RigSession, SessionState
+from blurvid_rig.writer import WriterOverrun
 from hw.errors import AcquisitionTimeout, DeviceDisconnected, IncompatibleStateError
 from hw.sim import SimFaults, make_sim_rig
 from hw.types import ShutterCode
@@ -105,6 +107,7 @@ def test_counted_recording_stopped_early_is_kept_as_aborted(tmp_path):
         result = s.wait()
         assert s.state == SessionState.IDLE
     assert result.status == "aborted"
+    assert result.error.startswith("stopped by the user after ")  # not a failure
     with CaptureFile.open(result.path) as f:
         assert f.status == "aborted" and "stopped by the user" in f.status_reason
         assert len(f) == result.stats.written >= 3
