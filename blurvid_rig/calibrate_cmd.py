@@ -14,6 +14,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from blurvid_rig.config import DeviceFactory, DeviceSpec, open_devices
 from hw.errors import RigError
 
 
@@ -64,30 +65,15 @@ def _board(text: str):
     return Board(cols, rows)
 
 
-def run(args: argparse.Namespace, camera_and_shutter) -> int:
-    """The command; ``camera_and_shutter(args, stack)`` opens real devices (from the CLI)."""
-    from tqdm import tqdm
-
-    from calibration.bench import PromptBench, SimBench, make_sim_bench_rig, sim_truth
-    from calibration.procedures.base import Rig
-    from calibration.procedures.base import run as run_procedure
-    from calibration.procedures.dmd_mapping import DmdProjector
-    from calibration.procedures.plan import Plan, calibrate_all
-    from calibration.report import summary_lines, write_report
-    from hw.sim import SimCamera
-
-    if args.trigger_source != "Line1":
+def run(args: argparse.Namespace, spec: DeviceSpec) -> int:
+    """The command on the devices of ``spec``; ``camera="sim"`` with ``shutter="sim"`` is the
+    simulated bench rig (:func:`calibration.bench.make_sim_bench_rig`)."""
+    if spec.trigger_source != "Line1":
         raise RigError(
             "Calibration needs the camera triggered by the shutter controller (Line1): the shutter "
             "timing is measured against that trigger."
         )
-    board = _board(args.board)
-    plan = Plan(
-        exposure_us=args.exposure_us, steps=tuple(args.steps),
-        flat_exposure_us=args.flat_exposure_us or None, n_frames=args.frames,
-        timing_chip_us=args.timing_chip_us, check_chip_us=tuple(args.check_chip_us),
-        geometry_views=args.views, board=board,
-    )
+    plan = _plan(args)
     out = Path(args.out or "calibrations")
     if out.suffix != ".h5":  # a folder, as capture's --out
         out = out / f"{datetime.now():%y%m%d_%H%M%S}_calibration.cal.h5"
@@ -96,80 +82,137 @@ def run(args: argparse.Namespace, camera_and_shutter) -> int:
     report = Path(args.report) if args.report else out.with_name(
         out.name.removesuffix(".h5").removesuffix(".cal") + ".report.png"
     )
-    simulated = args.camera == "sim" and args.shutter == "sim"
-    with contextlib.ExitStack() as stack:
-        if simulated:
-            camera, shutter = make_sim_bench_rig(args.width, args.height, seed=args.seed)
-        else:
-            camera, shutter = camera_and_shutter(args, stack)
-        stack.enter_context(camera)
-        stack.enter_context(shutter)
-        base = camera.settings.replace(exposure_us=args.exposure_us)
-        if args.black_level is not None:
-            base = base.replace(black_level_dn=args.black_level)
-        elif isinstance(camera, SimCamera) and base.black_level_dn == 0:
-            # keep the simulated dark noise above 0 DN, as a real camera's offset does
-            base = base.replace(black_level_dn=base.calibration_black_level_dn)
-        if args.gain_db is not None:
-            base = base.replace(gain_db=args.gain_db)
-        base = camera.apply_settings(base)
-        if isinstance(camera, SimCamera):
-            # a bench light that puts the flat target at about half the range
-            bench = stack.enter_context(SimBench(
-                camera, n_views=args.views, board=board,
-                ref_exposure_us=plan.flat_exposure_us or plan.exposure_us))
-        else:
-            bench = PromptBench(lambda text: input(f"\n{text}"))
+    simulated = spec.camera == "sim" and spec.shutter == "sim"
+    make = _sim_bench_rig(spec) if simulated else None
+    with open_devices(spec, make) as (camera, shutter), contextlib.ExitStack() as stack:
+        base = _base_settings(args, camera)
+        bench = _bench(stack, args, camera, plan)
         info = camera.info
         rig_info = {
             "name": args.name or ("simulated rig" if simulated else ""),
             "camera": f"{info.vendor} {info.model} {info.serial_number}".strip(),
             "shutter": shutter.info.controller,
         }
+        from calibration.bench import sim_truth
+
         truth = sim_truth(camera, shutter) if simulated else None
         if args.wizard:
-            from blurvid_rig import gui
+            return _run_wizard(camera, shutter, bench, plan, rig_info, out, truth)
+        cal = _measure(args, camera, shutter, bench, base, plan, rig_info, out)
+    from calibration.report import summary_lines, write_report
 
-            if not gui.has_display():
-                raise RigError("No display for the wizard; run `blurvid-rig calibrate` without "
-                               "--wizard to calibrate headless.")
-            rc, saved = gui.run_calibration_wizard(
-                camera, shutter, bench if isinstance(camera, SimCamera) else None, plan,
-                rig_info=rig_info, out_path=out, truth=truth,
-                projector=DmdProjector(shutter) if hasattr(shutter, "load_masks") else None)
-            print(f"calibration -> {saved}" if saved else "The wizard closed without saving.")
-            return rc
-        projector = None
-        if "dmd_mapping" in plan.steps:
-            if not hasattr(shutter, "load_masks"):
-                raise RigError("The dmd_mapping step needs the DMD as shutter (--shutter dmd).")
-            projector = DmdProjector(shutter)
-        rig = Rig(camera, shutter, bench, base=base)
-        bar = tqdm(total=100, unit="%", desc="calibrate", file=sys.stderr, disable=args.quiet,
-                   bar_format="{percentage:3.0f}%|{bar}| {elapsed} {desc}", mininterval=0.5)
-
-        def progress(p) -> None:
-            bar.n = round(100 * p.fraction)
-            bar.set_description_str(p.message[:60], refresh=False)
-            bar.refresh()
-
-        try:
-            cal = run_procedure(calibrate_all(rig, plan, rig_info, projector), progress)
-        except RigError as e:
-            bar.close()
-            partial = getattr(e, "partial", None)
-            if partial is not None and partial.parts:
-                kept = out.with_name(out.name.removesuffix(".h5") + ".incomplete.h5")
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                partial.save(kept)
-                raise RigError(f"{e} The steps measured before it ({', '.join(partial.parts)}) "
-                               f"are kept in {kept}.") from e
-            raise
-        finally:
-            bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     cal.save(out)
     write_report(cal, report, truth)
     print("\n".join(summary_lines(cal, truth)))
     print(f"calibration -> {out}\nreport      -> {report}")
     return 0
+
+
+def _plan(args: argparse.Namespace):
+    """The procedures' plan from the command's options."""
+    from calibration.procedures.plan import Plan
+
+    return Plan(
+        exposure_us=args.exposure_us, steps=tuple(args.steps),
+        flat_exposure_us=args.flat_exposure_us or None, n_frames=args.frames,
+        timing_chip_us=args.timing_chip_us, check_chip_us=tuple(args.check_chip_us),
+        geometry_views=args.views, board=_board(args.board),
+    )  # fmt: skip
+
+
+def _sim_bench_rig(spec: DeviceSpec) -> DeviceFactory:
+    """The simulated rig with a leaky, slow LC shutter and an imperfect lens (``--sim``)."""
+
+    def make(_stack: contextlib.ExitStack):
+        from calibration.bench import make_sim_bench_rig
+
+        return make_sim_bench_rig(spec.width, spec.height, seed=spec.seed)
+
+    return make
+
+
+def _base_settings(args: argparse.Namespace, camera):
+    """Apply the exposure, black level and gain of the command; what the camera holds."""
+    from hw.sim import SimCamera
+
+    base = camera.settings.replace(exposure_us=args.exposure_us)
+    if args.black_level is not None:
+        base = base.replace(black_level_dn=args.black_level)
+    elif isinstance(camera, SimCamera) and base.black_level_dn == 0:
+        # keep the simulated dark noise above 0 DN, as a real camera's offset does
+        base = base.replace(black_level_dn=base.calibration_black_level_dn)
+    if args.gain_db is not None:
+        base = base.replace(gain_db=args.gain_db)
+    return camera.apply_settings(base)
+
+
+def _bench(stack: contextlib.ExitStack, args: argparse.Namespace, camera, plan):
+    """The simulated bench for a simulated camera (closed with ``stack``), else a person who is
+    told what to put in front of the camera."""
+    from calibration.bench import PromptBench, SimBench
+    from hw.sim import SimCamera
+
+    if isinstance(camera, SimCamera):
+        # a bench light that puts the flat target at about half the range
+        return stack.enter_context(SimBench(
+            camera, n_views=args.views, board=plan.board,
+            ref_exposure_us=plan.flat_exposure_us or plan.exposure_us))
+    return PromptBench(lambda text: input(f"\n{text}"))
+
+
+def _run_wizard(camera, shutter, bench, plan, rig_info, out: Path, truth) -> int:
+    """``--wizard``: the Qt calibration wizard on the open devices."""
+    from blurvid_rig import gui
+    from calibration.procedures.dmd_mapping import DmdProjector
+    from hw.sim import SimCamera
+
+    if not gui.has_display():
+        raise RigError("No display for the wizard; run `blurvid-rig calibrate` without "
+                       "--wizard to calibrate headless.")
+    rc, saved = gui.run_calibration_wizard(
+        camera, shutter, bench if isinstance(camera, SimCamera) else None, plan,
+        rig_info=rig_info, out_path=out, truth=truth,
+        projector=DmdProjector(shutter) if hasattr(shutter, "load_masks") else None)
+    print(f"calibration -> {saved}" if saved else "The wizard closed without saving.")
+    return rc
+
+
+def _measure(args, camera, shutter, bench, base, plan, rig_info, out: Path):
+    """Run the procedures headless with a progress bar; the calibration. When a step fails, the
+    steps measured before it are kept in ``<out>.incomplete.h5`` and the error says so."""
+    from tqdm import tqdm
+
+    from calibration.procedures.base import Rig
+    from calibration.procedures.base import run as run_procedure
+    from calibration.procedures.dmd_mapping import DmdProjector
+    from calibration.procedures.plan import calibrate_all
+
+    projector = None
+    if "dmd_mapping" in plan.steps:
+        if not hasattr(shutter, "load_masks"):
+            raise RigError("The dmd_mapping step needs the DMD as shutter (--shutter dmd).")
+        projector = DmdProjector(shutter)
+    rig = Rig(camera, shutter, bench, base=base)
+    bar = tqdm(total=100, unit="%", desc="calibrate", file=sys.stderr, disable=args.quiet,
+               bar_format="{percentage:3.0f}%|{bar}| {elapsed} {desc}", mininterval=0.5)
+
+    def progress(p) -> None:
+        bar.n = round(100 * p.fraction)
+        bar.set_description_str(p.message[:60], refresh=False)
+        bar.refresh()
+
+    try:
+        return run_procedure(calibrate_all(rig, plan, rig_info, projector), progress)
+    except RigError as e:
+        bar.close()
+        partial = getattr(e, "partial", None)
+        if partial is not None and partial.parts:
+            kept = out.with_name(out.name.removesuffix(".h5") + ".incomplete.h5")
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            partial.save(kept)
+            raise RigError(f"{e} The steps measured before it ({', '.join(partial.parts)}) "
+                           f"are kept in {kept}.") from e
+        raise
+    finally:
+        bar.close()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
 import sys
 from pathlib import Path
 
+from blurvid_rig.config import DeviceSpec, RigConfig, load_config, open_devices
 from hw.errors import RigError
 
 log = logging.getLogger("blurvid_rig")
@@ -30,23 +32,26 @@ def _code_from_args(text: str, chip_us: float):
     )
 
 
-def _camera_and_shutter(args: argparse.Namespace, stack: contextlib.ExitStack):
-    """The camera (``--camera``) and shutter controller (``--shutter``) of a capture."""
-    from blurvid_rig.devices import make_devices
+#: The code of ``capture`` when neither ``--code`` nor the rig file gives one.
+DEFAULT_CODE = "bdinr8"
 
-    return make_devices(
-        stack,
-        camera=args.camera,
-        shutter=args.shutter,
-        cti=args.cti,
-        serial=args.serial,
-        index=args.index,
-        port=args.port,
-        firmware=args.firmware,
-        width=args.width,
-        height=args.height,
-        seed=args.seed,
-    )
+
+def _device_spec(args: argparse.Namespace, base: DeviceSpec | None = None) -> DeviceSpec:
+    """``base`` (default: the default rig) with the device options given on the command line.
+
+    The device options (``_add_device_args``) are named as the fields of :class:`DeviceSpec` and
+    default to ``None``, which means "not given".
+    """
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(DeviceSpec)}
+    return (base or DeviceSpec()).override(**given)
+
+
+def _capture_config(args: argparse.Namespace) -> RigConfig:
+    """The rig of a capture: the ``--rig`` file (when given), with the options given on the
+    command line on top (they win)."""
+    base = load_config(args.rig) if args.rig else RigConfig(bits=DEFAULT_CODE)
+    return base.override(devices=_device_spec(args, base.devices), bits=args.code,
+                         chip_us=args.chip_us, folder=args.out, name=args.name)  # fmt: skip
 
 
 def cmd_cameras(args: argparse.Namespace) -> int:
@@ -59,58 +64,6 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     for d in devices:
         print(d)
     return 0
-
-
-#: keys of a rig file (TOML) and the capture options they set
-RIG_KEYS = {
-    "camera": {"type": "camera", "cti": "cti", "serial": "serial", "index": "index",
-               "trigger_source": "trigger_source"},
-    "shutter": {"type": "shutter", "port": "port", "firmware": "firmware"},
-    # the other tables of a rig profile saved by the rig window (blurvid_rig.profile)
-    "code": {"bits": "code", "chip_us": "chip_us"},
-    "capture": {"folder": "out", "name": "name"},
-    "sim": {"width": "width", "height": "height", "seed": "seed"},
-}  # fmt: skip
-#: rig-profile tables that capture leaves to its own options (the window's camera panel)
-RIG_IGNORED = ("camera_settings",)
-
-
-def _apply_rig_file(args: argparse.Namespace, parser_defaults: dict[str, object]) -> None:
-    """Fill capture options from ``--rig FILE`` (TOML); options given on the command line win.
-
-    Example file::
-
-        [camera]
-        type = "genicam"
-        cti = "/opt/vendor/lib/gentl.cti"
-        serial = "12345678"
-        [shutter]
-        type = "arduino"
-        port = "/dev/ttyACM0"
-    """
-    import tomllib
-
-    path = Path(args.rig)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise RigError(f"Could not read the rig file {path}: {e}") from e
-    for section, keys in RIG_KEYS.items():
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise RigError(f"{path}: [{section}] must be a table of settings.")
-        unknown = sorted(set(table) - set(keys))
-        if unknown:
-            raise RigError(
-                f"{path}: unknown key(s) {unknown} in [{section}]; known: {sorted(keys)}."
-            )
-        for key, dest in keys.items():
-            if key in table and getattr(args, dest) == parser_defaults.get(dest):
-                setattr(args, dest, table[key])
-    unknown_sections = sorted(set(data) - set(RIG_KEYS) - set(RIG_IGNORED))
-    if unknown_sections:
-        raise RigError(f"{path}: unknown section(s) {unknown_sections}; known: "
-                       f"{', '.join([*RIG_KEYS, *RIG_IGNORED])}.")  # fmt: skip
 
 
 def cmd_ports(args: argparse.Namespace) -> int:
@@ -141,88 +94,95 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from blurvid_rig.capture import run_coded_capture
 
-    code = _code_from_args(args.code, args.chip_us)
-    if args.rig:
-        _apply_rig_file(args, args.capture_defaults)
+    config = _capture_config(args)
+    spec = config.devices
+    code = _code_from_args(config.bits, config.chip_us)
     from recon.codes import invertibility_warning
 
     if (why := invertibility_warning(code.bits)) is not None and not args.masks:
         print(f"warning: {why}", file=sys.stderr)
-    if args.camera not in ("sim", "genicam") or args.shutter not in (
-        "sim", "arduino", "simavr", "dmd"
-    ):
-        raise RigError(
-            f"Unknown camera {args.camera!r} or shutter {args.shutter!r}: cameras are sim or "
-            "genicam, shutters sim, arduino or simavr."
-        )
-    if args.sim and (args.camera != "sim" or args.shutter not in ("sim", "dmd")):
+    if args.sim and (spec.camera != "sim" or spec.shutter not in ("sim", "dmd")):
         raise RigError(
             "--sim means the simulated camera and shutter; leave it out when choosing --camera "
-            f"{args.camera} / --shutter {args.shutter}."
+            f"{spec.camera} / --shutter {spec.shutter}."
         )
     calibration = _load_calibration(args.calibration)
-    masks = None
-    if args.masks:
-        if args.shutter != "dmd":
-            raise RigError("--masks codes each pixel on a DMD: add --shutter dmd.")
-        from hw.sim.dmd import parse_masks_spec
-
-        masks = parse_masks_spec(args.masks, (args.height, args.width))
-        code = type(code)((1,) * len(masks), code.chip_us, name=f"dmd {args.masks}")
-    with contextlib.ExitStack() as stack:
-        camera, shutter = _camera_and_shutter(args, stack)
-        stack.enter_context(camera)
-        stack.enter_context(shutter)
+    code, masks = _dmd_masks(args.masks, spec, code)
+    with open_devices(spec) as (camera, shutter):
         if args.black_level is not None:
             camera.apply_settings(camera.settings.replace(black_level_dn=args.black_level))
         if calibration is not None:  # record with the settings the calibration was made for
             camera.apply_settings(calibration.applies_to.settings_for(camera.settings))
-        bar = tqdm(
-            total=args.count, unit="frame", desc="capture", file=sys.stderr, disable=args.quiet
-        )
-
-        shown: list[tuple[int, int, int]] = []
-
-        def progress(stats) -> None:
-            key = (stats.written, stats.acquired, stats.frame_id_gaps)
-            if shown and shown[-1] == key:
-                return  # the writer reports the same state again at each flush
-            shown.append(key)
-            bar.n = stats.written
-            bar.set_postfix(acquired=stats.acquired, gaps=stats.frame_id_gaps, refresh=False)
-            if stats.written < args.count:
-                bar.refresh()  # the last state is drawn once, by close()
-
-        try:
+        with _capture_progress(args) as progress:
             result = run_coded_capture(
                 camera,
                 shutter,
                 code,
                 args.count,
-                Path(args.out),
-                name=args.name,
+                Path(config.folder),
+                name=config.name,
                 # the DMD's trigger out is a pulse: the camera times the whole code itself
                 exposure_mode="Timed" if args.exposure_us or (
-                    args.shutter == "dmd" and args.camera == "genicam") else "TriggerWidth",
+                    spec.shutter == "dmd" and spec.camera == "genicam") else "TriggerWidth",
                 exposure_us=args.exposure_us or None,
                 compression=None if args.compression == "none" else args.compression,
                 on_gap="record" if args.tolerate_gaps else "error",
-                trigger_source=args.trigger_source,
+                trigger_source=spec.trigger_source,
                 progress=progress,
                 calibration=calibration,
                 masks=masks,
                 settings={
                     "cli_args": " ".join(sys.argv[1:]),
-                    "sim_seed": args.seed,
-                    "shutter": args.shutter,
+                    "sim_seed": spec.seed,
+                    "shutter": spec.shutter,
                 },
             )
-        finally:
-            bar.close()
+    return _report_capture(result)
+
+
+def _dmd_masks(text: str, spec: DeviceSpec, code):
+    """``(code, masks)`` of ``capture --masks``: each pixel its own code on the DMD (one open chip
+    per mask); without ``--masks``, ``(code, None)``."""
+    if not text:
+        return code, None
+    if spec.shutter != "dmd":
+        raise RigError("--masks codes each pixel on a DMD: add --shutter dmd.")
+    from hw.sim.dmd import parse_masks_spec
+
+    masks = parse_masks_spec(text, (spec.height, spec.width))
+    return type(code)((1,) * len(masks), code.chip_us, name=f"dmd {text}"), masks
+
+
+@contextlib.contextmanager
+def _capture_progress(args: argparse.Namespace):
+    """A progress bar of ``capture`` (closed at the end of the block) and the callback that
+    moves it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.count, unit="frame", desc="capture", file=sys.stderr,
+               disable=args.quiet)  # fmt: skip
+    shown: list[tuple[int, int, int]] = []
+
+    def progress(stats) -> None:
+        key = (stats.written, stats.acquired, stats.frame_id_gaps)
+        if shown and shown[-1] == key:
+            return  # the writer reports the same state again at each flush
+        shown.append(key)
+        bar.n = stats.written
+        bar.set_postfix(acquired=stats.acquired, gaps=stats.frame_id_gaps, refresh=False)
+        if stats.written < args.count:
+            bar.refresh()  # the last state is drawn once, by close()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def _report_capture(result) -> int:
+    """Print what a capture wrote; the exit code (1 when it ended early or lost frames)."""
     print(
         f"{result.status}: {result.stats.written} frames in {result.elapsed_s:.2f} s "
         f"({result.stats.written / max(result.elapsed_s, 1e-9):.1f} frames/s), "
@@ -246,7 +206,7 @@ def _load_calibration(path: str):
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from blurvid_rig import calibrate_cmd
 
-    return calibrate_cmd.run(args, _camera_and_shutter)
+    return calibrate_cmd.run(args, _device_spec(args))
 
 
 def cmd_recon(args: argparse.Namespace) -> int:
@@ -393,7 +353,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def _add_device_args(c: argparse.ArgumentParser) -> None:
-    """The options that choose the camera and the shutter controller (capture, calibrate)."""
+    """The options that choose the camera and the shutter controller (capture, calibrate).
+
+    Each is named as a field of :class:`DeviceSpec` and defaults to ``None`` (not given): the
+    spec's default, or the rig file's value, holds (:func:`_device_spec`).
+    """
     c.add_argument(
         "--sim",
         action="store_true",
@@ -402,36 +366,36 @@ def _add_device_args(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--camera",
         choices=["sim", "genicam"],
-        default="sim",
+        default=None,
         help="the simulated camera (default) or a GenICam camera through a GenTL producer",
     )
     c.add_argument(
         "--cti",
-        default="",
+        default=None,
         help="GenTL producer(s) for --camera genicam: a .cti file or a folder (default: the "
         "GENICAM_GENTL64_PATH environment variable)",
     )
-    c.add_argument("--serial", default="", help="serial number of the GenICam camera")
+    c.add_argument("--serial", default=None, help="serial number of the GenICam camera")
     c.add_argument("--index", type=int, default=None, help="index of the GenICam camera (0..)")
     c.add_argument(
         "--trigger-source",
-        default="Line1",
+        default=None,
         help="camera input wired to the controller's CAM_TRIG (default Line1); 'Software' only "
         "for camera simulators: the host then triggers the camera, unsynchronised with the code",
     )
-    c.add_argument("--width", type=int, default=512)
-    c.add_argument("--height", type=int, default=512)
-    c.add_argument("--seed", type=int, default=0, help="seed of the simulated scene and noise")
+    c.add_argument("--width", type=int, default=None, help="width of the simulated camera")
+    c.add_argument("--height", type=int, default=None, help="height of the simulated camera")
+    c.add_argument("--seed", type=int, default=None, help="seed of the simulated scene and noise")
     c.add_argument(
         "--shutter",
         choices=["sim", "arduino", "simavr", "dmd"],
-        default="sim",
+        default=None,
         help="shutter controller: the simulated one (default), the Arduino on --port, the real "
         "firmware running in simavr (needs `make -C firmware all sim`), or a simulated DMD "
         "(the code on the whole frame, or each pixel its own code with --masks)",
     )
-    c.add_argument("--port", default="", help="serial port of the Arduino controller")
-    c.add_argument("--firmware", default="", help="firmware .elf for --shutter simavr")
+    c.add_argument("--port", default=None, help="serial port of the Arduino controller")
+    c.add_argument("--firmware", default=None, help="firmware .elf for --shutter simavr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -448,15 +412,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for reconstruction (default: all cores but one; OMP_NUM_THREADS wins)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _capture_parser(sub.add_parser("capture", help="record coded frames into an HDF5 capture file"))
+    _cameras_parser(sub.add_parser(
+        "cameras", help="list the GenICam cameras the GenTL producers see"))
+    _ports_parser(sub.add_parser(
+        "ports", help="list serial ports; --identify finds shutter controllers"))
+    _recon_parser(sub.add_parser("recon", help="reconstruct videos from capture files (batch)"))
+    _calibrate_parser(sub.add_parser(
+        "calibrate",
+        help="measure dark, flat, photon transfer, shutter timing and lens geometry (headless; "
+        "--sim on the simulated rig)",
+    ))
+    _train_parser(sub.add_parser(
+        "train", help="train a learned reconstruction model (recon/train.py)"))
+    _info_parser(sub.add_parser("info", help="human summary of capture or reconstruction files"))
+    _code_parser(sub.add_parser(
+        "code", help="describe an exposure code, or search for good codes"))
+    _gui_parser(sub.add_parser("gui", help="the rig window: live view, code designer, capture"))
+    _demo_parser(sub.add_parser(
+        "demo", help="end to end on the simulated rig: capture, reconstruct, export"))
+    return p
 
-    c = sub.add_parser("capture", help="record coded frames into an HDF5 capture file")
+
+def _capture_parser(c: argparse.ArgumentParser) -> None:
+    """``capture``: the device options, then the code, the recording and the files. The options
+    a rig file may also set default to ``None`` ("not given": the file's value, else the
+    default config's)."""
     _add_device_args(c)
     c.add_argument(
         "--code",
-        default="bdinr8",
-        help="code bits like 11100101, or a known name (bdinr8, raskar52, box8); default bdinr8",
+        default=None,
+        help=f"code bits like 11100101, or a known name (bdinr8, raskar52, box8); default "
+        f"{DEFAULT_CODE}",
     )
-    c.add_argument("--chip-us", type=float, default=1000.0, help="chip duration in microseconds")
+    c.add_argument("--chip-us", type=float, default=None,
+                   help="chip duration in microseconds (default 1000)")
     c.add_argument(
         "--exposure-us",
         type=float,
@@ -465,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
         "default: TriggerWidth exposure, held by the shutter controller for exactly the code",
     )
     c.add_argument("--count", type=positive_int, default=10, help="number of frames")
-    c.add_argument("--out", default="captures", help="output folder")
-    c.add_argument("--name", default="capture", help="name part of the file name")
+    c.add_argument("--out", default=None, help="output folder (default captures)")
+    c.add_argument("--name", default=None, help="name part of the file name (default capture)")
     c.add_argument("--compression", choices=["lz4", "gzip", "none"], default="lz4")
     c.add_argument(
         "--tolerate-gaps",
@@ -477,8 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--rig",
         default="",
-        help="rig file (TOML) with [camera] type/cti/serial/index/trigger_source and [shutter] "
-        "type/port/firmware; command-line options win",
+        help="rig file (TOML; a profile saved by the rig window) with [camera] "
+        "type/cti/serial/index/trigger_source, [shutter] type/port/firmware, [code] bits/chip_us, "
+        "[capture] folder/name and [sim] width/height/seed; command-line options win",
     )
     c.add_argument(
         "--calibration",
@@ -495,30 +486,34 @@ def build_parser() -> argparse.ArgumentParser:
         "of --chip-us each (default: the DMD plays --code on the whole frame)",
     )
     c.set_defaults(func=cmd_capture)
-    c.set_defaults(capture_defaults={a.dest: a.default for a in c._actions})
 
-    cams = sub.add_parser("cameras", help="list the GenICam cameras the GenTL producers see")
-    cams.add_argument(
+
+def _cameras_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
         "--cti",
         default="",
         help="a .cti file or folder (default: the GENICAM_GENTL64_PATH environment variable)",
     )
-    cams.set_defaults(func=cmd_cameras)
+    c.set_defaults(func=cmd_cameras)
 
-    po = sub.add_parser("ports", help="list serial ports; --identify finds shutter controllers")
-    po.add_argument(
+
+def _ports_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
         "--identify",
         action="store_true",
         help="open each port and wait for the controller's banner (resets an Arduino)",
     )
-    po.add_argument("--timeout", type=float, default=4.0, help="seconds to wait per port")
-    po.set_defaults(func=cmd_ports)
+    c.add_argument("--timeout", type=float, default=4.0, help="seconds to wait per port")
+    c.set_defaults(func=cmd_ports)
 
-    r = sub.add_parser("recon", help="reconstruct videos from capture files (batch)")
-    r.add_argument("files", nargs="+",
+
+def _recon_parser(c: argparse.ArgumentParser) -> None:
+    """``recon``: files, method and outputs here; calibration and solver options in
+    :func:`_recon_calibration_args`."""
+    c.add_argument("files", nargs="+",
                    help="capture files (.h5), folders of captures or glob patterns; "
                    "reconstruction files (.recon.h5) among them are skipped")
-    r.add_argument(
+    c.add_argument(
         "--method",
         choices=["auto", "learned", "classical"],
         default="auto",
@@ -526,18 +521,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(coded deconvolution), or auto (learned when the model accepts the code, else "
         "classical; the default)",
     )
-    r.add_argument("--model", default="tiny", help="shipped model name or model card path")
-    r.add_argument(
+    c.add_argument("--model", default="tiny", help="shipped model name or model card path")
+    c.add_argument(
         "--force", action="store_true", help="use the learned model even outside its code family"
     )
-    r.add_argument(
+    c.add_argument(
         "--frames",
         type=int,
         default=None,
         help="frames to recover per capture (default: one per chip)",
     )
-    r.add_argument("--out", default=None, help="output folder (default: beside each capture)")
-    r.add_argument(
+    c.add_argument("--out", default=None, help="output folder (default: beside each capture)")
+    c.add_argument(
         "--export",
         nargs="*",
         choices=["mp4", "gif", "png"],
@@ -545,15 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the whole high-speed video (mp4, gif: every coded frame's recovered "
         "frames in time order) and a contact sheet of the first coded frames (png)",
     )
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    r.add_argument(
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    c.add_argument(
         "--max-blur-px",
         type=float,
         default=48.0,
         help="longest motion blur (px over the exposure) the motion estimate considers (the "
         "shipped motion model was trained up to 48)",
     )
-    r.add_argument(
+    c.add_argument(
         "--motion",
         choices=["auto", "learned", "spectral"],
         default="auto",
@@ -563,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and a frame the model is unsure of, unless it agrees with the frame before, is "
         "reconstructed as still: denoised, never worse than the coded frame)",
     )
-    r.add_argument(
+    c.add_argument(
         "--solver",
         choices=["auto", "tv", "wiener", "refined"],
         default="auto",
@@ -571,98 +566,104 @@ def build_parser() -> argparse.ArgumentParser:
         "(closed-form Wiener and the shipped learned refiner), or auto (the default: "
         "recon.solvers.default_global_solver)",
     )
-    r.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
-    r.add_argument("--float32", action="store_true",
+    c.add_argument("--overwrite", action="store_true", help="replace existing .recon.h5 files")
+    c.add_argument("--float32", action="store_true",
                    help="store the video as float32 (about 4x larger) instead of the compact "
                    "uint16 with a scale (steps of 1/44000 of full scale, -0.25..1.25 x full "
                    "scale)")
-    r.add_argument(
+    _recon_calibration_args(c)
+    c.set_defaults(func=cmd_recon)
+
+
+def _recon_calibration_args(c: argparse.ArgumentParser) -> None:
+    """``recon``'s options for the calibration, a known motion and per-pixel captures."""
+    c.add_argument(
         "--calibration",
         default="",
         help="apply this calibration file instead of the one embedded in each capture",
     )
-    r.add_argument(
+    c.add_argument(
         "--no-calibration",
         action="store_true",
         help="apply no calibration: subtract the black level, use the nominal code",
     )
-    r.add_argument(
+    c.add_argument(
         "--no-effective-code",
         action="store_true",
         help="apply dark and flat but use the nominal code instead of the measured one",
     )
-    r.add_argument(
+    c.add_argument(
         "--calibration-max-age",
         type=float,
         default=30.0,
         metavar="DAYS",
         help="warn (in the log and the reconstruction file) when the calibration is older",
     )
-    r.add_argument(
+    c.add_argument(
         "--velocity",
         type=float,
         nargs=2,
         metavar=("DX", "DY"),
         help="known motion in pixels per exposure (classical method); default: estimated per frame",
     )
-    r.add_argument(
+    c.add_argument(
         "--per-pixel-solver",
         choices=["gap-tv", "admm-tv"],
         default="gap-tv",
         help="solver for captures coded per pixel (DMD masks): gap-tv (default) or admm-tv "
         "(within about 0.5 dB of it; ahead on noisy frames of sprite scenes)",
     )
-    r.set_defaults(func=cmd_recon)
 
-    cal = sub.add_parser(
-        "calibrate",
-        help="measure dark, flat, photon transfer, shutter timing and lens geometry (headless; "
-        "--sim on the simulated rig)",
-    )
-    _add_device_args(cal)
+
+def _calibrate_parser(c: argparse.ArgumentParser) -> None:
+    _add_device_args(c)
     from blurvid_rig.calibrate_cmd import add_arguments as add_calibrate_arguments
 
-    add_calibrate_arguments(cal)
-    cal.set_defaults(func=cmd_calibrate, width=512, height=384)
+    add_calibrate_arguments(c)
+    c.set_defaults(func=cmd_calibrate, width=512, height=384)
 
-    tr = sub.add_parser("train", help="train a learned reconstruction model (recon/train.py)")
+
+def _train_parser(c: argparse.ArgumentParser) -> None:
     from recon.train_args import add_arguments as add_train_arguments
 
-    add_train_arguments(tr)
-    tr.set_defaults(func=cmd_train)
+    add_train_arguments(c)
+    c.set_defaults(func=cmd_train)
 
-    i = sub.add_parser("info", help="human summary of capture or reconstruction files")
-    i.add_argument("files", nargs="+")
-    i.add_argument("--verify", action="store_true",
+
+def _info_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument("files", nargs="+")
+    c.add_argument("--verify", action="store_true",
                    help="also read every frame and list the damaged ones (exit code 1 if any)")
-    i.set_defaults(func=cmd_info)
+    c.set_defaults(func=cmd_info)
 
-    k = sub.add_parser("code", help="describe an exposure code, or search for good codes")
-    k.add_argument("code", nargs="?", default="bdinr8")
-    k.add_argument("--search", type=int, metavar="N_CHIPS", help="search codes of this length")
-    k.add_argument(
+
+def _code_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument("code", nargs="?", default="bdinr8")
+    c.add_argument("--search", type=int, metavar="N_CHIPS", help="search codes of this length")
+    c.add_argument(
         "--objective", default="min_dft", choices=["min_dft", "noise_amplification", "flatness"]
     )
-    k.add_argument("--top", type=int, default=5)
-    k.set_defaults(func=cmd_code)
+    c.add_argument("--top", type=int, default=5)
+    c.set_defaults(func=cmd_code)
 
-    g = sub.add_parser("gui", help="the rig window: live view, code designer, capture")
-    g.add_argument("--sim-size", type=int, default=512, help="sensor size of the simulated rig")
-    g.add_argument("--out", default="captures", help="default folder of capture files")
-    g.add_argument("--no-connect", action="store_true",
+
+def _gui_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--sim-size", type=int, default=512, help="sensor size of the simulated rig")
+    c.add_argument("--out", default="captures", help="default folder of capture files")
+    c.add_argument("--no-connect", action="store_true",
                    help="do not connect the simulated rig and start live view at once")
-    g.add_argument("--quit-after", type=float, default=0.0, help=argparse.SUPPRESS)
-    g.add_argument("--fallback-demo", default="", metavar="OUT",
+    c.add_argument("--quit-after", type=float, default=0.0, help=argparse.SUPPRESS)
+    c.add_argument("--fallback-demo", default="", metavar="OUT",
                    help="without a display, run `blurvid-rig demo --out OUT` instead")
-    g.set_defaults(func=cmd_gui)
+    c.set_defaults(func=cmd_gui)
 
-    d = sub.add_parser("demo", help="end to end on the simulated rig: capture, reconstruct, export")
-    d.add_argument("--out", default="out/demo", help="output folder")
-    d.add_argument("--count", type=positive_int, default=3, help="coded frames to capture")
-    d.add_argument("--size", type=int, default=256, help="frame width and height in pixels")
-    d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(func=cmd_demo)
-    return p
+
+def _demo_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--out", default="out/demo", help="output folder")
+    c.add_argument("--count", type=positive_int, default=3, help="coded frames to capture")
+    c.add_argument("--size", type=int, default=256, help="frame width and height in pixels")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_demo)
 
 
 def _default_threads() -> int:

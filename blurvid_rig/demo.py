@@ -53,37 +53,7 @@ def run_demo(
     """Run the demo into ``out`` and print where the files are and how well it did."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-
-    def say(msg: str) -> None:
-        print(msg, flush=True)
-
-    texture = SimScene.default(size, size, seed=seed, speed_px_per_s=0.0).render(0.0)
-    scene = SimScene.translating(texture, DEMO_VELOCITY_PX_PER_S, border="reflect")
-    camera, shutter = make_sim_rig(
-        width=size, height=size, seed=seed, scene=scene, history_frames=max(64, n_frames)
-    )
-    period_s = DEMO_CODE.period_us * 1e-6
-    true_v = (DEMO_VELOCITY_PX_PER_S[0] * period_s, DEMO_VELOCITY_PX_PER_S[1] * period_s)
-    say(
-        f"simulated rig: {size}x{size} Mono12 camera, code {DEMO_CODE}, scene panning "
-        f"({true_v[0]:+.1f}, {true_v[1]:+.1f}) px per exposure"
-    )
-    with camera, shutter:
-        result = run_coded_capture(
-            camera,
-            shutter,
-            DEMO_CODE,
-            n_frames,
-            out,
-            name="demo",
-            title="blurvid-rig demo",
-            settings={"demo_velocity_px_per_s": list(DEMO_VELOCITY_PX_PER_S), "seed": seed},
-        )
-        truths = [camera.ground_truth(fid) for fid in result.frame_ids]
-    say(f"captured {result.stats.written} coded frames -> {result.path}")
-    if result.status != "complete":
-        raise RigError(f"The capture ended early ({result.error}); nothing was reconstructed.")
-
+    result, truths, full_scale, true_v = _capture(out, n_frames, size, seed)
     with tqdm(desc="reconstructing", unit="frame", file=sys.stderr, disable=quiet) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -96,23 +66,7 @@ def run_demo(
         video = np.asarray(rf.video)
         per_frame = rf.per_frame
     gt = [t.chip_frames - 0.0 for t in truths]
-    full_scale = float(camera.full_scale_dn())
-    psnrs, base = [], []
-    inputs = []
-    from blurvid_rig.files.capture import CaptureFile
-
-    with CaptureFile.open(result.path) as cap:
-        for i, t in enumerate(truths):
-            raw = cap.read_frame(i).astype(np.float32)
-            y = raw - float(cap.camera_settings.black_level_dn)
-            inputs.append(y)
-            psnrs += [
-                _psnr(video[i, k], t.chip_frames[k], full_scale) for k in range(len(t.chip_frames))
-            ]
-            base += [
-                _psnr(raw - t.dark_dn, t.chip_frames[k], full_scale)
-                for k in range(len(t.chip_frames))
-            ]
+    inputs, psnrs, base = _score(result.path, truths, video, full_scale)
     exports = export_reconstruction(
         outcome.output, inputs, list(video), ("png", "mp4", "gif"), ground_truth=gt
     )
@@ -132,16 +86,78 @@ def run_demo(
         true_v,
         est,
     )
-    say(f"reconstructed {len(video)} x {video.shape[1]} frames -> {outcome.output}")
-    say(
+    _say(f"reconstructed {len(video)} x {video.shape[1]} frames -> {outcome.output}")
+    _say(
         "estimated velocity (px per exposure): "
         + ", ".join(f"({vx:+.1f}, {vy:+.1f})" for vx, vy in est)
         + f"   true: ({true_v[0]:+.1f}, {true_v[1]:+.1f})"
     )
-    say(
+    _say(
         f"PSNR against the simulator's ground truth: {report.psnr_db:.1f} dB "
         f"(repeating the blurry frame: {report.baseline_psnr_db:.1f} dB)"
     )
     for p in exports:
-        say(f"wrote {p}")
+        _say(f"wrote {p}")
     return report
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _capture(out: Path, n_frames: int, size: int, seed: int):
+    """Record the demo's coded frames; ``(capture result, ground truths, full scale in DN, true
+    velocity in px per exposure)``.
+
+    Raises:
+        RigError: the capture ended early.
+    """
+    texture = SimScene.default(size, size, seed=seed, speed_px_per_s=0.0).render(0.0)
+    scene = SimScene.translating(texture, DEMO_VELOCITY_PX_PER_S, border="reflect")
+    camera, shutter = make_sim_rig(
+        width=size, height=size, seed=seed, scene=scene, history_frames=max(64, n_frames)
+    )
+    period_s = DEMO_CODE.period_us * 1e-6
+    true_v = (DEMO_VELOCITY_PX_PER_S[0] * period_s, DEMO_VELOCITY_PX_PER_S[1] * period_s)
+    _say(
+        f"simulated rig: {size}x{size} Mono12 camera, code {DEMO_CODE}, scene panning "
+        f"({true_v[0]:+.1f}, {true_v[1]:+.1f}) px per exposure"
+    )
+    with camera, shutter:
+        result = run_coded_capture(
+            camera,
+            shutter,
+            DEMO_CODE,
+            n_frames,
+            out,
+            name="demo",
+            title="blurvid-rig demo",
+            settings={"demo_velocity_px_per_s": list(DEMO_VELOCITY_PX_PER_S), "seed": seed},
+        )
+        truths = [camera.ground_truth(fid) for fid in result.frame_ids]
+    _say(f"captured {result.stats.written} coded frames -> {result.path}")
+    if result.status != "complete":
+        raise RigError(f"The capture ended early ({result.error}); nothing was reconstructed.")
+    return result, truths, float(camera.full_scale_dn()), true_v
+
+
+def _score(path: Path, truths, video: np.ndarray, full_scale: float):
+    """``(coded frames less the black level, PSNRs of the recovered frames, PSNRs of repeating
+    the blurry frame)`` against the simulator's ground truth."""
+    psnrs, base = [], []
+    inputs = []
+    from blurvid_rig.files.capture import CaptureFile
+
+    with CaptureFile.open(path) as cap:
+        for i, t in enumerate(truths):
+            raw = cap.read_frame(i).astype(np.float32)
+            y = raw - float(cap.camera_settings.black_level_dn)
+            inputs.append(y)
+            psnrs += [
+                _psnr(video[i, k], t.chip_frames[k], full_scale) for k in range(len(t.chip_frames))
+            ]
+            base += [
+                _psnr(raw - t.dark_dn, t.chip_frames[k], full_scale)
+                for k in range(len(t.chip_frames))
+            ]
+    return inputs, psnrs, base

@@ -1,11 +1,11 @@
 """The camera and the shutter controller of a rig, made from plain choices.
 
 :func:`make_devices` is the one place that turns "which camera, which shutter controller, how to
-reach them" into device objects. The command line (``capture``, ``calibrate``) passes its options,
-a rig profile (:class:`blurvid_rig.profile.Devices`) its fields. This module imports no other
-module of ``blurvid_rig``, so both can use it without importing each other.
+reach them" into device objects. Callers do not use it directly: they describe the rig with a
+:class:`blurvid_rig.config.DeviceSpec` and open it with :func:`blurvid_rig.config.open_devices`,
+which passes the spec's fields here. This module imports no other module of ``blurvid_rig``.
 
-The devices come back unopened (use them as context managers); only the simulated AVR of
+The devices come back unopened (``open_devices`` opens them); only the simulated AVR of
 ``shutter="simavr"`` is started here, and it lives as long as the ``stack`` given.
 """
 

@@ -113,14 +113,10 @@ MAX_MODULE_LINES = 800
 MAX_FUNCTION_LINES = 80
 #: Modules still over the limit when the rule came in; may only shrink (remove an entry when its
 #: module is split).
-LONG_MODULES = {
-    "blurvid_rig/gui/main_window.py",
-}
+LONG_MODULES: set[str] = set()
 #: ``(file, function)`` still over the limit; may only shrink.
 LONG_FUNCTIONS = {
-    ("blurvid_rig/batch.py", "reconstruct_capture"), ("blurvid_rig/calibrate_cmd.py", "run"),
-    ("blurvid_rig/cli.py", "build_parser"), ("blurvid_rig/cli.py", "cmd_capture"),
-    ("blurvid_rig/demo.py", "run_demo"), ("blurvid_rig/gui/main_window.py", "__init__"),
+    ("blurvid_rig/batch.py", "reconstruct_capture"),
     ("recon/classical.py", "reconstruct_global"),
     ("recon/data.py", "linear_motion_clip"),
     ("recon/evaluate_motion.py", "evaluate"),

@@ -43,7 +43,7 @@ def run(sim_size: int = 512, out_dir: str = "captures", autoconnect: bool = True
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     win = MainWindow(out_dir=Path(out_dir))
-    win.sim_size.setValue(sim_size)
+    win.devices_panel.sim_size.setValue(sim_size)
     win.folder.setText(out_dir)
     win.show()
     if autoconnect:

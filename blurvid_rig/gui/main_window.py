@@ -37,20 +37,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from blurvid_rig.config import RigConfig, load_config, open_devices, save_config
 from blurvid_rig.gui.calibration_panel import CalibrationPanel
 from blurvid_rig.gui.camera_panel import CameraPanel, FeatureTree
 from blurvid_rig.gui.code_designer import CodeDesigner
+from blurvid_rig.gui.devices_panel import DevicesPanel
 from blurvid_rig.gui.files import FilesPanel
 from blurvid_rig.gui.live_view import LiveView
 from blurvid_rig.gui.preview import PreviewPanel
 from blurvid_rig.gui.tasks import TaskRunner
-from blurvid_rig.profile import (
-    Devices,
-    RigProfile,
-    load_profile,
-    profile_from_capture,
-    save_profile,
-)
+from blurvid_rig.profile import profile_from_capture
 from blurvid_rig.session import RigSession, SessionState
 from blurvid_rig.writer import CaptureResult
 from hw.types import ShutterCode
@@ -60,16 +56,6 @@ log = logging.getLogger(__name__)
 #: Display refresh (the newest frame is taken at this rate, whatever the camera delivers).
 DISPLAY_HZ = 30
 CAPTURE_MODES = ("Single frame", "Burst of N", "Continuous")
-#: rig choices of the Devices panel: label -> (camera type, shutter type)
-RIG_CHOICES = {
-    "Simulated rig (camera + shutter)": ("sim", "sim"),
-    "GenICam camera + Arduino controller": ("genicam", "arduino"),
-    "GenICam camera + firmware in simavr": ("genicam", "simavr"),
-    "Simulated camera + Arduino controller": ("sim", "arduino"),
-    "Simulated camera + firmware in simavr": ("sim", "simavr"),
-    "Simulated camera + DMD (DLPC900 driver, simulated controller)": ("sim", "dmd"),
-    "GenICam camera + DMD (DLPC900 on USB; set a Timed exposure)": ("genicam", "dmd"),
-}
 
 
 class StateBridge(QObject):
@@ -90,19 +76,6 @@ def sim_rig_factory(size: int, **camera_kw: Any) -> Callable[..., tuple[Any, Any
         return make_sim_rig(width=size, height=size, **camera_kw)
 
     return make
-
-
-def _banner(port: str) -> str:
-    """The shutter firmware's banner on ``port``, or why there is none (never raises)."""
-    from hw.serial_ports import identify
-
-    try:
-        info = identify(port, timeout_s=2.5)
-    except Exception as e:
-        return f"cannot open: {e}"
-    if info is None:
-        return "not blurvid shutter firmware"
-    return f"blurvid shutter firmware {info.firmware_version}"
 
 
 class MainWindow(QMainWindow):
@@ -172,6 +145,17 @@ class MainWindow(QMainWindow):
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
+        self._docks(panel)
+        self._status_labels()
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self._poll)
+        self.timer.start(int(1000 / DISPLAY_HZ))
+        self._update_buttons()
+
+    # -- panels ----------------------------------------------------------------------------------
+    def _docks(self, panel: QWidget) -> None:
+        """The rig panel (scrolling) on the left, the code designer on the right and the live
+        reconstruction at the bottom."""
         scroll = QScrollArea()
         scroll.setWidget(panel)
         scroll.setWidgetResizable(True)
@@ -196,72 +180,21 @@ class MainWindow(QMainWindow):
         pdock.setWidget(self.preview)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, pdock)
         self.resizeDocks([pdock], [300], Qt.Orientation.Vertical)  # the live view keeps most
-        self._status_labels()
-        self.timer = QTimer(self)
-        self.timer.timeout.connect(self._poll)
-        self.timer.start(int(1000 / DISPLAY_HZ))
-        self._update_buttons()
 
-    # -- panels ----------------------------------------------------------------------------------
-    def _devices_box(self) -> QGroupBox:
-        box = QGroupBox("Devices")
-        form = QFormLayout(box)
-        self.rig_choice = QComboBox()
-        self.rig_choice.addItems(list(RIG_CHOICES))
-        self.sim_size = QSpinBox()
-        self.sim_size.setRange(64, 4096)
-        self.sim_size.setSingleStep(64)
-        self.sim_size.setValue(512)
-        self.cti = QLineEdit()
-        self.cti.setPlaceholderText("GenTL producer .cti (empty: GENICAM_GENTL64_PATH)")
-        self.cam_serial = QComboBox()
-        self.cam_serial.setEditable(True)
-        self.cam_serial.setToolTip("serial number of the GenICam camera (empty: the first)")
-        self.port = QComboBox()
-        self.port.setEditable(True)
-        self.port.setToolTip("serial port of the Arduino shutter controller")
-        self.trigger = QComboBox()
-        self.trigger.addItems(["Line1", "Software"])
-        self.trigger.setToolTip(
-            "Line1: the camera input wired to the controller's camera trigger (the rig). "
-            "Software: for camera simulators without trigger lines; the exposure is then NOT "
-            "synchronised with the code (pipeline tests only, never data).")
-        self.find_btn = QPushButton("Find devices")
-        self.find_btn.clicked.connect(self.find_devices)
-        self.connect_btn = QPushButton("Connect")
-        self.connect_btn.clicked.connect(self.connect_rig)
-        self.disconnect_btn = QPushButton("Disconnect")
-        self.disconnect_btn.clicked.connect(self.disconnect_rig)
-        self.live_btn = QPushButton("Start live")
-        self.live_btn.clicked.connect(self.toggle_live)
-        self.clear_btn = QPushButton("Clear error")
-        self.clear_btn.clicked.connect(self.clear_error)
-        self.device_label = QLabel("not connected")
-        self.device_label.setWordWrap(True)
-        prof = QHBoxLayout()
-        for text, slot in (("Load profile...", self._load_profile_dialog),
-                           ("Save profile...", self._save_profile_dialog),
-                           ("From capture...", self._from_capture_dialog)):  # fmt: skip
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            prof.addWidget(b)
-        row = QHBoxLayout()
-        row.addWidget(self.connect_btn)
-        row.addWidget(self.disconnect_btn)
-        row2 = QHBoxLayout()
-        row2.addWidget(self.live_btn)
-        row2.addWidget(self.clear_btn)
-        form.addRow("rig", self.rig_choice)
-        form.addRow("sim sensor", self.sim_size)
-        form.addRow("GenTL .cti", self.cti)
-        form.addRow("camera serial", self.cam_serial)
-        form.addRow("shutter port", self.port)
-        form.addRow("camera trigger", self.trigger)
-        form.addRow(self.find_btn)
-        form.addRow(prof)
-        form.addRow(row)
-        form.addRow(row2)
-        form.addRow(self.device_label)
+    def _devices_box(self) -> DevicesPanel:
+        box = self.devices_panel = DevicesPanel(self.tasks)
+        for button, slot in ((box.connect_btn, self.connect_rig),
+                             (box.disconnect_btn, self.disconnect_rig),
+                             (box.live_btn, self.toggle_live), (box.clear_btn, self.clear_error),
+                             (box.load_btn, self._load_profile_dialog),
+                             (box.save_btn, self._save_profile_dialog),
+                             (box.from_capture_btn, self._from_capture_dialog)):  # fmt: skip
+            button.clicked.connect(slot)
+        box.error.connect(self._show_error)
+        # the buttons and the status line the window drives
+        self.connect_btn, self.disconnect_btn = box.connect_btn, box.disconnect_btn
+        self.live_btn, self.clear_btn = box.live_btn, box.clear_btn
+        self.device_label = box.device_label
         return box
 
     def _capture_box(self) -> QGroupBox:
@@ -321,18 +254,18 @@ class MainWindow(QMainWindow):
     def connect_rig(self) -> None:
         if self.session is not None or self.tasks.busy:
             return
-        factory = self._rig_factory or self._devices_factory(self.devices())
+        spec, make = self.devices_panel.spec(), self._rig_factory
         code = self.designer.code
         bridge = self.bridge
-        self._trigger_source = self.devices().trigger_source  # fixed while connected
+        self._trigger_source = spec.trigger_source  # fixed while connected
         configure = self._configure_call(code, self._trigger_source)
         stack = self._stack = contextlib.ExitStack()
 
         def work() -> tuple[RigSession, Any]:
             try:
-                camera, shutter = factory(stack)
+                camera, shutter = stack.enter_context(open_devices(spec, make))
                 session = RigSession(camera, shutter, on_state=bridge)
-                session.open()
+                session.open()  # the devices are open: the session takes them over
                 from hw.sim import SimCamera
 
                 if isinstance(camera, SimCamera) and camera.settings.black_level_dn == 0:
@@ -353,55 +286,8 @@ class MainWindow(QMainWindow):
         self.tasks.run(work, self._connected, self._show_error)
         self._update_buttons()
 
-    def devices(self) -> Devices:
-        """The devices chosen in the Devices panel."""
-        camera, shutter = RIG_CHOICES[self.rig_choice.currentText()]
-        serial = self.cam_serial.currentText().strip()
-        return Devices(camera=camera, shutter=shutter, cti=self.cti.text().strip(),
-                       serial=serial.split(" ")[0] if serial else "",
-                       port=self.port.currentText().strip().split(" ")[0],
-                       trigger_source=self.trigger.currentText(), width=self.sim_size.value(),
-                       height=self.sim_size.value())  # fmt: skip
-
-    @staticmethod
-    def _devices_factory(devices: Devices) -> Callable[[contextlib.ExitStack], tuple[Any, Any]]:
-        return devices.open
-
-    def find_devices(self) -> None:
-        """List GenTL cameras and serial ports (in the background) into the choosers."""
-        cti = self.cti.text().strip() or None
-
-        def work():
-            from hw.serial_ports import list_serial_ports
-
-            ports = []
-            for p in list_serial_ports():
-                label = f"{p.device} {p.board_guess or p.description}".strip()
-                if p.looks_like_arduino:  # ask for the firmware banner (the board resets)
-                    label += f" [{_banner(p.device)}]"
-                ports.append(label)
-            try:
-                from hw.genicam_camera import list_devices
-
-                cams = [f"{d.serial} ({d.vendor} {d.model})" for d in list_devices(cti)]
-                cam_note = "" if cams else "no GenICam camera found"
-            except Exception as e:  # a missing producer must not hide the ports
-                cams, cam_note = [], f"cameras: {e}"
-            return ports, cams, cam_note
-
-        def done(result) -> None:
-            ports, cams, note = result
-            for box, items in ((self.port, ports), (self.cam_serial, cams)):
-                box.clear()
-                box.addItems(items)
-            self.device_label.setText(f"{len(ports)} serial port(s), {len(cams)} camera(s)"
-                                      + (f"; {note}" if note else ""))  # fmt: skip
-
-        self.device_label.setText("looking for devices...")
-        self.tasks.run(work, done, self._show_error)
-
     # -- profiles ------------------------------------------------------------------------------
-    def current_profile(self) -> RigProfile:
+    def current_profile(self) -> RigConfig:
         code = self.designer.code
         panel = self.camera_panel
         base = self.held_settings  # what the camera held at the last Apply (no device call here)
@@ -409,32 +295,24 @@ class MainWindow(QMainWindow):
 
         cam = panel.settings_from(base or CameraSettings()).replace(
             exposure_mode=panel.mode, exposure_us=panel.exposure_us.value())
-        return RigProfile(devices=self.devices(),
-                          bits=code.as_string() if code else self.designer.bits_edit.text(),
-                          chip_us=self.designer.chip_us.value(), camera=cam,
-                          folder=self.folder.text(), name=self.name.text())  # fmt: skip
+        return RigConfig(devices=self.devices_panel.spec(),
+                         bits=code.as_string() if code else self.designer.bits_edit.text(),
+                         chip_us=self.designer.chip_us.value(), camera_settings=cam,
+                         folder=self.folder.text(), name=self.name.text())  # fmt: skip
 
-    def apply_profile(self, profile: RigProfile) -> None:
+    def apply_profile(self, profile: RigConfig) -> None:
         """Show a profile in the panels (devices apply at the next Connect, settings at Apply)."""
-        d = profile.devices
-        for label, kinds in RIG_CHOICES.items():
-            if kinds == (d.camera, d.shutter):
-                self.rig_choice.setCurrentText(label)
-        self.sim_size.setValue(d.width)
-        self.cti.setText(d.cti)
-        self.cam_serial.setEditText(d.serial)
-        self.port.setEditText(d.port)
-        self.trigger.setCurrentText(d.trigger_source)
+        self.devices_panel.show_spec(profile.devices)
         self.designer.bits_edit.setText(profile.bits)
         self.designer.chip_us.setValue(profile.chip_us)
-        self.camera_panel.show_settings(profile.camera)
+        self.camera_panel.show_settings(profile.camera_settings)
         self.camera_panel.user_edited = True  # the profile's settings are the user's choice
         self.folder.setText(profile.folder)
         self.name.setText(profile.name)
 
     def load_profile(self, path: Path) -> None:
         try:
-            self.apply_profile(load_profile(path))
+            self.apply_profile(load_config(path))
         except Exception as e:
             self._show_error(str(e))
         else:
@@ -442,7 +320,7 @@ class MainWindow(QMainWindow):
 
     def save_profile(self, path: Path) -> None:
         try:
-            save_profile(self.current_profile(), path)
+            save_config(self.current_profile(), path)
         except Exception as e:
             self._show_error(f"could not save the profile: {e}")
         else:

@@ -87,7 +87,7 @@ def test_camera_panel_applies_settings_and_shows_problems(qtbot, window: MainWin
 def test_profile_save_and_load_and_default_devices(qtbot, tmp_path: Path) -> None:
     a = MainWindow(out_dir=tmp_path)  # no factory: the Devices panel decides
     qtbot.addWidget(a)
-    a.sim_size.setValue(64)
+    a.devices_panel.sim_size.setValue(64)
     a.designer.bits_edit.setText("1101000110")
     a.camera_panel.gain.setValue(4.5)
     a.name.setText("profiled")
@@ -96,12 +96,12 @@ def test_profile_save_and_load_and_default_devices(qtbot, tmp_path: Path) -> Non
     qtbot.addWidget(b)
     b.load_profile(tmp_path / "rig.toml")
     assert b.designer.code.as_string() == "1101000110" and b.name.text() == "profiled"
-    assert b.camera_panel.gain.value() == 4.5 and b.sim_size.value() == 64
+    assert b.camera_panel.gain.value() == 4.5 and b.devices_panel.sim_size.value() == 64
     connect(qtbot, b)
     assert b.session.camera.info.sensor_width == 64
     assert b.session.camera.settings.gain_db == 4.5
     b.load_profile(tmp_path / "missing.toml")
-    assert "Could not read the rig profile" in b.st_error.text()
+    assert "Could not read the rig file" in b.st_error.text()
     a.close()
     b.close()
 
@@ -109,10 +109,10 @@ def test_profile_save_and_load_and_default_devices(qtbot, tmp_path: Path) -> Non
 def test_find_devices_lists_genicam_cameras(qtbot, tmp_path: Path, producers) -> None:
     win = MainWindow(out_dir=tmp_path)
     qtbot.addWidget(win)
-    win.cti.setText(str(producers["viky"]))
-    win.find_devices()
+    win.devices_panel.cti.setText(str(producers["viky"]))
+    win.devices_panel.find_devices()
     qtbot.waitUntil(lambda: "camera(s)" in win.device_label.text(), timeout=WAIT_MS)
-    assert win.cam_serial.count() >= 1  # viky's simulated devices
+    assert win.devices_panel.cam_serial.count() >= 1  # viky's simulated devices
     assert "serial port(s)" in win.device_label.text()
     win.close()
 
@@ -320,8 +320,9 @@ def test_calibrate_from_the_window_then_record_with_it(qtbot, window: MainWindow
 def test_the_dmd_rig_records_from_the_window(qtbot, tmp_path: Path) -> None:
     win = MainWindow(out_dir=tmp_path)  # devices from the chooser, not a factory
     qtbot.addWidget(win)
-    win.rig_choice.setCurrentText("Simulated camera + DMD (DLPC900 driver, simulated controller)")
-    win.sim_size.setValue(128)
+    box = win.devices_panel
+    box.rig_choice.setCurrentText("Simulated camera + DMD (DLPC900 driver, simulated controller)")
+    box.sim_size.setValue(128)
     win.folder.setText(str(tmp_path))
     connect(qtbot, win)
     assert win.session.shutter.info.controller == "dmd"
