@@ -220,14 +220,7 @@ def reconstruct_global(
         raise ValueError(f"method must be 'tv' or 'wiener'; got {method!r}.")
     windows = _frame_windows(n_frames, times, frame_exposure)
     w = time_weights(bits, sub_steps, weights)
-    score = None
-    if velocity is None:
-        bound = max_px if max_px is not None else min(min(y.shape), 256) / 2 - 1
-        est = estimate_velocity(y, bits, max_px=bound, sub_steps=sub_steps, weights=weights,
-                                noise_sigma=noise_sigma)
-        v, score = est.velocity, est.direction_margin
-    else:
-        v = check_velocity(velocity)
+    v, score = _velocity_of(y, bits, velocity, max_px, sub_steps, weights, noise_sigma)
     psf = motion_psf(w, v, dtype=y.dtype, device=y.device).unsqueeze(0)
     h, wd = y.shape
     spec = Spectrum(y[max(0, h // 2 - 128): h // 2 + 128, max(0, wd // 2 - 128): wd // 2 + 128],
@@ -245,3 +238,17 @@ def reconstruct_global(
     return ClassicalResult(frames=crop(_render_ext(x, v, windows), pads)[0],
                            sharp=crop(x, pads)[0], velocity=v, velocity_estimated=velocity is None,
                            score=score, noise_sigma=sigma)
+
+
+def _velocity_of(y: Tensor, bits: CodeLike, velocity: Sequence[float] | None,
+                 max_px: float | None, sub_steps: int, weights: Tensor | None,
+                 noise_sigma: float | None) -> tuple[Velocity, float | None]:
+    """The velocity of :func:`reconstruct_global`: ``velocity`` checked, or estimated
+    (:func:`estimate_velocity`, bound ``max_px`` or half the smaller side up to 256), with the
+    estimate's direction margin (``None`` when given)."""
+    if velocity is not None:
+        return check_velocity(velocity), None
+    bound = max_px if max_px is not None else min(min(y.shape), 256) / 2 - 1
+    est = estimate_velocity(y, bits, max_px=bound, sub_steps=sub_steps, weights=weights,
+                            noise_sigma=noise_sigma)
+    return est.velocity, est.direction_margin

@@ -212,18 +212,7 @@ def linear_motion_clip(
     if not (noise_sigma >= 0 and math.isfinite(noise_sigma)):
         raise ValueError(f"noise_sigma must be a finite number >= 0; got {noise_sigma!r}.")
     dx, dy = float(velocity_px[0]), float(velocity_px[1])
-    h0, w0 = image.shape
-    # Shifts span [-|v|/2, +|v|/2]; bilinear needs one extra pixel on the far side.
-    my, mx = math.ceil(abs(dy) / 2) + 1, math.ceil(abs(dx) / 2) + 1
-    if out_hw is None:
-        out_hw = (h0 - 2 * my, w0 - 2 * mx)
-    hh, ww = int(out_hw[0]), int(out_hw[1])
-    if hh < 1 or ww < 1 or hh + 2 * my > h0 or ww + 2 * mx > w0:
-        raise ValueError(
-            f"A {h0}x{w0} image cannot give a {hh}x{ww} output for a motion of ({dx:g}, {dy:g}) "
-            f"px: it needs at least {hh + 2 * my}x{ww + 2 * mx}."
-        )
-    top, left = (h0 - hh) // 2, (w0 - ww) // 2
+    top, left, hh, ww = _output_window(image.shape, (dx, dy), out_hw)
     n = k * sub_steps
     views = torch.stack([
         shift_bilinear(image, (((j + 0.5) / n - 0.5) * dx, ((j + 0.5) / n - 0.5) * dy),
@@ -247,3 +236,25 @@ def linear_motion_clip(
         sub_steps=sub_steps,
         noise_sigma=float(noise_sigma),
     )
+
+
+def _output_window(image_hw: tuple[int, int], velocity_px: tuple[float, float],
+                   out_hw: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    """The centred output window ``(top, left, H, W)`` of :func:`linear_motion_clip`: ``out_hw``
+    (default: the largest valid) with room for every shifted view.
+
+    Raises:
+        ValueError: ``out_hw`` too large for the image and the motion.
+    """
+    (h0, w0), (dx, dy) = image_hw, velocity_px
+    # Shifts span [-|v|/2, +|v|/2]; bilinear needs one extra pixel on the far side.
+    my, mx = math.ceil(abs(dy) / 2) + 1, math.ceil(abs(dx) / 2) + 1
+    if out_hw is None:
+        out_hw = (h0 - 2 * my, w0 - 2 * mx)
+    hh, ww = int(out_hw[0]), int(out_hw[1])
+    if hh < 1 or ww < 1 or hh + 2 * my > h0 or ww + 2 * mx > w0:
+        raise ValueError(
+            f"A {h0}x{w0} image cannot give a {hh}x{ww} output for a motion of ({dx:g}, {dy:g}) "
+            f"px: it needs at least {hh + 2 * my}x{ww + 2 * mx}."
+        )
+    return (h0 - hh) // 2, (w0 - ww) // 2, hh, ww

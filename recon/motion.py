@@ -196,6 +196,40 @@ def cost_features(y: Tensor, weights: Tensor, bank: Tensor, *, n_chips: int, til
     y = y[:h, :w].float()
     if sigma is None:
         sigma = estimate_noise_sigma(y)
+    frame = _frame_stats(y, sigma, nsr_gain, tile)
+    if otfs is None:
+        otfs = bank_otfs(weights, bank.to(torch.float64), (h, w), torch.float32)
+    out = [_hypothesis_features(frame, bank[i: i + chunk].to(torch.float32),
+                                otfs[i: i + chunk].to(y.device), tile, n_chips)
+           for i in range(0, bank.shape[0], chunk)]
+    raw = torch.cat(out)
+    return torch.cat([raw, _ring_scores(raw[:, :N_RING], bank)], dim=1)
+
+
+@dataclass(frozen=True)
+class _FrameStats:
+    """What :func:`cost_features` measures once per frame, for every hypothesis: the spectrum
+    of the periodic part, the gradient prior's spectrum, the frame's gradients, the Wiener
+    noise-to-signal ratio, the value range allowed before overshoot, the noise power and the
+    frame's per-tile gradient statistics."""
+
+    spectrum: Tensor
+    g2: Tensor
+    gy_x: Tensor
+    gy_y: Tensor
+    nsr: float
+    lo: float
+    hi: float
+    span: float
+    s2: float
+    a1_y: Tensor
+    a2_y: Tensor
+    texture: Tensor
+
+
+def _frame_stats(y: Tensor, sigma: float, nsr_gain: float, tile: int) -> _FrameStats:
+    """:class:`_FrameStats` of a frame ``(H, W)`` (H, W multiples of ``tile``)."""
+    h, w = y.shape
     dev = y.device
     p = periodic_component(y.double()).float()
     yf = torch.fft.rfft2(p)
@@ -212,48 +246,49 @@ def cost_features(y: Tensor, weights: Tensor, bank: Tensor, *, n_chips: int, til
     a1_y = _tile_mean(ymag[None, None], tile)[0, 0]
     a2_y = _tile_mean(ymag.square()[None, None], tile)[0, 0].sqrt()
     texture = torch.log(a2_y / math.sqrt(s2) + 1e-3)
-    if otfs is None:
-        otfs = bank_otfs(weights, bank.to(torch.float64), (h, w), torch.float32)
-    out = []
-    for i in range(0, bank.shape[0], chunk):
-        b = bank[i: i + chunk].to(torch.float32)
-        o = otfs[i: i + chunk].to(dev)
-        den = o.real.square() + o.imag.square() + nsr * g2
-        x = torch.fft.irfft2(yf * o.conj() / den, s=(h, w))
-        r = torch.fft.irfft2(yf * (nsr * g2) / den, s=(h, w))
-        gx, gy = torch.roll(x, -1, 2) - x, torch.roll(x, -1, 1) - x
-        mag2 = gx.square() + gy.square() + _EPS**2
-        a1 = _tile_mean(mag2.sqrt().unsqueeze(1), tile)[:, 0]
-        a2 = _tile_mean(mag2.unsqueeze(1), tile)[:, 0].sqrt()
-        res = _tile_mean(r.square().unsqueeze(1), tile)[:, 0]
-        over = (F.relu(x - hi) + F.relu(lo - x)) / span
-        ovr = _tile_mean(over.square().unsqueeze(1), tile)[:, 0]
-        ln = b.norm(dim=1)
-        u = torch.where(ln[:, None] > 0, b / ln.clamp(min=1e-9)[:, None],
-                        torch.tensor([1.0, 0.0], device=dev))
-        ux, uy = u[:, 0, None, None], u[:, 1, None, None]
-        along = _tile_mean((ux * gx + uy * gy).abs().unsqueeze(1), tile)[:, 0]
-        across = _tile_mean((uy * gx - ux * gy).abs().unsqueeze(1), tile)[:, 0]
-        y_al = _tile_mean((ux * gy_x + uy * gy_y).abs().unsqueeze(1), tile)[:, 0]
-        y_ac = _tile_mean((uy * gy_x - ux * gy_y).abs().unsqueeze(1), tile)[:, 0]
-        th, tw = a1.shape[-2:]
-        const = torch.ones_like(a1)
-        feats = torch.stack([
-            torch.log(a1 + _EPS) - torch.log(a1_y + _EPS),
-            torch.log(a2 + _EPS) - torch.log(a2_y + _EPS),
-            torch.log(a1 + _EPS) - torch.log(a2 + _EPS),
-            torch.log(res / s2 + 1e-3),
-            torch.log(ovr + 1e-6),
-            torch.log(along + _EPS) - torch.log(across + _EPS),
-            torch.log(y_al + _EPS) - torch.log(y_ac + _EPS),
-            texture.expand(b.shape[0], th, tw),
-            const * (ln / 16.0)[:, None, None],
-            const * (ln / n_chips / 4.0)[:, None, None],
-            const * (ln == 0).float()[:, None, None],
-        ], dim=1)
-        out.append(feats)
-    raw = torch.cat(out)
-    return torch.cat([raw, _ring_scores(raw[:, :N_RING], bank)], dim=1)
+    return _FrameStats(yf, g2, gy_x, gy_y, nsr, lo, hi, span, s2, a1_y, a2_y, texture)
+
+
+def _hypothesis_features(frame: _FrameStats, b: Tensor, o: Tensor, tile: int,
+                         n_chips: int) -> Tensor:
+    """The raw features 0-10 of :func:`cost_features` for the hypotheses ``b`` ``(n, 2)`` with
+    OTFs ``o``, as ``(n, 11, H // tile, W // tile)``."""
+    h, w = frame.gy_x.shape
+    dev = frame.gy_x.device
+    yf, g2, nsr, gy_x, gy_y = frame.spectrum, frame.g2, frame.nsr, frame.gy_x, frame.gy_y
+    den = o.real.square() + o.imag.square() + nsr * g2
+    x = torch.fft.irfft2(yf * o.conj() / den, s=(h, w))
+    r = torch.fft.irfft2(yf * (nsr * g2) / den, s=(h, w))
+    gx, gy = torch.roll(x, -1, 2) - x, torch.roll(x, -1, 1) - x
+    mag2 = gx.square() + gy.square() + _EPS**2
+    a1 = _tile_mean(mag2.sqrt().unsqueeze(1), tile)[:, 0]
+    a2 = _tile_mean(mag2.unsqueeze(1), tile)[:, 0].sqrt()
+    res = _tile_mean(r.square().unsqueeze(1), tile)[:, 0]
+    over = (F.relu(x - frame.hi) + F.relu(frame.lo - x)) / frame.span
+    ovr = _tile_mean(over.square().unsqueeze(1), tile)[:, 0]
+    ln = b.norm(dim=1)
+    u = torch.where(ln[:, None] > 0, b / ln.clamp(min=1e-9)[:, None],
+                    torch.tensor([1.0, 0.0], device=dev))
+    ux, uy = u[:, 0, None, None], u[:, 1, None, None]
+    along = _tile_mean((ux * gx + uy * gy).abs().unsqueeze(1), tile)[:, 0]
+    across = _tile_mean((uy * gx - ux * gy).abs().unsqueeze(1), tile)[:, 0]
+    y_al = _tile_mean((ux * gy_x + uy * gy_y).abs().unsqueeze(1), tile)[:, 0]
+    y_ac = _tile_mean((uy * gy_x - ux * gy_y).abs().unsqueeze(1), tile)[:, 0]
+    th, tw = a1.shape[-2:]
+    const = torch.ones_like(a1)
+    return torch.stack([
+        torch.log(a1 + _EPS) - torch.log(frame.a1_y + _EPS),
+        torch.log(a2 + _EPS) - torch.log(frame.a2_y + _EPS),
+        torch.log(a1 + _EPS) - torch.log(a2 + _EPS),
+        torch.log(res / frame.s2 + 1e-3),
+        torch.log(ovr + 1e-6),
+        torch.log(along + _EPS) - torch.log(across + _EPS),
+        torch.log(y_al + _EPS) - torch.log(y_ac + _EPS),
+        frame.texture.expand(b.shape[0], th, tw),
+        const * (ln / 16.0)[:, None, None],
+        const * (ln / n_chips / 4.0)[:, None, None],
+        const * (ln == 0).float()[:, None, None],
+    ], dim=1)
 
 
 def _ring_scores(f: Tensor, bank: Tensor) -> Tensor:

@@ -377,73 +377,10 @@ class ClassicalGlobal(Reconstructor):
                               "calibration (a dark frame or flat field with zeros?).")
         span = float(yf.max() - yf.min())
         if span <= 1e-6 * max(1.0, float(yf.abs().max())):
-            # a uniform frame (all dark, all saturated) carries no motion: it is its own video
-            diag["note"] = "uniform frame: reconstructed as itself"
-            diag["motion_confidence"] = 1.0
-            field = None
-            if self.velocity is None and self.uses_learned_motion():
-                est = self._estimator(physics)
-                f = est.scale(est.config, bound, (int(y.shape[0]), int(y.shape[1])))
-                t = est.config.tile
-                field = torch.zeros(2, (y.shape[0] // f) // t, (y.shape[1] // f) // t)
-                diag["motion"] = "learned"
-            return Reconstruction(frames=yf.expand(len(times), *yf.shape).clone(), times=times,
-                                  velocity=(0.0, 0.0), motion=field,
-                                  motion_tile_px=None if field is None else t * f,
-                                  diagnostics=diag)
+            return self._uniform_frame(yf, physics, times, bound, diag)
         if self.velocity is None and self.uses_learned_motion():
-            t0 = time.perf_counter()
-            est = self._estimator(physics).estimate(y, bound, refine=not self.fast)
-            diag["motion_seconds"] = time.perf_counter() - t0
-            diag["motion"] = "learned"
-            diag["motion_confidence"] = est.global_probability
-            diag["motion_fallback"] = 0.0
-            # not on the live path (fast): the threshold was tuned on the full path, and the
-            # preview's reduced frames are unsure more often (a 12-20 px pan at 128 px: p < 0.6)
-            unsure = (self.motion == "auto" and not self.fast
-                      and est.global_probability < self.fallback_below)
-            if unsure and before is not None and _agree(est.velocity, before):
-                # unsure alone, but the frame before (a trusted answer one exposure earlier)
-                # moved the same way: two frames agreeing is the corroboration it lacked
-                unsure = False
-                diag["motion"] = "learned, unsure, agrees with the frame before"
-            if self._sequence is not None:
-                self._sequence["velocity"] = None if unsure else est.velocity
-            if unsure:
-                diag["motion_fallback"] = 1.0
-                if self.fallback == "still":
-                    # the frame read-out is unsure (its misses are diffuse, and a wrong motion
-                    # costs far more than none): treat the frame as still, one layer
-                    diag["motion"] = "learned, unsure: still"
-                    diag["layers"] = 1.0
-                    one = self._one_motion(yf, bits, physics, times, slot, saturated)
-                    return Reconstruction(
-                        frames=one((0.0, 0.0)).float(), times=times, velocity=(0.0, 0.0),
-                        motion=torch.zeros_like(est.field), motion_tile_px=est.tile_px,
-                        diagnostics=diag)
-                # the background's velocity comes from the spectral search; the field stays
-                # the learned one
-                from recon.velocity import estimate_velocity
-
-                sv = estimate_velocity(yf, bits, max_px=bound, sub_steps=s, weights=w).velocity
-                est = dataclasses.replace(est, velocity=(float(sv[0]), float(sv[1])))
-                diag["motion"] = "learned field, spectral velocity"
-                diag["motion_seconds"] = time.perf_counter() - t0
-            vel = est.velocity
-            cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
-            one = self._one_motion(yf, bits, physics, times, slot, saturated)
-            if len(cands) > 1 or self.fast:
-                frames, used = _layered(yf, est, cands, times, slot, one)
-                diag["layers"] = float(len(used))
-                diag["layer_velocities"] = "; ".join(f"({a:.2f}, {b:.2f})" for a, b in used)
-                return Reconstruction(frames=frames.float(), times=times, velocity=vel,
-                                      motion=est.field, motion_tile_px=est.tile_px,
-                                      diagnostics=diag)
-            # "still" (zero velocity) is deconvolved too: with no blur TV only denoises, which
-            # measured 0.5 dB better on still scenes than returning the coded frame (B0) as is
-            diag["layers"] = 1.0
-            return Reconstruction(frames=one(vel).float(), times=times, velocity=vel,
-                                  motion=est.field, motion_tile_px=est.tile_px, diagnostics=diag)
+            return self._learned_motion(y, yf, bits, physics, times, bound, slot, saturated,
+                                        before, diag)
         diag["motion"] = "given" if self.velocity is not None else "spectral"
         if self.method == "refined":
             from recon.velocity import estimate_velocity
@@ -459,6 +396,86 @@ class ClassicalGlobal(Reconstructor):
                                  method=self.method, iters=self.iters, saturated=saturated)
         return Reconstruction(frames=res.frames.float(), times=times, velocity=res.velocity,
                               diagnostics=diag)
+
+    def _uniform_frame(self, yf: Tensor, physics: CodedExposure, times: Tensor, bound: float,
+                       diag: dict[str, float | str]) -> Reconstruction:
+        """A uniform frame (all dark, all saturated) carries no motion: it is its own video
+        (with a zero motion field where the learned estimator would have given one)."""
+        diag["note"] = "uniform frame: reconstructed as itself"
+        diag["motion_confidence"] = 1.0
+        field = None
+        if self.velocity is None and self.uses_learned_motion():
+            est = self._estimator(physics)
+            f = est.scale(est.config, bound, (int(yf.shape[0]), int(yf.shape[1])))
+            t = est.config.tile
+            field = torch.zeros(2, (yf.shape[0] // f) // t, (yf.shape[1] // f) // t)
+            diag["motion"] = "learned"
+        return Reconstruction(frames=yf.expand(len(times), *yf.shape).clone(), times=times,
+                              velocity=(0.0, 0.0), motion=field,
+                              motion_tile_px=None if field is None else t * f,
+                              diagnostics=diag)
+
+    def _learned_motion(self, y: Tensor, yf: Tensor, bits: tuple[int, ...],
+                        physics: CodedExposure, times: Tensor, bound: float, slot: float,
+                        saturated: Tensor | None, before: tuple[float, float] | None,
+                        diag: dict[str, float | str]) -> Reconstruction:
+        """Motion from the learned estimator (an unsure frame gets the fallback unless it
+        agrees with ``before``, the trusted velocity of the frame before), then one
+        deconvolution or one per distinct motion (layers)."""
+        w = physics.time_weights
+        s = physics.sub_steps
+        t0 = time.perf_counter()
+        est = self._estimator(physics).estimate(y, bound, refine=not self.fast)
+        diag["motion_seconds"] = time.perf_counter() - t0
+        diag["motion"] = "learned"
+        diag["motion_confidence"] = est.global_probability
+        diag["motion_fallback"] = 0.0
+        # not on the live path (fast): the threshold was tuned on the full path, and the
+        # preview's reduced frames are unsure more often (a 12-20 px pan at 128 px: p < 0.6)
+        unsure = (self.motion == "auto" and not self.fast
+                  and est.global_probability < self.fallback_below)
+        if unsure and before is not None and _agree(est.velocity, before):
+            # unsure alone, but the frame before (a trusted answer one exposure earlier)
+            # moved the same way: two frames agreeing is the corroboration it lacked
+            unsure = False
+            diag["motion"] = "learned, unsure, agrees with the frame before"
+        if self._sequence is not None:
+            self._sequence["velocity"] = None if unsure else est.velocity
+        if unsure:
+            diag["motion_fallback"] = 1.0
+            if self.fallback == "still":
+                # the frame read-out is unsure (its misses are diffuse, and a wrong motion
+                # costs far more than none): treat the frame as still, one layer
+                diag["motion"] = "learned, unsure: still"
+                diag["layers"] = 1.0
+                one = self._one_motion(yf, bits, physics, times, slot, saturated)
+                return Reconstruction(
+                    frames=one((0.0, 0.0)).float(), times=times, velocity=(0.0, 0.0),
+                    motion=torch.zeros_like(est.field), motion_tile_px=est.tile_px,
+                    diagnostics=diag)
+            # the background's velocity comes from the spectral search; the field stays
+            # the learned one
+            from recon.velocity import estimate_velocity
+
+            sv = estimate_velocity(yf, bits, max_px=bound, sub_steps=s, weights=w).velocity
+            est = dataclasses.replace(est, velocity=(float(sv[0]), float(sv[1])))
+            diag["motion"] = "learned field, spectral velocity"
+            diag["motion_seconds"] = time.perf_counter() - t0
+        vel = est.velocity
+        cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
+        one = self._one_motion(yf, bits, physics, times, slot, saturated)
+        if len(cands) > 1 or self.fast:
+            frames, used = _layered(yf, est, cands, times, slot, one)
+            diag["layers"] = float(len(used))
+            diag["layer_velocities"] = "; ".join(f"({a:.2f}, {b:.2f})" for a, b in used)
+            return Reconstruction(frames=frames.float(), times=times, velocity=vel,
+                                  motion=est.field, motion_tile_px=est.tile_px,
+                                  diagnostics=diag)
+        # "still" (zero velocity) is deconvolved too: with no blur TV only denoises, which
+        # measured 0.5 dB better on still scenes than returning the coded frame (B0) as is
+        diag["layers"] = 1.0
+        return Reconstruction(frames=one(vel).float(), times=times, velocity=vel,
+                              motion=est.field, motion_tile_px=est.tile_px, diagnostics=diag)
 
     def _one_motion(self, y: Tensor, bits: tuple[int, ...], physics: CodedExposure,
                     times: Tensor, slot: float, saturated: Tensor | None = None

@@ -253,13 +253,7 @@ def estimate_velocity(
     if y.dim() != 2 or not y.is_floating_point():
         raise ValueError(f"y must be one floating-point (H, W) image; got {tuple(y.shape)}.")
     w = time_weights(code, sub_steps, weights)
-
-    def centre(img: Tensor, side: int) -> Tensor:
-        h, wd = img.shape
-        ch, cw = min(h, side), min(wd, side)
-        return img[(h - ch) // 2: (h - ch) // 2 + ch, (wd - cw) // 2: (wd - cw) // 2 + cw]
-
-    crop = centre(y, int(max_size))
+    crop = _centre(y, int(max_size))
     max_px = check_positive("max_px", max_px)
     if max_px > min(crop.shape) / 2:
         raise ValueError(f"max_px={max_px:g} is more than half the {tuple(crop.shape)} crop; "
@@ -268,8 +262,35 @@ def estimate_velocity(
     # fits worse than a short spurious blur, so the coarse angles must be that fine.
     step = (check_positive("angle_step_deg", angle_step_deg) if angle_step_deg is not None
             else min(6.0, math.degrees(1.5 / max_px)))
-    specs = (Spectrum(centre(crop, max(128, math.ceil(3 * max_px))), noise_sigma),
+    specs = (Spectrum(_centre(crop, max(128, math.ceil(3 * max_px))), noise_sigma),
              Spectrum(crop, noise_sigma))
+    (dx, dy), i, (nll, a, s2, g), candidates = _search_axis_and_length(specs, w, step, max_px)
+    margin = 0.0
+    if math.hypot(dx, dy) > 0:
+        nsr = float(s2[i]) / max(specs[1].grad_energy(float(a[i]), float(g[i])), 1e-30)
+        dx, dy, margin = _choose_sign(crop, w, (dx, dy), nsr)
+    return VelocityEstimate(dx=dx + 0.0, dy=dy + 0.0, score=float(nll[i]), direction_margin=margin,
+                            noise_sigma=math.sqrt(float(s2[i])), candidates=candidates)
+
+
+def _centre(img: Tensor, side: int) -> Tensor:
+    """The centred crop of ``img`` ``(H, W)``, at most ``side`` pixels a side."""
+    h, wd = img.shape
+    ch, cw = min(h, side), min(wd, side)
+    return img[(h - ch) // 2: (h - ch) // 2 + ch, (wd - cw) // 2: (wd - cw) // 2 + cw]
+
+
+def _search_axis_and_length(specs: tuple[Spectrum, Spectrum], w: Tensor, step: float,
+                            max_px: float) -> tuple[tuple[float, float], int,
+                                                    tuple[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """Step 1 of :func:`estimate_velocity`: the coarse grid (angles ``step`` degrees apart,
+    scored on ``specs[0]``), then two refinements at 1/4 and 1/16 of the steps (on ``specs[1]``).
+
+    Returns:
+        The best velocity of the finest level, its index there, that level's fitted ``(nll,
+        scale, noise power, exponent)`` per candidate, and every candidate as rows ``(dx, dy,
+        nll, level)``, finest level first, best first within a level.
+    """
     l_step = max(1.0, max_px / 20)
     thetas = torch.arange(0.0, 180.0, step).tolist()
     lengths = [0.0] + torch.arange(l_step, max_px + 1e-9, l_step).tolist()
@@ -287,17 +308,19 @@ def estimate_velocity(
         step, l_step = step / 4, l_step / 4
         thetas = [th0 + j * step for j in range(-4, 5)]
         lengths = [l0 + j * l_step for j in range(-4, 5) if 0 <= l0 + j * l_step <= max_px * 1.05]
-    margin = 0.0
-    if l0 > 0:
-        p = _periodic_component(crop)
-        nsr = float(s2[i]) / max(specs[1].grad_energy(float(a[i]), float(g[i])), 1e-30)
-        fwd, rev = _sparsity(p, w, (dx, dy), nsr), _sparsity(p, w, (-dx, -dy), nsr)
-        if rev < fwd:
-            dx, dy, fwd, rev = -dx, -dy, rev, fwd
-        margin = (rev - fwd) / fwd
-    return VelocityEstimate(dx=dx + 0.0, dy=dy + 0.0, score=float(nll[i]), direction_margin=margin,
-                            noise_sigma=math.sqrt(float(s2[i])),
-                            candidates=torch.cat(rows[::-1]).cpu())
+    return (dx, dy), i, (nll, a, s2, g), torch.cat(rows[::-1]).cpu()
+
+
+def _choose_sign(crop: Tensor, w: Tensor, v: tuple[float, float],
+                 nsr: float) -> tuple[float, float, float]:
+    """Step 2 of :func:`estimate_velocity`: ``v`` or its reverse, whichever Wiener-deconvolves
+    ``crop`` to sparser gradients, and the relative margin of the choice."""
+    dx, dy = v
+    p = _periodic_component(crop)
+    fwd, rev = _sparsity(p, w, (dx, dy), nsr), _sparsity(p, w, (-dx, -dy), nsr)
+    if rev < fwd:
+        dx, dy, fwd, rev = -dx, -dy, rev, fwd
+    return dx, dy, (rev - fwd) / fwd
 
 
 def periodic_component(u: Tensor) -> Tensor:
