@@ -107,19 +107,7 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
     preload_dead_leaves(split)
     sampler = SceneSampler(photos, size, split=split, max_motion_px=48.0,
                            dead_leaves_fraction=dead_leaves_fraction)
-    learned = ClassicalGlobal("tv", motion="learned", max_px=48.0)
-    learned_g = ClassicalGlobal("tv", motion="learned", max_px=48.0, layers=False)
-    spectral = ClassicalGlobal("tv", motion="spectral", max_px=48.0)
-    rows = [("spectral", spectral), ("learned", learned), ("learned-global", learned_g)]
-    if with_auto:
-        rows.append(("auto", ClassicalGlobal("tv", motion="auto", max_px=48.0)))
-    else:  # tuning: what the "still" fallback gives (no motion, TV denoising only)
-        rows.append(("still", ClassicalGlobal("tv", velocity=(0.0, 0.0))))
-    refined = None
-    if with_auto and shipped_refiner() is not None:
-        refined = ClassicalGlobal("refined", motion="auto", max_px=48.0)
-        rows.append(("refined", refined))
-    rows = [r for r in rows if only is None or r[0] in only]
+    rows, refined = _solver_rows(with_auto, only)
     true_rows = {r for r in ("wiener-true", "refined-true") if only is None or r in only}
     out = []
     total = len(strata) * len(codes) * len(noise) * n
@@ -138,40 +126,18 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
                     smp.psnr["B0"] = _video_psnr(y.expand_as(gt), gt)
                     bg = scene.layers[0].velocity_px
                     if "wiener-true" in true_rows:
-                        t0 = time.perf_counter()
-                        wt = ClassicalGlobal("wiener", velocity=bg).reconstruct(y, phys, times)
-                        smp.seconds["wiener-true"] = time.perf_counter() - t0
-                        smp.psnr["wiener-true"] = _video_psnr(wt.frames, gt)
+                        _run_row(smp, "wiener-true", ClassicalGlobal("wiener", velocity=bg), y,
+                                 phys, times, gt)
                     if refined is not None and "refined-true" in true_rows:
-                        t0 = time.perf_counter()
-                        rt = ClassicalGlobal("refined", velocity=bg).reconstruct(y, phys, times)
-                        smp.seconds["refined-true"] = time.perf_counter() - t0
-                        smp.psnr["refined-true"] = _video_psnr(rt.frames, gt)
+                        _run_row(smp, "refined-true", ClassicalGlobal("refined", velocity=bg), y,
+                                 phys, times, gt)
                     for name, solver in rows:
-                        t0 = time.perf_counter()
-                        rec = solver.reconstruct(y, phys, times)
-                        smp.seconds[name] = time.perf_counter() - t0
-                        smp.psnr[name] = _video_psnr(rec.frames, gt)
+                        rec = _run_row(smp, name, solver, y, phys, times, gt)
                         if name == "learned":
                             smp.confidence = float(rec.diagnostics.get("motion_confidence",
                                                                        math.nan))
-                        v = rec.velocity or (0.0, 0.0)
-                        if name in ("learned-global", "still"):
-                            continue
-                        smp.epe[name] = math.hypot(v[0] - bg[0], v[1] - bg[1])
-                        if math.hypot(*bg) >= 8.0:
-                            smp.flip[name] = (v[0] * bg[0] + v[1] * bg[1]) < 0
-                        if stratum in ("object", "objects", "nonrigid"):
-                            tile = rec.motion_tile_px or 32
-                            m, moving = _object_tiles(scene, tile)
-                            if bool(moving.any()):
-                                if rec.motion is not None:
-                                    th, tw = rec.motion.shape[-2:]
-                                    d = (rec.motion - m[:, :th, :tw]).norm(dim=0)
-                                    d = d[moving[:th, :tw]]
-                                else:
-                                    d = (torch.tensor(v).view(2, 1, 1) - m).norm(dim=0)[moving]
-                                smp.object_epe[name] = float(d.median())
+                        if name not in ("learned-global", "still"):
+                            _score_motion(smp, name, rec, scene, stratum)
                     out.append(smp)
                     done += 1
                     if progress:
@@ -181,6 +147,58 @@ def evaluate(n: int, size: int = 256, strata: tuple[str, ...] = STRATA,
                               + " | epe " + ", ".join(f"{k} {v:.1f}" for k, v in smp.epe.items()),
                               file=sys.stderr, flush=True)
     return out
+
+
+def _solver_rows(with_auto: bool, only: tuple[str, ...] | None
+                 ) -> tuple[list[tuple[str, ClassicalGlobal]], ClassicalGlobal | None]:
+    """The rows of :func:`evaluate` (name, solver) kept by ``only``, and the refined solver when
+    the refiner ships and ``auto`` is evaluated (else None)."""
+    learned = ClassicalGlobal("tv", motion="learned", max_px=48.0)
+    learned_g = ClassicalGlobal("tv", motion="learned", max_px=48.0, layers=False)
+    spectral = ClassicalGlobal("tv", motion="spectral", max_px=48.0)
+    rows = [("spectral", spectral), ("learned", learned), ("learned-global", learned_g)]
+    if with_auto:
+        rows.append(("auto", ClassicalGlobal("tv", motion="auto", max_px=48.0)))
+    else:  # tuning: what the "still" fallback gives (no motion, TV denoising only)
+        rows.append(("still", ClassicalGlobal("tv", velocity=(0.0, 0.0))))
+    refined = None
+    if with_auto and shipped_refiner() is not None:
+        refined = ClassicalGlobal("refined", motion="auto", max_px=48.0)
+        rows.append(("refined", refined))
+    return [r for r in rows if only is None or r[0] in only], refined
+
+
+def _run_row(smp: Sample, name: str, solver: ClassicalGlobal, y: Tensor, phys: CodedExposure,
+             times: Tensor, gt: Tensor) -> Any:
+    """Reconstruct with one row's solver; record its time and PSNR in ``smp``; return the
+    reconstruction."""
+    t0 = time.perf_counter()
+    rec = solver.reconstruct(y, phys, times)
+    smp.seconds[name] = time.perf_counter() - t0
+    smp.psnr[name] = _video_psnr(rec.frames, gt)
+    return rec
+
+
+def _score_motion(smp: Sample, name: str, rec: Any, scene: Any, stratum: str) -> None:
+    """Record the motion errors of one row in ``smp``: end-point error of the background
+    velocity, a flipped direction (motion of 8 px or more) and, with moving objects, the median
+    end-point error over their tiles."""
+    bg = scene.layers[0].velocity_px
+    v = rec.velocity or (0.0, 0.0)
+    smp.epe[name] = math.hypot(v[0] - bg[0], v[1] - bg[1])
+    if math.hypot(*bg) >= 8.0:
+        smp.flip[name] = (v[0] * bg[0] + v[1] * bg[1]) < 0
+    if stratum in ("object", "objects", "nonrigid"):
+        tile = rec.motion_tile_px or 32
+        m, moving = _object_tiles(scene, tile)
+        if bool(moving.any()):
+            if rec.motion is not None:
+                th, tw = rec.motion.shape[-2:]
+                d = (rec.motion - m[:, :th, :tw]).norm(dim=0)
+                d = d[moving[:th, :tw]]
+            else:
+                d = (torch.tensor(v).view(2, 1, 1) - m).norm(dim=0)[moving]
+            smp.object_epe[name] = float(d.median())
 
 
 #: Debian packages kept out of training and tuning: the independent held-out check.

@@ -118,7 +118,6 @@ LONG_MODULES: set[str] = set()
 LONG_FUNCTIONS = {
     ("blurvid_rig/batch.py", "reconstruct_capture"),
    
-    ("recon/evaluate_motion.py", "evaluate"),
     ("recon/train.py", "train"), ("recon/train_motion.py", "train"),
     ("recon/train_refiner.py", "train"),
 }
