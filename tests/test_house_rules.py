@@ -116,7 +116,6 @@ MAX_FUNCTION_LINES = 80
 LONG_MODULES: set[str] = set()
 #: ``(file, function)`` still over the limit; may only shrink.
 LONG_FUNCTIONS = {
-    ("blurvid_rig/batch.py", "reconstruct_capture"),
    
     ("recon/train.py", "train"), ("recon/train_motion.py", "train"),
     ("recon/train_refiner.py", "train"),
