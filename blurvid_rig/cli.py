@@ -263,8 +263,9 @@ def cmd_recon(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from recon.train import train
+    from recon.train_args import TrainConfig
 
-    train(args)
+    train(TrainConfig.from_args(args))
     return 0
 
 

@@ -34,7 +34,7 @@ from recon.device import resolve_device
 from recon.metrics import psnr
 from recon.models import CodeVideoNet, build_model, pad_code
 from recon.models.codevideo import ModelConfig
-from recon.train_args import add_arguments
+from recon.train_args import TrainConfig, add_arguments
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "models" / "weights"
 
@@ -236,8 +236,10 @@ class BatchStream(torch.utils.data.IterableDataset):
                              [sd ^ 0x5A5A for sd in seeds])
 
 
-def batch_stream(args: argparse.Namespace, start_step: int, workers: int, render: bool):
-    ds = BatchStream(args.batch, args.size, args.seed, start_step, args.box, render)
+def batch_stream(config: TrainConfig, start_step: int, workers: int, render: bool):
+    """Endless ``(bits, payload)`` batches of :class:`BatchStream` from ``workers`` processes
+    (0: drawn in this process)."""
+    ds = BatchStream(config.batch, config.size, config.seed, start_step, config.box, render)
     if workers == 0:
         return iter(ds)
     loader = torch.utils.data.DataLoader(
@@ -267,66 +269,94 @@ def reverse_time(bits: tuple[int, ...], chips: Tensor, sub: Tensor, sub_times: T
 
 
 # -- the loop --------------------------------------------------------------------------------------
-def train(args: argparse.Namespace) -> Path:
-    from tqdm import tqdm
+def lr_factor(step: int, progress: float) -> float:
+    """Warm-up over the first 200 steps, then cosine decay to zero at ``progress`` 1."""
+    return min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+
+def _learning_rate(config: TrainConfig, step: int, t_start: float) -> float:
+    """The learning rate of ``step`` (:func:`lr_factor`); the schedule ends with whichever comes
+    first: ``steps`` or ``minutes`` after ``t_start``."""
+    progress = step / config.steps
+    if config.minutes:
+        progress = max(progress, (time.perf_counter() - t_start) / (config.minutes * 60))
+    return config.lr * lr_factor(step, progress)
+
+
+def _resume(ckpt: Path, model: CodeVideoNet, opt: torch.optim.Optimizer,
+            device: torch.device) -> tuple[int, float]:
+    """Load the model, optimiser and RNG state of a checkpoint; returns its step and wall time."""
+    state = torch.load(ckpt, map_location=device, weights_only=False)
+    if ModelConfig.from_dict(state["config"]) != model.config:
+        raise SystemExit(f"{ckpt} holds a different model variant; use another --out.")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    step = int(state["step"])
+    torch.set_rng_state(state["torch_rng"])
+    print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
+    return step, float(state["extra"].get("wall_s", 0.0))
+
+
+def _validation_batches(config: TrainConfig, photos: Any) -> list:
+    """The fixed validation scenes (2 per stratum) under ``11100101`` (or a box of 8 chips)."""
     from recon.codes import KNOWN_CODES
-    from recon.photos import default_photos
     from recon.scene_batches import fixed_set
 
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    out = Path(args.out)
+    val_code = (1,) * 8 if config.box else KNOWN_CODES["bdinr8"]
+    val_set = fixed_set("val", size=config.size, n_per_stratum=2, code=val_code,
+                        photos=photos)  # fmt: skip
+    return list(val_set.batches(6))
+
+
+def _training_batch(stream, device: torch.device, render_here: bool, config: TrainConfig,
+                    gen: torch.Generator):
+    """The next batch ``(bits, y, chips, sub, sub_times)``: seen time-reversed half of the time
+    (coded training), at a random exposure gain, ``y`` channels-last."""
+    bits, y, chips, sub, sub_times = next_batch(stream, device, render_here)
+    if not config.box and torch.rand((), generator=gen) < 0.5:
+        bits, chips, sub, sub_times = reverse_time(bits, chips, sub, sub_times)
+    # exposure level varies between captures: a random gain (the forward model is linear)
+    gain = torch.empty(config.batch, 1, 1, 1, device=device).uniform_(0.3, 1.0, generator=None)
+    y, chips, sub = y * gain, chips * gain, sub * gain
+    y = y.contiguous(memory_format=torch.channels_last)
+    return bits, y, chips, sub, sub_times
+
+
+def train(config: TrainConfig) -> Path:
+    """Train the model of ``config`` (see the module docstring); returns the checkpoint path."""
+    from tqdm import tqdm
+
+    from recon.photos import default_photos
+
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "ckpt.pt"
-    model = build_model(args.variant).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    def lr_factor(progress: float) -> float:  # warm-up, then cosine decay to the end
-        return min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    step, wall_before = 0, 0.0
-    if args.resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if ModelConfig.from_dict(state["config"]) != model.config:
-            raise SystemExit(f"{ckpt} holds a different model variant; use another --out.")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step = int(state["step"])
-        wall_before = float(state["extra"].get("wall_s", 0.0))
-        torch.set_rng_state(state["torch_rng"])
-        print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
-    channels_last = True  # faster for these convolutions on CPUs and on GPUs
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    model = build_model(config.variant).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    step, wall_before = (_resume(ckpt, model, opt, device) if config.resume and ckpt.exists()
+                         else (0, 0.0))
+    # channels-last: faster for these convolutions on CPUs and on GPUs
+    model = model.to(memory_format=torch.channels_last)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
     photos = default_photos()
-    gen = torch.Generator().manual_seed(args.seed * 1000 + step)
-    val_code = (1,) * 8 if args.box else KNOWN_CODES["bdinr8"]
-    val_set = fixed_set("val", size=args.size, n_per_stratum=2, code=val_code,
-                        photos=photos)  # fmt: skip
-    val = list(val_set.batches(6))
-    render_here = args.workers > 0 and (device.type == "cuda" or args.render_in_loop)
-    stream = batch_stream(args, step, args.workers, render=not render_here)
+    gen = torch.Generator().manual_seed(config.seed * 1000 + step)
+    val = _validation_batches(config, photos)
+    render_here = config.workers > 0 and (device.type == "cuda" or config.render_in_loop)
+    stream = batch_stream(config, step, config.workers, render=not render_here)
     t_start = time.perf_counter()
     first_step = step
     t_data = t_model = 0.0
-    deadline = t_start + args.minutes * 60 if args.minutes else math.inf
-    metrics: dict[str, float] = {}
-    bar = tqdm(total=args.steps, initial=step, unit="step", desc=f"train {args.variant}",
-               disable=args.quiet)  # fmt: skip
+    deadline = t_start + config.minutes * 60 if config.minutes else math.inf
+    bar = tqdm(total=config.steps, initial=step, unit="step", desc=f"train {config.variant}",
+               disable=config.quiet)  # fmt: skip
     model.train()
-    while step < args.steps and time.perf_counter() < deadline:
+    while step < config.steps and time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        bits, y, chips, sub, sub_times = next_batch(stream, device, render_here)
-        if not args.box and torch.rand((), generator=gen) < 0.5:
-            bits, chips, sub, sub_times = reverse_time(bits, chips, sub, sub_times)
-        # exposure level varies between captures: a random gain (the forward model is linear)
-        gain = torch.empty(args.batch, 1, 1, 1, device=device).uniform_(0.3, 1.0, generator=None)
-        y, chips, sub = y * gain, chips * gain, sub * gain
-        if channels_last:
-            y = y.contiguous(memory_format=torch.channels_last)
+        bits, y, chips, sub, sub_times = _training_batch(stream, device, render_here, config, gen)
         t1 = time.perf_counter()
         with amp:
             loss, _ = loss_on_batch(model, y, chips, sub, sub_times, bits, n_random=4,
@@ -334,11 +364,7 @@ def train(args: argparse.Namespace) -> Path:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        # The schedule ends with whichever comes first: --steps or --minutes.
-        progress = step / args.steps
-        if args.minutes:
-            progress = max(progress, (time.perf_counter() - t_start) / (args.minutes * 60))
-        lr = args.lr * lr_factor(progress)
+        lr = _learning_rate(config, step, t_start)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()
@@ -346,24 +372,22 @@ def train(args: argparse.Namespace) -> Path:
         t2 = time.perf_counter()
         t_data += t1 - t0
         t_model += t2 - t1
+        share = t_data / max(t_data + t_model, 1e-9)
         if step % 10 == 0:
-            share = t_data / max(t_data + t_model, 1e-9)
             bar.set_postfix(loss=f"{loss.item():.4f}", data=f"{share:.0%}",
                             lr=f"{lr:.1e}")  # fmt: skip
-        if args.log_every and step % args.log_every == 0:
-            elapsed = time.perf_counter() - t_start
-            rate = step_rate(step - first_step, elapsed)
-            bar.write(f"step {step}: loss {loss.item():.4f}, {rate:.1f} steps/s, "
-                      f"data {t_data / max(t_data + t_model, 1e-9):.0%}")
+        if config.log_every and step % config.log_every == 0:
+            rate = step_rate(step - first_step, time.perf_counter() - t_start)
+            bar.write(f"step {step}: loss {loss.item():.4f}, {rate:.1f} steps/s, data {share:.0%}")
         bar.update(1)
-        if step % args.val_every == 0 or step == args.steps:
+        if step % config.val_every == 0 or step == config.steps:
             metrics = validate(model, val, device)
             bar.write(f"step {step}: val PSNR {metrics['val_psnr']:.2f} dB "
                       f"(B0 {metrics['val_psnr_b0']:.2f} dB)")  # fmt: skip
-            if args.export:
+            if config.export:
                 wall = wall_before + time.perf_counter() - t_start
-                export_now(model, args, step, wall, metrics, device)
-        if step % args.ckpt_every == 0:
+                export_now(model, config, step, wall, metrics, device)
+        if step % config.ckpt_every == 0:
             wall = wall_before + time.perf_counter() - t_start
             save_checkpoint(ckpt, model, opt, step, {"wall_s": wall})
     bar.close()
@@ -372,46 +396,46 @@ def train(args: argparse.Namespace) -> Path:
     metrics = validate(model, val, device)
     metrics["data_share"] = t_data / max(t_data + t_model, 1e-9)
     print(json.dumps({"step": step, "wall_min": wall / 60, **metrics}), file=sys.stderr)
-    if args.export:
-        export_now(model, args, step, wall, metrics, device)
+    if config.export:
+        export_now(model, config, step, wall, metrics, device)
     return ckpt
 
 
-def export_now(model: CodeVideoNet, args: argparse.Namespace, step: int, wall: float,
+def export_now(model: CodeVideoNet, config: TrainConfig, step: int, wall: float,
                metrics: dict[str, float], device: torch.device) -> Path:
     """Export the current weights with their model card (training goes on unchanged)."""
     import copy
 
     from recon.models import count_macs
 
-    name = args.name or (f"{args.variant}-box" if args.box else args.variant)
+    name = config.name or (f"{config.variant}-box" if config.box else config.variant)
     probe = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).cpu()
     hardware = (torch.cuda.get_device_name(device) if device.type == "cuda" else
                 f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)")
     card = {
         "name": name,
         "description": "coded-exposure video reconstruction: one coded frame -> frames at any t"
-        + (" (trained on box exposures: the uncoded ablation B2)" if args.box else ""),
+        + (" (trained on box exposures: the uncoded ablation B2)" if config.box else ""),
         "parameters": sum(p.numel() for p in model.parameters()),
         "gmac_512_16": count_macs(probe, 512, 512, 16) / 1e9,
-        "family": "box" if args.box else "coded",
-        "codes": ("box exposures of 8..32 chips" if args.box else
+        "family": "box" if config.box else "coded",
+        "codes": ("box exposures of 8..32 chips" if config.box else
                   "the family of recon.code_family.sample_code: 8..32 chips, 11100101 included; "
                   "each batch also seen time-reversed under the reversed code"),
         "data": "recon.scenes synthetic layered scenes (Debian wallpaper photographs and "
         "dead-leaves images, parametric motion up to 48 px per exposure, camera shake), "
         "4 sub-steps per chip, Gaussian noise sigma in [0, 0.01], exposure gain in [0.3, 1]",
         "steps": step,
-        "batch": args.batch,
-        "size": args.size,
+        "batch": config.batch,
+        "size": config.size,
         "wall_minutes": wall / 60,
         "hardware": f"{hardware}, {device.type}",
         "command": "python -m recon.train " + " ".join(sys.argv[1:]),
-        "seed": args.seed,
+        "seed": config.seed,
         "metrics": metrics,
         "torch": torch.__version__,
     }
-    path = export_weights(model, Path(args.export), name, card)
+    path = export_weights(model, Path(config.export), name, card)
     print(f"exported {path} at step {step}", file=sys.stderr)
     return path
 
@@ -419,7 +443,7 @@ def export_now(model: CodeVideoNet, args: argparse.Namespace, step: int, wall: f
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(p)
-    train(p.parse_args(argv))
+    train(TrainConfig.from_args(p.parse_args(argv)))
     return 0
 
 

@@ -273,18 +273,8 @@ def train(argv: Sequence[str] | None = None) -> int:
                                               ck["losses"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
     else:
-        # feature normalisation from a first set of examples
-        feats = []
-        for i in range(12):
-            code = draw_code(gen)
-            st = sampler.strata[int(torch.multinomial(sampler.stratum_p, 1, generator=gen))]
-            fe, _, _, _ = sampler.example(code, 3 + i % 2, st, 10_000 + i, i, 0.005)
-            feats.append(fe.permute(1, 0, 2, 3).reshape(fe.shape[1], -1))
-        allf = torch.cat(feats, 1)
-        scorer.mean.copy_(allf.mean(1))
-        scorer.std.copy_(allf.std(1).clamp(min=1e-3))
+        _normalise_features(scorer, sampler, gen)
     budget = args.minutes * 60.0
-    total_steps_guess = None
     t_start = time.perf_counter() - elapsed
 
     def save() -> None:
@@ -303,20 +293,9 @@ def train(argv: Sequence[str] | None = None) -> int:
             g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         code = draw_code(gen)
         f = 3 + _pick(gen, 2)
-        fs, ts, ws, bgs = [], [], [], []
-        for _ in range(args.batch):
-            st = sampler.strata[int(torch.multinomial(sampler.stratum_p, 1, generator=gen))]
-            sigma = draw_sigma(gen)
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            fe, tg, wt, scene = sampler.example(code, f, st, seed, 0, sigma)
-            inside = (tg.norm(dim=0) <= cfg.work_max_px).float()
-            bgs.append(torch.tensor(scene.layers[0].velocity_px, dtype=torch.float32) / f)
-            fs.append(fe)
-            ts.append(tg)
-            ws.append(wt * inside)
+        batch = _draw_batch(sampler, cfg, gen, code, f, args.batch)
         scenes_seen += args.batch
-        loss = _loss(scorer, torch.stack(fs), torch.stack(ts), torch.stack(ws), torch.stack(bgs),
-                     bank)
+        loss = _loss(scorer, *batch, bank)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
@@ -328,32 +307,69 @@ def train(argv: Sequence[str] | None = None) -> int:
                   f"lr {opt.param_groups[0]['lr']:.2e}", flush=True)
         if step % args.ckpt_every == 0:
             save()
-    _ = total_steps_guess
     save()
     elapsed = time.perf_counter() - t_start
     print(f"done: {step} steps, {scenes_seen} scenes, {elapsed / 60:.1f} min", flush=True)
     if args.export is not None:
         val = validate(scorer, cfg, sampler.photos, n_per=args.val_per_stratum)
-        info = {
-            "command": "python -m recon.train_motion " + " ".join(
-                a for a in (argv if argv is not None else sys.argv[1:])),
-            "data": ("synthetic scenes of recon/motion_data.py (strata " + ", ".join(STRATA)
-                     + ") from the train split of the photos of lomiri-wallpapers-16.04, "
-                     "lomiri-wallpapers-20.04, mate-backgrounds and the train dead-leaves images; "
-                     f"{args.size} px frames, codes {ANCHOR_8}, {CODE_16} and family codes of "
-                     "8-24 chips, Gaussian noise 0.001-0.02 of full scale"),
-            "steps": step,
-            "scenes": scenes_seen,
-            "train_minutes": elapsed / 60,
-            "machine": f"{platform.machine()} CPU, {args.threads} threads, torch "
-                       f"{torch.__version__}",
-            "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
-            "validation": val,
-        }
+        info = _card_info(args, argv, step, scenes_seen, elapsed, losses)
+        info["validation"] = val
         card = export(scorer, cfg, args.export, info)
         print(f"exported {card}", flush=True)
         print(json.dumps(val, indent=1), flush=True)
     return 0
+
+
+def _normalise_features(scorer: MotionScorer, sampler: Sampler, gen: torch.Generator) -> None:
+    """Set the scorer's feature normalisation from a first set of 12 examples."""
+    feats = []
+    for i in range(12):
+        code = draw_code(gen)
+        st = sampler.strata[int(torch.multinomial(sampler.stratum_p, 1, generator=gen))]
+        fe, _, _, _ = sampler.example(code, 3 + i % 2, st, 10_000 + i, i, 0.005)
+        feats.append(fe.permute(1, 0, 2, 3).reshape(fe.shape[1], -1))
+    allf = torch.cat(feats, 1)
+    scorer.mean.copy_(allf.mean(1))
+    scorer.std.copy_(allf.std(1).clamp(min=1e-3))
+
+
+def _draw_batch(sampler: Sampler, cfg: MotionConfig, gen: torch.Generator,
+                code: str, f: int, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``n`` training examples of one code at working scale ``1/f``: features, target velocity
+    maps, weights (zero where the target is beyond ``cfg.work_max_px``) and the background
+    velocities at working scale, each stacked."""
+    fs, ts, ws, bgs = [], [], [], []
+    for _ in range(n):
+        st = sampler.strata[int(torch.multinomial(sampler.stratum_p, 1, generator=gen))]
+        sigma = draw_sigma(gen)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        fe, tg, wt, scene = sampler.example(code, f, st, seed, 0, sigma)
+        inside = (tg.norm(dim=0) <= cfg.work_max_px).float()
+        bgs.append(torch.tensor(scene.layers[0].velocity_px, dtype=torch.float32) / f)
+        fs.append(fe)
+        ts.append(tg)
+        ws.append(wt * inside)
+    return torch.stack(fs), torch.stack(ts), torch.stack(ws), torch.stack(bgs)
+
+
+def _card_info(args: argparse.Namespace, argv: Sequence[str] | None, step: int,
+               scenes_seen: int, elapsed: float, losses: list[float]) -> dict[str, Any]:
+    """The model card's record of the training run (its validation is added by the caller)."""
+    return {
+        "command": "python -m recon.train_motion " + " ".join(
+            a for a in (argv if argv is not None else sys.argv[1:])),
+        "data": ("synthetic scenes of recon/motion_data.py (strata " + ", ".join(STRATA)
+                 + ") from the train split of the photos of lomiri-wallpapers-16.04, "
+                 "lomiri-wallpapers-20.04, mate-backgrounds and the train dead-leaves images; "
+                 f"{args.size} px frames, codes {ANCHOR_8}, {CODE_16} and family codes of "
+                 "8-24 chips, Gaussian noise 0.001-0.02 of full scale"),
+        "steps": step,
+        "scenes": scenes_seen,
+        "train_minutes": elapsed / 60,
+        "machine": f"{platform.machine()} CPU, {args.threads} threads, torch "
+                   f"{torch.__version__}",
+        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+    }
 
 
 def main() -> int:
