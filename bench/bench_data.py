@@ -69,7 +69,6 @@ def main() -> None:
             print(f"{threads:>7} {k:>5} {k * args.sub_steps:>5} {dt * 1e3:>9.1f} {1 / dt:>9.2f} "
                   f"{args.batch_size / dt:>9.1f} {cpu * 1e3:>12.1f}")
 
-
     if args.device != "cpu":
         bench_device(args, photos)
 

@@ -141,6 +141,7 @@ def reconstruct_capture(
     outcome.seconds = time.perf_counter() - t0
     return outcome
 
+
 def _check_choices(method: str, motion: str, per_pixel_solver: str) -> None:
     if method not in METHODS:
         raise RigError(f"Unknown reconstruction method {method!r}; choose one of {METHODS}.")
@@ -170,7 +171,6 @@ def _coded_frames(
     return coded, k
 
 
-
 def _solver(
     cap: CaptureFile, masks: np.ndarray | None, dev: torch.device, method: str,
     max_blur_px: float, **options: Any,
@@ -187,6 +187,7 @@ def _solver(
     except SolverError as e:
         raise RigError(str(e)) from e
     return nominal, rec
+
 
 def _output_path(path: Path, out_dir: Path | None, overwrite: bool) -> Path:
     """Where the reconstruction of ``path`` goes; refused when it (or a half-written one) is
@@ -333,6 +334,7 @@ def _reconstruct_frames(
             f"No coded frame of {cap.path} can be read (every chunk is damaged); nothing "
             "was reconstructed.")
     return skipped, inputs, videos
+
 
 def export_reconstruction(
     recon_path: Path,

@@ -14,8 +14,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from blurvid_rig.acquisition import LatestFrame
 from blurvid_rig.session import RigSession, SessionState
 from blurvid_rig.writer import CaptureResult, CaptureStats
@@ -23,7 +21,7 @@ from calibration.model import Calibration
 from hw.base import Camera, Shutter
 from hw.types import ShutterCode
 
-__all__ = ["frame_ids_consistent", "run_coded_capture"]
+__all__ = ["run_coded_capture"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +118,3 @@ def _follow(
     finally:
         session.stop()
 
-
-def frame_ids_consistent(frame_ids: list[int]) -> bool:
-    """True when the camera frame ids are strictly increasing without gaps."""
-    return bool(len(frame_ids) == 0 or np.all(np.diff(frame_ids) == 1))

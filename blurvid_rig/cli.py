@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from blurvid_rig.config import DeviceSpec, RigConfig, load_config, open_devices
+from blurvid_rig.config import DEFAULT_CODE, DeviceSpec, RigConfig, load_config, open_devices
 from hw.errors import RigError
 
 log = logging.getLogger("blurvid_rig")
@@ -32,10 +32,6 @@ def _code_from_args(text: str, chip_us: float):
     )
 
 
-#: The code of ``capture`` when neither ``--code`` nor the rig file gives one.
-DEFAULT_CODE = "bdinr8"
-
-
 def _device_spec(args: argparse.Namespace, base: DeviceSpec | None = None) -> DeviceSpec:
     """``base`` (default: the default rig) with the device options given on the command line.
 
@@ -49,7 +45,7 @@ def _device_spec(args: argparse.Namespace, base: DeviceSpec | None = None) -> De
 def _capture_config(args: argparse.Namespace) -> RigConfig:
     """The rig of a capture: the ``--rig`` file (when given), with the options given on the
     command line on top (they win)."""
-    base = load_config(args.rig) if args.rig else RigConfig(bits=DEFAULT_CODE)
+    base = load_config(args.rig) if args.rig else RigConfig()
     return base.override(devices=_device_spec(args, base.devices), bits=args.code,
                          chip_us=args.chip_us, folder=args.out, name=args.name)  # fmt: skip
 

@@ -58,6 +58,8 @@ __all__ = [
 
 CAMERA_TYPES = ("sim", "genicam")
 SHUTTER_TYPES = ("sim", "arduino", "simavr", "dmd")
+#: The code when neither the command line nor the rig file gives one (a known code's name).
+DEFAULT_CODE = "bdinr8"
 
 #: Makes the (unopened) camera and shutter; what must outlive the call goes on the stack.
 DeviceFactory = Callable[[contextlib.ExitStack], tuple[Camera, Shutter]]
@@ -119,7 +121,7 @@ class RigConfig:
 
     Attributes:
         devices: the camera and shutter controller.
-        bits: the code as ``0``/``1`` text (the command line also takes a known code's name).
+        bits: the code as ``0``/``1`` text or a known code's name (:data:`DEFAULT_CODE`).
         chip_us: chip duration in microseconds.
         camera_settings: exposure mode and time, gain, pixel format and ROI.
         folder: folder of the capture files.
@@ -127,7 +129,7 @@ class RigConfig:
     """
 
     devices: DeviceSpec = field(default_factory=DeviceSpec)
-    bits: str = "11100101"
+    bits: str = DEFAULT_CODE
     chip_us: float = 1000.0
     camera_settings: CameraSettings = field(default_factory=CameraSettings)
     folder: str = "captures"

@@ -243,6 +243,8 @@ def motion_class(motion_px: float) -> str:
         if motion_px <= hi:
             return name
     return "beyond"
+
+
 _SET_DEFAULT_N = {"val": 8, "test": 16}
 
 

@@ -593,3 +593,8 @@ def _scale_motion(scene: Scene, target_px: float) -> Scene:
             break
         f *= target_px / m
     return replace(out, motion_px=m)
+
+
+if __name__ == "__main__":  # the command line moved with the photo library
+    raise SystemExit("python -m recon.scenes has no command any more: the photo cache is "
+                     "written by python -m recon.photo_cache --save-cache FILE")

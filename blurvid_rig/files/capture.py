@@ -325,7 +325,6 @@ class CaptureFile:
         return f"CaptureFile({str(self.path)!r}, status={self.status!r}, n_frames={self.n_frames})"
 
 
-
 def _read_dmd(g: h5py.Group) -> dict[str, Any]:
     return {
         "masks": g["masks"][()].astype(bool),
@@ -344,7 +343,6 @@ def _read_dataset_tree(group: h5py.Group) -> dict[str, Any]:
             value = obj[()]
             out[name] = py_value(value) if np.ndim(value) == 0 else value
     return out
-
 
 
 def _read_settings(entry: h5py.Group) -> dict[str, Any]:

@@ -76,7 +76,6 @@ def make_capture_path(directory: str | Path, name: str, when: datetime | None = 
     return Path(directory) / f"{when:%y%m%d_%H%M%S}_{safe}.h5"
 
 
-
 class CaptureWriter(SwmrWriter):
     """Write one capture to ``<path>.partial`` in SWMR mode; rename to ``path`` on close.
 
@@ -115,7 +114,6 @@ class CaptureWriter(SwmrWriter):
                 w.append(frame)
         # w.path is now the final .h5
     """
-
 
     BROKEN_REASON = "a write failed while recording"
 

@@ -68,7 +68,6 @@ class ReconWriter(SwmrWriter):
         CaptureWriteError: bad arguments, or the file name is taken.
     """
 
-
     ITEM = "result"
     READER = "ReconFile.open"
     BROKEN_REASON = "a write failed during reconstruction"
@@ -174,7 +173,6 @@ class ReconWriter(SwmrWriter):
             ds.attrs["units"] = units_for(name) or ""
             self._per_frame[name] = ds
         self._file.swmr_mode = True
-
 
     def append(
         self,
@@ -317,7 +315,6 @@ def write_recon(
         for i in range(v.shape[0]):
             w.append(v[i], int(idx[i]), {k: a[i] for k, a in extra.items()})
     return w.path
-
 
 
 def _write_process(

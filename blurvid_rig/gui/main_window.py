@@ -49,7 +49,9 @@ from blurvid_rig.gui.tasks import TaskRunner
 from blurvid_rig.profile import profile_from_capture
 from blurvid_rig.session import RigSession, SessionState
 from blurvid_rig.writer import CaptureResult
+from common.codes import code_string
 from hw.types import ShutterCode
+from recon.codes import known_code
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +305,10 @@ class MainWindow(QMainWindow):
     def apply_profile(self, profile: RigConfig) -> None:
         """Show a profile in the panels (devices apply at the next Connect, settings at Apply)."""
         self.devices_panel.show_spec(profile.devices)
-        self.designer.bits_edit.setText(profile.bits)
+        bits = profile.bits
+        if not set(bits) <= {"0", "1"}:  # a known code's name
+            bits = code_string(known_code(bits))
+        self.designer.bits_edit.setText(bits)
         self.designer.chip_us.setValue(profile.chip_us)
         self.camera_panel.show_settings(profile.camera_settings)
         self.camera_panel.user_edited = True  # the profile's settings are the user's choice

@@ -46,7 +46,6 @@ MOTION_KURTOSIS = 6.0
 DITHER_MIN_DN = 0.5
 
 
-
 def _ramp_integral(x: np.ndarray, full: np.ndarray) -> np.ndarray:
     """Integral from -inf to ``x`` of ``clip(u / full, 0, 1)`` (``full`` 0: a step)."""
     pos = np.maximum(x, 0.0)

@@ -10,6 +10,7 @@ import pytest
 
 from blurvid_rig import devices as devices_mod
 from blurvid_rig.config import (
+    DEFAULT_CODE,
     DeviceSpec,
     RigConfig,
     load_config,
@@ -52,7 +53,7 @@ def test_missing_tables_and_keys_keep_their_defaults(tmp_path: Path) -> None:
     path.write_text("[shutter]\ntype = 'simavr'\n[camera]\nserial = 12345678\n")
     config = load_config(path)
     assert config.devices == DeviceSpec(shutter="simavr", serial="12345678")  # unquoted serial
-    assert config.bits == "11100101" and config.camera_settings == CameraSettings()
+    assert config.bits == DEFAULT_CODE and config.camera_settings == CameraSettings()
 
 
 @pytest.mark.parametrize(
@@ -113,15 +114,25 @@ class _ShutterThatWillNotOpen(SimShutter):
 
 def test_open_devices_closes_what_it_opened_when_a_later_step_fails() -> None:
     camera, _ = make_sim_rig(width=32, height=32)
-    released: list[str] = []
+    events: list[str] = []
+    camera_open = camera.open
+
+    def open_camera() -> None:
+        camera_open()
+        events.append("camera open" if camera.is_open else "camera failed")
+
+    camera.open = open_camera  # type: ignore[method-assign]
+    shutter = _ShutterThatWillNotOpen()
 
     def make(stack: contextlib.ExitStack):
-        stack.callback(released.append, "board")  # as the simulated AVR of shutter="simavr"
-        return camera, _ShutterThatWillNotOpen()
+        stack.callback(events.append, "board released")  # as the AVR of shutter="simavr"
+        return camera, shutter
 
     with pytest.raises(InitialiseError, match="does not answer"), open_devices(DeviceSpec(), make):
         pytest.fail("the block must not run")
-    assert not camera.is_open and released == ["board"]
+    # the camera was opened first, the shutter then failed, and everything opened was released
+    assert events == ["camera open", "board released"]
+    assert not camera.is_open and not shutter.is_open
 
 
 def test_open_devices_closes_both_when_the_block_raises() -> None:

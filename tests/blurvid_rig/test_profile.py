@@ -51,3 +51,17 @@ def test_the_rig_files_code_and_folder_apply_and_the_command_line_wins(tmp_path:
     (second,) = folder.glob("*_cli.h5")
     taken = profile_from_capture(second)
     assert taken.bits == "11111111" and taken.chip_us == 1000.0
+
+
+def test_a_rig_file_without_a_code_records_the_default_named_code(tmp_path: Path) -> None:
+    from blurvid_rig.cli import main
+    from blurvid_rig.config import DEFAULT_CODE
+    from blurvid_rig.files.capture import CaptureFile
+
+    path = tmp_path / "rig.toml"
+    path.write_text("[camera]\ntype = 'sim'\n[shutter]\ntype = 'sim'\n")
+    assert main(["-q", "capture", "--rig", str(path), "--count", "1", "--width", "32",
+                 "--height", "32", "--out", str(tmp_path)]) == 0  # fmt: skip
+    (capture,) = tmp_path.glob("*.h5")
+    with CaptureFile.open(capture) as f:  # the same code, named, as without --rig
+        assert f.code.name == DEFAULT_CODE and f.code.as_string() == "11100101"

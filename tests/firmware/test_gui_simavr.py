@@ -21,8 +21,8 @@ def test_window_records_with_the_firmware_in_simavr(qtbot, firmware_elf: Path,
                                                     tmp_path: Path) -> None:  # fmt: skip
     win = MainWindow(out_dir=tmp_path)
     qtbot.addWidget(win)
-    win.rig_choice.setCurrentText("Simulated camera + firmware in simavr")
-    win.sim_size.setValue(64)
+    win.devices_panel.rig_choice.setCurrentText("Simulated camera + firmware in simavr")
+    win.devices_panel.sim_size.setValue(64)
     win.folder.setText(str(tmp_path))
     win.designer.bits_edit.setText("1101000110")
     win.designer.chip_us.setValue(250.0)

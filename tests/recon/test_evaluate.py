@@ -35,6 +35,7 @@ def identity_model():
     torch.nn.init.zeros_(model.cond[-1].bias)
     return model
 
+
 STRATA = ["slow/sigma=0.002", "slow/sigma=0.01", "fast/sigma=0.002", "fast/sigma=0.01"]
 
 
