@@ -627,6 +627,31 @@ def test_recon_writer_incremental_abort_and_guards(capture: Path, tmp_path: Path
         assert r.read_video(2)[1, 0, 0] == 2.0
 
 
+def test_recon_writer_that_cannot_mark_its_file_keeps_every_frame(capture: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    import blurvid_rig.files.swmr as swmr
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(swmr, "finalise", disk_full)
+    target = tmp_path / "y.recon.h5"
+    with CaptureFile.open(capture) as c:
+        w = ReconWriter(target, time_s=[0.0, 1e-4], frame_shape=SHAPE, source=c, method="m",
+                        parameters={}, device="cpu")  # fmt: skip
+        for i in range(3):
+            w.append(np.full((2, *SHAPE), i, np.float64), i, {"r": float(i)})
+        with pytest.raises(CaptureWriteError, match=r"Could not mark .*No space left.*partial"):
+            w.close()
+    # the same rule as for captures: the file takes its final name, keeps status "partial", and
+    # every frame written is there
+    assert target.exists() and not target.with_name(target.name + ".partial").exists()
+    assert w.close() == target  # closing again answers where the file is
+    with ReconFile.open(target) as r:
+        assert r.status == "partial" and r.n_frames == 3
+        np.testing.assert_array_equal(r.per_frame["r"], [0.0, 1.0, 2.0])
+
+
 # ------------------------------------------------------------------------------------------
 # describe_file
 # ------------------------------------------------------------------------------------------
