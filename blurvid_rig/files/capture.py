@@ -30,15 +30,14 @@ import numpy as np
 
 from blurvid_rig.files.h5io import (
     H5_READ_ERRORS,
-    STATUSES,
     CaptureFormatError,
     allocated_frames,
     check_numeric_finite,
-    damaged_file_error,
+    load_or_close,
     open_h5,
-    parse_schema,
     py_value,
     read_attr_tree,
+    read_header,
     read_num,
     read_str,
     require,
@@ -109,29 +108,15 @@ class CaptureFile:
         path = Path(path)
         f, how = open_h5(path)
         obj = cls(f, path, how)
-        try:
-            obj._load()
-        except CaptureFormatError:
-            f.close()
-            raise
-        except H5_READ_ERRORS as e:
-            f.close()
-            raise damaged_file_error(path, e) from e
+        load_or_close(f, path, obj._load)
         return obj
 
     # -- loading ----------------------------------------------------------------------------
 
     def _load(self) -> None:
         f, path = self._f, self.path
-        self.schema_version = parse_schema(f, path, "capture")
-        self.uuid = str(py_value(f.attrs.get("uuid", "")))
-        self.status = str(py_value(f.attrs.get("status", "")))
-        if self.status not in STATUSES:
-            raise CaptureFormatError(
-                f"{path} has status {self.status!r}; expected one of {STATUSES}. The file was "
-                "edited or damaged."
-            )
-        self.status_reason = str(py_value(f.attrs.get("status_reason", "")))
+        self.schema_version, self.uuid, self.status, self.status_reason = read_header(
+            f, path, "capture")
         entry = require(f, "entry", path, "the NXentry group")
         if py_value(entry.attrs.get("NX_class")) != "NXentry":
             raise CaptureFormatError(f"{path}: /entry is not an NXentry group; the file is broken.")

@@ -19,7 +19,7 @@ import math
 import os
 import struct
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -539,6 +539,37 @@ def damaged_file_error(path: Path, e: BaseException, where: str = "") -> Capture
     else:
         why = f"reading it failed ({type(e).__name__}: {msg})"
     return CaptureFormatError(f"{path} is damaged{place}: {why}. {todo}")
+
+
+def load_or_close(f: h5py.File, path: Path, load: Callable[[], None]) -> None:
+    """Run a reader's ``load``; on any error close ``f``, and turn an HDF5 error into the
+    project's format error that names the file (:func:`damaged_file_error`)."""
+    try:
+        load()
+    except CaptureFormatError:
+        f.close()
+        raise
+    except H5_READ_ERRORS as e:
+        f.close()
+        raise damaged_file_error(path, e) from e
+
+
+def read_header(f: h5py.File, path: Path, kind: str) -> tuple[str, str, str, str]:
+    """The root attributes every file of ours has: ``(schema_version, uuid, status,
+    status_reason)``, the schema checked for ``kind`` and the status one of :data:`STATUSES`.
+
+    Raises:
+        CaptureFormatError: wrong kind, newer schema, or an unknown status.
+    """
+    schema = parse_schema(f, path, kind)
+    uuid = str(py_value(f.attrs.get("uuid", "")))
+    status = str(py_value(f.attrs.get("status", "")))
+    if status not in STATUSES:
+        raise CaptureFormatError(
+            f"{path} has status {status!r}; expected one of {STATUSES}. The file was edited or "
+            "damaged."
+        )
+    return schema, uuid, status, str(py_value(f.attrs.get("status_reason", "")))
 
 
 def require(f: h5py.Group, name: str, path: Path, what: str) -> Any:

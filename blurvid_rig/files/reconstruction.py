@@ -26,16 +26,14 @@ import h5py
 import numpy as np
 
 from blurvid_rig.files.h5io import (
-    H5_READ_ERRORS,
-    STATUSES,
     CaptureFormatError,
     allocated_frames,
     check_numeric_finite,
-    damaged_file_error,
+    load_or_close,
     open_h5,
-    parse_schema,
     py_value,
     read_attr_tree,
+    read_header,
     read_str,
     require,
 )
@@ -80,24 +78,13 @@ class ReconFile:
         path = Path(path)
         f, _ = open_h5(path)
         obj = cls(f, path)
-        try:
-            obj._load()
-        except CaptureFormatError:
-            f.close()
-            raise
-        except H5_READ_ERRORS as e:
-            f.close()
-            raise damaged_file_error(path, e) from e
+        load_or_close(f, path, obj._load)
         return obj
 
     def _load(self) -> None:
         f, path = self._f, self.path
-        self.schema_version = parse_schema(f, path, "reconstruction")
-        self.uuid = str(py_value(f.attrs.get("uuid", "")))
-        self.status = str(py_value(f.attrs.get("status", "")))
-        if self.status not in STATUSES:
-            raise CaptureFormatError(f"{path} has unknown status {self.status!r}.")
-        self.status_reason = str(py_value(f.attrs.get("status_reason", "")))
+        self.schema_version, self.uuid, self.status, self.status_reason = read_header(
+            f, path, "reconstruction")
         entry = require(f, "entry", path, "the NXentry group")
         self.title = read_str(entry, "title")
         self.start_time = read_str(entry, "start_time")
