@@ -77,7 +77,9 @@ def example(sampler: SceneSampler, code: str, seed: int, sigma: float,
     return x, y, b.chips[0], vg, m, sharp
 
 
-def _loss(model: DeblurRefiner, batch: list[tuple[Any, ...]], code: str) -> Tensor:
+def refiner_loss(model: DeblurRefiner, batch: list[tuple[Any, ...]], code: str) -> Tensor:
+    """The training loss of one batch of :func:`example` pairs coded with ``code``: L1 to the
+    mid-exposure image plus 0.1 x the L1 of the re-blurred refined image to the coded frame."""
     k = len(code)
     times = (torch.arange(k, dtype=torch.float64) + 0.5) / k
     c = torch.tensor([float(ch) for ch in code])
@@ -218,18 +220,10 @@ def train(argv: Sequence[str] | None = None) -> int:
         now = time.perf_counter() - t_start
         if now >= budget or (args.max_steps is not None and step >= args.max_steps):
             break
-        frac = min(1.0, now / budget)
-        warm = min(1.0, (step + 1) / 100)
-        for g in opt.param_groups:
-            g["lr"] = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-        code = draw_code(gen)
-        batch = []
-        for _ in range(args.batch):
-            sigma = draw_sigma(gen)
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            batch.append(example(sampler, code, seed, sigma, gen))
+        set_lr(opt, args.lr, step, now / budget)
+        code, batch = draw_batch(sampler, gen, args.batch)
         scenes_seen += args.batch
-        loss = _loss(model, batch, code)
+        loss = refiner_loss(model, batch, code)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -246,27 +240,54 @@ def train(argv: Sequence[str] | None = None) -> int:
     print(f"done: {step} steps, {scenes_seen} scenes, {elapsed / 60:.1f} min", flush=True)
     if args.export is not None:
         val = validate(model, photos, 256, n=args.val_n)
-        info = {
-            "command": "python -m recon.train_refiner " + " ".join(
-                a for a in (argv if argv is not None else sys.argv[1:])),
-            "data": ("pans with and without acceleration (recon/motion_data.py) from the train "
-                     "split of the photos of lomiri-wallpapers-16.04, lomiri-wallpapers-20.04, "
-                     f"mate-backgrounds and the train dead-leaves images; {args.size} px frames, "
-                     "2-48 px per exposure, codes 11100101, 1100111100000101 and family codes "
-                     "of 8-24 chips, Gaussian noise 0.001-0.02 of full scale, velocities "
-                     "jittered (length 3 %, direction 2 deg, 0.5 px)"),
-            "steps": step,
-            "scenes": scenes_seen,
-            "train_minutes": elapsed / 60,
-            "machine": f"{platform.machine()} CPU, {args.threads} threads, torch "
-                       f"{torch.__version__}",
-            "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 5),
-            "validation": val,
-        }
+        info = _card_info(args, argv, step, scenes_seen, elapsed, losses, val)
         card = export(model, args.export, info)
         print(f"exported {card}", flush=True)
         print(json.dumps(val, indent=1), flush=True)
     return 0
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float, step: int, frac: float) -> None:
+    """Warm up over the first 100 steps, then a cosine from ``lr`` to 5 % of it over the time
+    budget (``frac``: the share of it spent)."""
+    warm = min(1.0, (step + 1) / 100)
+    frac = min(1.0, frac)
+    for g in opt.param_groups:
+        g["lr"] = lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def draw_batch(sampler: SceneSampler, gen: torch.Generator, n: int
+               ) -> tuple[str, list[tuple[Any, ...]]]:
+    """One step's code and its ``n`` training pairs (:func:`example`), drawn from ``gen``."""
+    code = draw_code(gen)
+    batch = []
+    for _ in range(n):
+        sigma = draw_sigma(gen)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        batch.append(example(sampler, code, seed, sigma, gen))
+    return code, batch
+
+
+def _card_info(args: argparse.Namespace, argv: Sequence[str] | None, step: int, scenes_seen: int,
+               elapsed: float, losses: list[float], val: dict[str, Any]) -> dict[str, Any]:
+    """What the model card says of the run."""
+    return {
+        "command": "python -m recon.train_refiner " + " ".join(
+            a for a in (argv if argv is not None else sys.argv[1:])),
+        "data": ("pans with and without acceleration (recon/motion_data.py) from the train "
+                 "split of the photos of lomiri-wallpapers-16.04, lomiri-wallpapers-20.04, "
+                 f"mate-backgrounds and the train dead-leaves images; {args.size} px frames, "
+                 "2-48 px per exposure, codes 11100101, 1100111100000101 and family codes "
+                 "of 8-24 chips, Gaussian noise 0.001-0.02 of full scale, velocities "
+                 "jittered (length 3 %, direction 2 deg, 0.5 px)"),
+        "steps": step,
+        "scenes": scenes_seen,
+        "train_minutes": elapsed / 60,
+        "machine": f"{platform.machine()} CPU, {args.threads} threads, torch "
+                   f"{torch.__version__}",
+        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 5),
+        "validation": val,
+    }
 
 
 def main() -> int:

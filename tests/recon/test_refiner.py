@@ -22,7 +22,7 @@ from recon.refiner import (
     shipped_refiner,
 )
 from recon.scenes import SceneSampler
-from recon.train_refiner import _loss, example, export
+from recon.train_refiner import example, export, refiner_loss
 
 CODE = "11100101"
 
@@ -68,12 +68,12 @@ def test_training_loop_learns_a_fixed_batch() -> None:
     batch = [example(s, CODE, seed, 0.005, None, (6.0, 12.0)) for seed in (3, 4)]
     model = DeblurRefiner(width=8)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = float(_loss(model, batch, CODE))
+    first = float(refiner_loss(model, batch, CODE))
     for _ in range(120):
-        loss = _loss(model, batch, CODE)
+        loss = refiner_loss(model, batch, CODE)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    last = float(_loss(model, batch, CODE))
+    last = float(refiner_loss(model, batch, CODE))
     print(f"loss {first:.4f} -> {last:.4f}")
     assert last < 0.7 * first
