@@ -59,7 +59,7 @@ from recon.photos import default_photos, preload_dead_leaves
 from recon.refiner import shipped_refiner
 from recon.scene_batches import coded_batch
 from recon.scenes import SceneSampler
-from recon.solvers import ClassicalGlobal, equal_times
+from recon.solvers import ClassicalGlobal, equal_times, same_motion
 
 CODES = ("11100101", "1100111100000101")
 NOISE = (0.002, 0.01)
@@ -81,6 +81,7 @@ class Sample:
     flip: dict[str, bool] = field(default_factory=dict)
     object_epe: dict[str, float] = field(default_factory=dict)
     confidence: float = math.nan
+    velocity: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _video_psnr(pred: Tensor, gt: Tensor) -> float:
@@ -185,6 +186,7 @@ def _score_motion(smp: Sample, name: str, rec: Any, scene: Any, stratum: str) ->
     end-point error over their tiles."""
     bg = scene.layers[0].velocity_px
     v = rec.velocity or (0.0, 0.0)
+    smp.velocity[name] = [float(v[0]), float(v[1])]
     smp.epe[name] = math.hypot(v[0] - bg[0], v[1] - bg[1])
     if math.hypot(*bg) >= 8.0:
         smp.flip[name] = (v[0] * bg[0] + v[1] * bg[1]) < 0
@@ -314,7 +316,7 @@ def reuse_rows(samples: list[Sample], previous: list[dict[str, Any]], source: st
                 abs(s.psnr["B0"] - old["psnr"]["B0"]) > 1e-6):
             raise ValueError(f"{source} does not hold the same scenes as this run (frame "
                              f"{s.stratum} {s.code} sigma={s.sigma:g} differs).")
-        for attr in ("psnr", "seconds", "epe", "flip", "object_epe"):
+        for attr in ("psnr", "seconds", "epe", "flip", "object_epe", "velocity"):
             mine = getattr(s, attr)
             for k, v in old.get(attr, {}).items():
                 mine.setdefault(k, v)
@@ -503,6 +505,8 @@ def tune_fallback(samples: list[Sample], policy: str = "spectral"
             for th in THRESHOLDS]
 
 
+#: The fallbacks tuned, in the order ties are broken (at threshold 0 none applies).
+TUNED = ("spectral", "still", "verified")
 #: The bar of issue 14 that the fallback is chosen under: every stratum within this of doing
 #: nothing (B0) or better.
 NEVER_WORSE_DB = 0.3
@@ -513,8 +517,8 @@ def choose_fallback(samples: list[Sample]) -> tuple[str, float] | None:
     mean within :data:`NEVER_WORSE_DB` of B0 or better (None when none does)."""
     strata = sorted({s.stratum for s in samples})
     best: tuple[float, str, float] | None = None
-    for policy in ("spectral", "still"):
-        if not all(policy in s.psnr for s in samples):
+    for policy in TUNED:
+        if not all(_has_fallback(s, policy) for s in samples):
             continue
         for th in THRESHOLDS:
             ok = True
@@ -542,12 +546,14 @@ def _tuning_report(samples: list[Sample], command: str) -> str:
              "applied to all).", "",
              "- **spectral**: the spectral search's velocity for the background;",
              "- **still**: no motion (the coded frame, TV-denoised: never worse than doing "
-             "nothing).", "",
+             "nothing);",
+             "- **verified**: the learned motion where the spectral search's velocity agrees "
+             "with it (`recon.solvers.same_motion`: within 2 px + 10 %), else still.", "",
              "Doing nothing (B0) per stratum: " + ", ".join(
                  f"{st} {_mean([s.psnr['B0'] for s in samples if s.stratum == st]):.2f}"
                  for st in strata) + f"; all {_mean([s.psnr['B0'] for s in samples]):.2f}.", ""]
-    for policy in ("spectral", "still"):
-        if not all(policy in s.psnr for s in samples):
+    for policy in TUNED:
+        if not all(_has_fallback(s, policy) for s in samples):
             continue
         lines += [f"## Fallback: {policy}", "",
                   "| threshold | share unsure | all | " + " | ".join(strata) + " |",
@@ -563,9 +569,25 @@ def _tuning_report(samples: list[Sample], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _has_fallback(s: Sample, policy: str) -> bool:
+    if policy == "verified":
+        return "still" in s.psnr and {"learned", "spectral"} <= s.velocity.keys()
+    return policy in s.psnr
+
+
+def _fallback_psnr(s: Sample, policy: str) -> float:
+    """What an unsure frame scores under ``policy``."""
+    if policy == "verified":
+        v, sv = s.velocity["learned"], s.velocity["spectral"]
+        agree = same_motion((v[0], v[1]), (sv[0], sv[1]))
+        return s.psnr["learned"] if agree else s.psnr["still"]
+    return s.psnr[policy]
+
+
 def tune_fallback_at(samples: list[Sample], th: float, policy: str = "spectral") -> float:
     """Mean PSNR of the fallback rule at one threshold."""
-    vals = [s.psnr[policy] if s.confidence < th else s.psnr["learned"] for s in samples]
+    vals = [_fallback_psnr(s, policy) if s.confidence < th else s.psnr["learned"]
+            for s in samples]
     return sum(vals) / max(1, len(vals))
 
 

@@ -211,10 +211,12 @@ _MOTION_CACHE: dict[str, Any] = {}
 #: +3.9 dB over B0 (2.4 dB less than with no fallback), the mean is 0.15 dB lower.
 FALLBACK_BELOW = 0.6
 #: What an unsure frame gets: ``"still"`` (no motion: the frame is only denoised, never worse
-#: than doing nothing) or ``"spectral"`` (the spectral search's velocity for the background;
-#: no threshold of it kept the still scenes near B0).
+#: than doing nothing), ``"spectral"`` (the spectral search's velocity for the background; no
+#: threshold of it kept the still scenes near B0) or ``"verified"`` (the learned motion where the
+#: spectral search agrees with it, else still; on val no better than "still" on pans, worse on
+#: objects).
 FALLBACK = "still"
-FALLBACKS = ("still", "spectral")
+FALLBACKS = ("still", "spectral", "verified")
 
 
 def _shipped_scorer() -> Any:
@@ -250,7 +252,8 @@ class ClassicalGlobal(Reconstructor):
             ``"spectral"``.
         fallback_below: with ``motion="auto"``, frames whose learned global probability is
             below this are unsure (:data:`FALLBACK_BELOW`).
-        fallback: what an unsure frame gets, ``"still"`` or ``"spectral"`` (:data:`FALLBACK`).
+        fallback: what an unsure frame gets, ``"still"``, ``"spectral"`` or ``"verified"`` (the
+            learned motion if the spectral search agrees with it, else still) (:data:`FALLBACK`).
         velocity: a known global velocity ``(dx, dy)`` in pixels per exposure (no estimation).
         max_px: the largest motion to search, pixels per exposure (capped at half the frame).
         layers: with the learned estimator, deconvolve each distinct motion of the frame on its
@@ -434,16 +437,26 @@ class ClassicalGlobal(Reconstructor):
         # preview's reduced frames are unsure more often (a 12-20 px pan at 128 px: p < 0.6)
         unsure = (self.motion == "auto" and not self.fast
                   and est.global_probability < self.fallback_below)
-        if unsure and before is not None and _agree(est.velocity, before):
+        if unsure and before is not None and same_motion(est.velocity, before):
             # unsure alone, but the frame before (a trusted answer one exposure earlier)
             # moved the same way: two frames agreeing is the corroboration it lacked
             unsure = False
             diag["motion"] = "learned, unsure, agrees with the frame before"
+        if unsure and self.fallback == "verified":
+            # a second, independent estimator: the spectral search agreeing with the learned
+            # velocity is the corroboration the read-out lacked; otherwise the frame is still
+            from recon.velocity import estimate_velocity
+
+            sv = estimate_velocity(yf, bits, max_px=bound, sub_steps=s, weights=w).velocity
+            diag["motion_seconds"] = time.perf_counter() - t0
+            if same_motion(est.velocity, (float(sv[0]), float(sv[1]))):
+                unsure = False
+                diag["motion"] = "learned, unsure, the spectral search agrees"
         if self._sequence is not None:
             self._sequence["velocity"] = None if unsure else est.velocity
         if unsure:
             diag["motion_fallback"] = 1.0
-            if self.fallback == "still":
+            if self.fallback in ("still", "verified"):
                 # the frame read-out is unsure (its misses are diffuse, and a wrong motion
                 # costs far more than none): treat the frame as still, one layer
                 diag["motion"] = "learned, unsure: still"
@@ -502,9 +515,10 @@ class ClassicalGlobal(Reconstructor):
         return deconvolve
 
 
-def _agree(v: tuple[float, float], ref: tuple[float, float]) -> bool:
+def same_motion(v: tuple[float, float], ref: tuple[float, float]) -> bool:
     """Whether two background velocities (pixels per exposure) are the same motion: within 2 px
-    plus 10 % of the reference's length (consecutive exposures of one capture)."""
+    plus 10 % of the reference's length (consecutive exposures of one capture, or two
+    estimators of one frame)."""
     return math.hypot(v[0] - ref[0], v[1] - ref[1]) <= 2.0 + 0.1 * math.hypot(*ref)
 
 

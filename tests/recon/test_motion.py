@@ -316,3 +316,36 @@ def test_an_unsure_frame_that_agrees_with_the_frame_before_keeps_its_motion() ->
     assert solver.reconstruct(y, phys, t).velocity == (0.0, 0.0)
     alone = ClassicalGlobal("tv", motion="auto", fallback_below=1.01, iters=5)
     assert alone.reconstruct(y, phys, t).velocity == (0.0, 0.0)
+
+
+@pytest.mark.slow
+def test_the_verified_fallback_keeps_an_unsure_motion_only_when_the_spectral_search_agrees(
+        monkeypatch) -> None:
+    """``fallback="verified"``: an unsure frame keeps its learned velocity when the spectral
+    search (a second, independent estimator) finds the same motion, and is still otherwise."""
+    from types import SimpleNamespace
+
+    import recon.velocity
+    from recon.operators import CodedExposure
+    from recon.solvers import ClassicalGlobal, equal_times
+
+    _shipped()
+    s = SceneSampler(default_photos(), 128, split="val", max_motion_px=48.0)
+    phys = CodedExposure.from_capture(CODE, chip_us=None)
+    y = coded_batch([stratum_scene(s, "pan", 0xF1C, 1, (12.0, 20.0))], CODE, sub_steps=4,
+                    sigma=0.003, noise_seed=2).y[0, 0]
+    t = equal_times(8)
+    learned = ClassicalGlobal("tv", motion="learned", layers=False, iters=5).reconstruct(
+        y, phys, t).velocity
+    assert math.hypot(*learned) > 8.0
+    spectral = {"v": (learned[0] + 1.0, learned[1])}
+    monkeypatch.setattr(recon.velocity, "estimate_velocity",
+                        lambda *a, **k: SimpleNamespace(velocity=spectral["v"]))
+    solver = ClassicalGlobal("tv", motion="auto", fallback="verified", fallback_below=1.01,
+                             iters=5)
+    agreed = solver.reconstruct(y, phys, t)
+    assert agreed.velocity == learned and agreed.diagnostics["motion_fallback"] == 0.0
+    assert "spectral search agrees" in str(agreed.diagnostics["motion"])
+    spectral["v"] = (-learned[0], -learned[1])  # the same axis, the other direction
+    refused = solver.reconstruct(y, phys, t)
+    assert refused.velocity == (0.0, 0.0) and refused.diagnostics["motion_fallback"] == 1.0
