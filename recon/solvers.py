@@ -478,7 +478,7 @@ class ClassicalGlobal(Reconstructor):
         cands = _layer_candidates(est, self.max_layers) if self.layers else [vel]
         one = self._one_motion(yf, bits, physics, times, slot, saturated)
         if len(cands) > 1 or self.fast:
-            frames, used = _layered(yf, est, cands, times, slot, one)
+            frames, used = _layered(yf, est, cands, times, slot, one, fast=self.fast)
             diag["layers"] = float(len(used))
             diag["layer_velocities"] = "; ".join(f"({a:.2f}, {b:.2f})" for a, b in used)
             return Reconstruction(frames=frames.float(), times=times, velocity=vel,
@@ -568,18 +568,39 @@ def _fast_frames(y: Tensor, w: Tensor, v: tuple[float, float], times: Tensor,
     return render_frames(sharp, v, times=times, frame_exposure=slot)
 
 
+def shift_frames(x: Tensor, v: tuple[float, float], times: Tensor) -> Tensor:
+    """``x`` moved by ``(t - 1/2) * v`` to each time (bilinear, border values beyond the edge):
+    frames ``(T, H, W)``. For smooth images only (the layer masks): no motion blur within a
+    frame's window."""
+    h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype),
+                            indexing="ij")
+    d = (times.to(x.dtype) - 0.5).view(-1, 1, 1)
+    gx = (xs - d * v[0]) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys - d * v[1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)  # (T, H, W, 2)
+    src = x.expand(len(times), 1, h, w)
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode="border",
+                         align_corners=True)[:, 0]
+
+
 def _layered(y: Tensor, est: Any, cands: list[tuple[float, float]], times: Tensor, slot: float,
-             one_motion: Callable[[tuple[float, float]], Tensor]
+             one_motion: Callable[[tuple[float, float]], Tensor], fast: bool = False
              ) -> tuple[Tensor, list[tuple[float, float]]]:
     """Deconvolve the frame once per motion and composite by where each motion holds.
 
     Each motion's share of every tile (probability within 1.5 bank steps, normalised over the
     motions) is upsampled to pixels and carried along that motion to each frame time, so a
-    moving object's region moves with it.
+    moving object's region moves with it (``fast``: moved without the blur of each frame's
+    window, which a share map upsampled from tiles does not need: the live path).
     """
     from recon.classical import render_frames
 
     h, wd = y.shape
+    if len(cands) == 1:  # one motion holds everywhere: no compositing
+        v = cands[0] if math.hypot(*cands[0]) >= 0.5 else (0.0, 0.0)
+        return (one_motion(v) if v != (0.0, 0.0) else
+                y.unsqueeze(0).expand(len(times), h, wd).clone()), [v]
     masses = torch.stack([est.mass_near(c) for c in cands])  # (M, th, tw)
     masses = masses + 1e-3
     masses[0] += 1e-2  # ties go to the global motion
@@ -601,7 +622,8 @@ def _layered(y: Tensor, est: Any, cands: list[tuple[float, float]], times: Tenso
             v = (0.0, 0.0)
         else:
             layer = one_motion(v)
-            mask_t = render_frames(full[m], v, times=times, frame_exposure=slot)
+            mask_t = (shift_frames(full[m], v, times) if fast else
+                      render_frames(full[m], v, times=times, frame_exposure=slot))
         frames += layer * mask_t
         weight += mask_t
         used.append(v)
