@@ -31,6 +31,7 @@ import numpy as np
 from blurvid_rig.files.h5io import (
     H5_READ_ERRORS,
     CaptureFormatError,
+    H5Reader,
     allocated_frames,
     check_numeric_finite,
     load_or_close,
@@ -67,7 +68,7 @@ class DamagedFrameError(CaptureFormatError):
         self.index = index
 
 
-class CaptureFile:
+class CaptureFile(H5Reader):
     """Read a capture file: metadata as typed values, frames one at a time.
 
     Open with :meth:`open`; partial (crashed) and aborted files open too, with ``n_frames`` the
@@ -87,8 +88,7 @@ class CaptureFile:
 
     def __init__(self, f: h5py.File, path: Path, opened_with: str) -> None:
         """Private: use :meth:`CaptureFile.open`."""
-        self._f = f
-        self.path = path
+        super().__init__(f, path)
         self.opened_with = opened_with
 
     @classmethod
@@ -289,25 +289,6 @@ class CaptureFile:
             if progress is not None:
                 progress(i + 1, self.n_frames)
         return bad
-
-    def __len__(self) -> int:
-        return self.n_frames
-
-    # -- lifetime ---------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the HDF5 file (idempotent)."""
-        if self._f.id.valid:
-            self._f.close()
-
-    def __enter__(self) -> CaptureFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"CaptureFile({str(self.path)!r}, status={self.status!r}, n_frames={self.n_frames})"
 
 
 def _read_dmd(g: h5py.Group) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import h5py
 import hdf5plugin
@@ -539,6 +539,36 @@ def damaged_file_error(path: Path, e: BaseException, where: str = "") -> Capture
     else:
         why = f"reading it failed ({type(e).__name__}: {msg})"
     return CaptureFormatError(f"{path} is damaged{place}: {why}. {todo}")
+
+
+class H5Reader:
+    """What the capture and reconstruction readers share: the open file, its path, ``len``
+    (``n_frames``, set by the reader's load), closing (idempotent) and ``with``."""
+
+    n_frames: int
+    status: str
+
+    def __init__(self, f: h5py.File, path: Path) -> None:
+        self._f = f
+        self.path = path
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def close(self) -> None:
+        """Close the HDF5 file (idempotent)."""
+        if self._f.id.valid:
+            self._f.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.path)!r}, status={self.status!r}, "
+                f"n_frames={self.n_frames})")
 
 
 def load_or_close(f: h5py.File, path: Path, load: Callable[[], None]) -> None:

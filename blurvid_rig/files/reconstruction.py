@@ -27,6 +27,7 @@ import numpy as np
 
 from blurvid_rig.files.h5io import (
     CaptureFormatError,
+    H5Reader,
     allocated_frames,
     check_numeric_finite,
     load_or_close,
@@ -52,7 +53,7 @@ def recon_path_for(capture_path: str | Path) -> Path:
     return p.with_name(name + RECON_SUFFIX)
 
 
-class ReconFile:
+class ReconFile(H5Reader):
     """Read a reconstruction file (complete, partial or aborted). Open with :meth:`open`.
 
     Attributes:
@@ -65,8 +66,7 @@ class ReconFile:
 
     def __init__(self, f: h5py.File, path: Path) -> None:
         """Private: use :meth:`ReconFile.open`."""
-        self._f = f
-        self.path = path
+        super().__init__(f, path)
 
     @classmethod
     def open(cls, path: str | Path) -> ReconFile:
@@ -180,19 +180,3 @@ class ReconFile:
             raise IndexError(f"Result {i} is outside {self.path} ({self.n_frames} results).")
         return self._decode(self._video[i])
 
-    def __len__(self) -> int:
-        return self.n_frames
-
-    def close(self) -> None:
-        """Close the file (idempotent)."""
-        if self._f.id.valid:
-            self._f.close()
-
-    def __enter__(self) -> ReconFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ReconFile({str(self.path)!r}, status={self.status!r}, n_frames={self.n_frames})"
