@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -125,12 +127,19 @@ def test_any_times_and_effective_code(global_clip) -> None:
         CodedExposure.from_capture(CODE, chip_us=250, sub_steps=2, weights=w[:-1])
 
 
-def test_solver_for_policy(mask_case) -> None:
+def test_solver_for_policy(mask_case, monkeypatch) -> None:
+    import recon.refiner
+
     masks, _, _ = mask_case
     assert solver_for(CodedExposure.from_capture(CODE, chip_us=1, masks=masks),
                       per_pixel_solver="admm-tv").name == "admm-tv"
-    default = solver_for(CodedExposure.from_capture(CODE, chip_us=1))
-    assert default.name == ("refined" if default_global_solver() == "refined" else "classical-tv")
+    # global codes get TV unless a refiner ships, then the refiner
+    monkeypatch.setattr(recon.refiner, "shipped_refiner", lambda: None)
+    assert default_global_solver() == "tv"
+    assert solver_for(CodedExposure.from_capture(CODE, chip_us=1)).name == "classical-tv"
+    monkeypatch.setattr(recon.refiner, "shipped_refiner", lambda: Path("refiner.json"))
+    assert default_global_solver() == "refined"
+    monkeypatch.undo()
     assert solver_for(CodedExposure.from_capture(CODE, chip_us=1), solver="tv").name == (
         "classical-tv")
     with pytest.raises(SolverError, match="per pixel"):
